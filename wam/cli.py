@@ -1,0 +1,97 @@
+"""The `wam` command: collect, train, eval, demo. Every flag is a field of a typed config (tyro).
+
+    wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
+    wam train --preset default --train.data runs/data/mine --train.out runs/mine
+    wam eval runs/mine/last --episodes 20
+    wam demo --out runs/demo
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import tyro
+
+from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    model: ModelConfig
+    train: TrainConfig
+    sampler: SamplerConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: Path = Path("runs/demo")
+    """Everything goes here: data/, train/ (the checkpoint is train/last), eval/ (report.html)."""
+    preset: str = "default"
+    episodes: int = 20
+    """Evaluation episodes per task."""
+    workers: int = 2
+
+
+def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
+    name, rest, i = "default", [], 0
+    while i < len(argv):
+        if argv[i] == "--preset" and i + 1 < len(argv):
+            name, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--preset="):
+            name, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest.append(argv[i])
+            i += 1
+    return name, rest
+
+
+def cmd_collect(argv: list[str]) -> None:
+    from wam.collect import CollectConfig, collect
+
+    cfg = tyro.cli(CollectConfig, args=argv, prog="wam collect")
+    print(f"dataset written to {collect(cfg)}")
+
+
+def cmd_train(argv: list[str]) -> None:
+    from wam.train import train
+
+    name, rest = _pop_preset(argv)
+    p = preset(name)
+    cmd = tyro.cli(TrainCommand, args=rest, default=TrainCommand(p.model, p.train, p.sampler), prog="wam train",
+                   description="Train a World-Action Model. --preset NAME picks the defaults (tiny, default).")
+    print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler)}")
+
+
+def cmd_eval(argv: list[str]) -> None:
+    from wam.evaluate import EvalConfig, evaluate, print_table
+
+    cfg = tyro.cli(EvalConfig, args=argv, prog="wam eval")
+    summary = evaluate(cfg)
+    print_table(summary)
+    out = cfg.out or Path(cfg.checkpoint).parent / "eval"
+    print(f"\nreport: {out / 'report.html'}")
+
+
+def cmd_demo(argv: list[str]) -> None:
+    from wam.demo import demo
+
+    demo(tyro.cli(DemoConfig, args=argv, prog="wam demo"))
+
+
+COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unknown command {argv[0]!r}; valid commands are: {', '.join(COMMANDS)}\n", file=sys.stderr)
+        print(__doc__)
+        sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()

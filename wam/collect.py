@@ -1,0 +1,140 @@
+"""`wam collect`: Meta-World's scripted experts record demonstrations into a LeRobotDataset v3.0 folder.
+
+Each task gets `episodes` successful episodes, from variation seeds `seed, seed+1, ...`. An expert episode
+that does not succeed is discarded (and counted in meta/info.json), and the next seed is tried.
+With `action_noise > 0` the executed action is the expert's plus Gaussian noise while the recorded label
+stays the expert's clean action, so the policy sees states off the expert's path and how to recover
+(DART, Laskey et al. 2017).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wam.dataset import DatasetWriter, Episode
+from wam.env import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
+from wam.tasks import instruction, parse_tasks
+
+DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    out: Path = Path("runs/data/metaworld")
+    """Dataset folder to create (LeRobotDataset v3.0 layout)."""
+    tasks: str = DEFAULT_TASKS
+    """Comma-separated Meta-World v3 task names."""
+    episodes: int = 50
+    """Successful expert episodes per task."""
+    cameras: tuple[str, ...] = ("oblique", "top")
+    image_size: int = 96
+    seed: int = 0
+    """First variation seed; evaluation uses seeds from 100000 on, so keep demos below that."""
+    action_noise: float = 0.0
+    """Std of Gaussian noise added to the executed xyz action; labels stay the expert's."""
+    max_steps: int = MAX_EPISODE_STEPS
+    workers: int = 2
+    overwrite: bool = False
+
+    def __post_init__(self):
+        parse_tasks(self.tasks)
+        check_cameras(self.cameras)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not 16 <= self.image_size <= 512:
+            raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
+        if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
+            raise ValueError(f"max_steps must be in [1, {MAX_EPISODE_STEPS}], got {self.max_steps}")
+
+
+_ENVS: dict[tuple, MetaWorldEnv] = {}
+
+
+@atexit.register
+def _close_envs() -> None:
+    while _ENVS:
+        _ENVS.popitem()[1].close()
+
+
+def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: int,
+                   action_noise: float, max_steps: int) -> Episode | None:
+    """Roll out the scripted expert on variation `seed`; None if it did not succeed."""
+    key = (task, cameras, image_size)
+    env = _ENVS.get(key) or _ENVS.setdefault(key, MetaWorldEnv(task, cameras, image_size))
+    rng = np.random.default_rng([seed, 7])
+    obs = env.reset(seed)
+    images, states, actions, successes = [], [], [], []
+    for _ in range(max_steps):
+        action = env.expert_action()
+        executed = action.copy()
+        if action_noise > 0:
+            executed[:3] += rng.normal(0.0, action_noise, 3)
+        images.append(obs["images"])
+        states.append(obs["state"])
+        actions.append(np.clip(action, -1, 1))
+        obs, success = env.step(executed)
+        successes.append(success)
+        if success:
+            break
+    if not successes[-1]:
+        return None
+    return Episode(images=np.stack(images, 1), state=np.stack(states), action=np.stack(actions),
+                   success=np.asarray(successes), instruction=instruction(task), env_task=task, seed=seed)
+
+
+def _job(args):
+    return args, expert_episode(*args)
+
+
+def collect(cfg: CollectConfig, progress: bool = True) -> Path:
+    from tqdm import tqdm
+
+    tasks = parse_tasks(cfg.tasks)
+    fps = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
+    writer = DatasetWriter(cfg.out, fps, cfg.cameras, cfg.image_size, overwrite=cfg.overwrite,
+                           extra={"env": "metaworld-v3", "action_noise": cfg.action_noise})
+    budget = 3 * cfg.episodes + 10  # attempts per task before giving up
+    kept = {t: 0 for t in tasks}
+    failed = {t: 0 for t in tasks}
+    next_seed = {t: cfg.seed for t in tasks}
+    bar = tqdm(total=cfg.episodes * len(tasks), desc="collect", unit="ep", disable=not progress)
+    pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    try:
+        # Waves: each asks for exactly the episodes still missing; results are added in (task, seed)
+        # order, so the dataset does not depend on which worker finished first.
+        while True:
+            jobs = []
+            for t in tasks:
+                need = min(cfg.episodes - kept[t], cfg.seed + budget - next_seed[t])
+                jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps)
+                         for i in range(max(need, 0))]
+                next_seed[t] += max(need, 0)
+            if not jobs:
+                break
+            for (task, _seed, *_), ep in (pool.imap(_job, jobs) if pool else map(_job, jobs)):
+                if ep is None:
+                    failed[task] += 1
+                    continue
+                writer.add(ep)
+                kept[task] += 1
+                bar.update(1)
+                bar.set_postfix(discarded=sum(failed.values()))
+        short = {t: k for t, k in kept.items() if k < cfg.episodes}
+        if short:
+            raise RuntimeError(f"the scripted expert succeeded too rarely to fill {cfg.episodes} episodes: {short}")
+        writer.extra["discarded_failures"] = failed
+        writer.extra["seeds"] = [cfg.seed, cfg.seed + budget]
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+        if pool:
+            pool.close()
+            pool.join()

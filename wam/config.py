@@ -1,0 +1,173 @@
+"""Typed configs and named presets. The model config declares what the model needs (which past frames,
+which future frames, how many actions); the dataset windows and fake test data are derived from it.
+
+Architecture (`ModelConfig`), training (`TrainConfig`) and evaluation (`EvalConfig`) are separate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from wam.env import check_cameras
+
+Target = Literal["data", "velocity"]
+TimeDist = Literal["uniform", "logit_normal", "beta"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # ---- what the model reads and predicts (the data contract)
+    cameras: tuple[str, ...] = ("oblique", "top")
+    image_size: int = 96
+    context_frames: int = 1
+    """Past frames read, ending at the current one."""
+    context_stride: int = 4
+    future_frames: int = 2
+    """Future frames predicted (at t + stride, t + 2 stride, ...)."""
+    future_stride: int = 8
+    future_size: int = 32
+    """Side of the predicted future frames, px."""
+    action_horizon: int = 16
+    action_dim: int = 4
+    state_dim: int = 4
+    text_dim: int = 384
+    # ---- the network
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    stem_channels: tuple[int, ...] = (32, 64, 96, 128)
+    """One stride-2 conv per entry: the context grid is image_size / 2**len per side."""
+    future_patch: int = 8
+    video_target: Target = "data"
+    """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity."""
+    action_target: Target = "velocity"
+
+    def __post_init__(self):
+        check_cameras(self.cameras)
+        down = 2 ** len(self.stem_channels)
+        checks = [
+            (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by 2**len(stem_channels) = {down}"),
+            (self.future_size % self.future_patch == 0, f"future_size {self.future_size} must be divisible by future_patch {self.future_patch}"),
+            (self.image_size % self.future_size == 0, f"image_size {self.image_size} must be a multiple of future_size {self.future_size}"),
+            (self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}"),
+            (self.context_frames >= 1, f"context_frames must be >= 1, got {self.context_frames}"),
+            (self.future_frames >= 0, f"future_frames must be >= 0, got {self.future_frames}"),
+            (self.action_horizon >= 1, f"action_horizon must be >= 1, got {self.action_horizon}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    @property
+    def views(self) -> int:
+        return len(self.cameras)
+
+    @property
+    def context_offsets(self) -> tuple[int, ...]:
+        return tuple(-self.context_stride * i for i in reversed(range(self.context_frames)))
+
+    @property
+    def future_offsets(self) -> tuple[int, ...]:
+        return tuple(self.future_stride * (i + 1) for i in range(self.future_frames))
+
+    @property
+    def context_grid(self) -> int:
+        return self.image_size // 2 ** len(self.stem_channels)
+
+    @property
+    def future_grid(self) -> int:
+        return self.future_size // self.future_patch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path = Path("runs/data/metaworld")
+    out: Path = Path("runs/train")
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-4
+    min_lr: float = 1e-5
+    warmup: int = 200
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    video_weight: float = 1.0
+    action_weight: float = 1.0
+    noise: Literal["independent", "shared"] = "independent"
+    """Noise levels of future frames and actions: drawn separately per sample, or one shared level."""
+    t_video: TimeDist = "uniform"
+    t_action: TimeDist = "uniform"
+    augment_shift: int = 4
+    """Random shift augmentation of context frames, px (0 = off)."""
+    seed: int = 0
+    threads: int = 0
+    """torch intra-op threads (0 = torch's default)."""
+    log_every: int = 50
+    ckpt_every: int = 500
+    eval_every: int = 0
+    """Closed-loop evaluation every N steps (0 = off); uses `eval_episodes` per task."""
+    eval_episodes: int = 5
+    resume: bool = True
+    """Resume from OUT/last if it exists."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 10
+    """Euler steps from noise to data, shared by future frames and actions."""
+    execute: int = 8
+    """Actions executed from each predicted chunk before re-planning."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.execute < 1:
+            raise ValueError(f"steps and execute must be >= 1, got {self.steps}, {self.execute}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    train: TrainConfig
+    collect_episodes: int
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        model=ModelConfig(image_size=32, context_frames=2, future_frames=1, future_stride=4, future_size=16,
+                          action_horizon=4, width=32, depth=2, heads=2, stem_channels=(8, 16), future_patch=8),
+        train=TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, ckpt_every=2, augment_shift=1),
+        collect_episodes=2,
+        sampler=SamplerConfig(steps=2, execute=2),
+    ),
+    "default": Preset(model=ModelConfig(), train=TrainConfig(), collect_episodes=50),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets are: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def model_from_dict(d: dict) -> ModelConfig:
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"model config has unknown fields {sorted(unknown)}; expected fields of ModelConfig")
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

@@ -1,0 +1,141 @@
+"""Meta-World v3 as a `wam` environment: fast offscreen rendering, seeded task variations, scripted experts.
+
+An observation is a dict: `images` uint8 (v, H, W, 3) from the configured cameras and `state` float32 (4,)
+(hand xyz and gripper opening, `obs[:4]`). The scripted expert sees Meta-World's full state vector; the
+policy never does.
+
+Variations: `reset(seed)` seeds Meta-World's own sampler (`seeded_rand_vec`), so a seed names one
+object/goal placement, reproducibly, with Meta-World's own rejection rules. Demonstrations and evaluation
+draw seeds from disjoint ranges (see `collect.py` and `evaluate.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+STATE_DIM = 4
+ACTION_DIM = 4
+MAX_EPISODE_STEPS = 500  # Meta-World's own max_path_length
+
+
+@dataclass(frozen=True)
+class FreeCamera:
+    """A MuJoCo free camera looking at the workspace (metres and degrees)."""
+
+    lookat: tuple[float, float, float]
+    distance: float
+    azimuth: float
+    elevation: float
+
+
+# Cameras framed on the workspace where the objects of the tasks live. Meta-World's own fixed cameras
+# (topview, corner, corner2, corner3, corner4, behindGripper, gripperPOV) can be named as well.
+FREE_CAMERAS: dict[str, FreeCamera] = {
+    "oblique": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.1, azimuth=135.0, elevation=-35.0),
+    "top": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=90.0, elevation=-89.0),
+    "side": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=180.0, elevation=-30.0),
+}
+METAWORLD_CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+
+
+def check_cameras(cameras: tuple[str, ...]) -> tuple[str, ...]:
+    valid = tuple(FREE_CAMERAS) + METAWORLD_CAMERAS
+    for c in cameras:
+        if c not in valid:
+            raise ValueError(f"unknown camera {c!r}; valid cameras are: {', '.join(valid)}")
+    if not cameras:
+        raise ValueError("at least one camera is needed")
+    return tuple(cameras)
+
+
+class Env(Protocol):
+    def reset(self, seed: int) -> dict[str, np.ndarray]: ...
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]: ...
+    def close(self) -> None: ...
+
+
+class MetaWorldEnv:
+    """One Meta-World v3 task rendered from `cameras` at `image_size` px. `step` returns (obs, success)."""
+
+    def __init__(self, task: str, cameras: tuple[str, ...] = ("oblique", "top"), image_size: int = 96):
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        from wam.tasks import check_task
+
+        self.task = check_task(task)
+        self.cameras = check_cameras(tuple(cameras))
+        self.image_size = image_size
+        env = ALL_V3_ENVIRONMENTS[task]()
+        env._partially_observable = False  # the scripted expert needs the goal; the policy only sees obs[:4]
+        env.__dict__.pop("sawyer_observation_space", None)  # cached for the hidden goal: it would clip it to 0
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True
+        env._set_task_called = True
+        self._env = env
+        self._raw: np.ndarray | None = None
+        self._expert = None
+
+        # Fast offscreen rendering: buffer shrunk to the output, no shadows, reflections or multisampling.
+        model = env.model
+        model.vis.global_.offwidth = image_size
+        model.vis.global_.offheight = image_size
+        model.vis.quality.offsamples = 0
+        self._renderer = mujoco.Renderer(model, image_size, image_size)
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._cams = []
+        for name in self.cameras:
+            if name in FREE_CAMERAS:
+                spec = FREE_CAMERAS[name]
+                cam = mujoco.MjvCamera()
+                cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+                cam.lookat[:] = spec.lookat
+                cam.distance, cam.azimuth, cam.elevation = spec.distance, spec.azimuth, spec.elevation
+                self._cams.append(cam)
+            else:
+                self._cams.append(name)
+
+    # ---------------------------------------------------------------- protocol
+    def reset(self, seed: int) -> dict[str, np.ndarray]:
+        self._env.seed(int(seed))
+        self._raw, _ = self._env.reset()
+        return self._observe()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]:
+        if self._raw is None:
+            raise RuntimeError("call reset(seed) before step()")
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"expected an action of shape ({ACTION_DIM},), got {action.shape}")
+        self._raw, _, _, _, info = self._env.step(np.clip(action, -1.0, 1.0))
+        return self._observe(), bool(info["success"])
+
+    def close(self) -> None:
+        self._renderer.close()
+        self._env.close()
+
+    # ---------------------------------------------------------------- extras
+    def expert_action(self) -> np.ndarray:
+        """The scripted Meta-World expert's action for the current state."""
+        if self._expert is None:
+            from metaworld.policies import ENV_POLICY_MAP
+
+            self._expert = ENV_POLICY_MAP[self.task]()
+        return np.asarray(self._expert.get_action(self._raw), dtype=np.float32)
+
+    def render(self) -> np.ndarray:
+        frames = []
+        for cam in self._cams:
+            self._renderer.update_scene(self._env.data, camera=cam)
+            frames.append(self._renderer.render())
+        return np.stack(frames)  # (v, H, W, 3)
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        return {"images": self.render(), "state": self._raw[:STATE_DIM].astype(np.float32)}

@@ -1,0 +1,170 @@
+"""`wam train`: one explicit training loop.
+
+AdamW, linear warm-up then cosine decay, EMA weights for evaluation, gradient clipping, a progress bar with
+loss and throughput, a periodic closed-loop evaluation hook, and checkpoints (see checkpoint.py).
+
+Resume is exact: every random draw of step `i` (batch indices, augmentation, noise levels, noise) comes
+from a generator seeded by (seed, i, rank), so a resumed run replays the same batches and, on CPU, the same
+loss curve. Under `torchrun --nproc_per_node=N` it runs DDP (gloo on CPU, nccl on GPU); each rank draws
+its own batch of `batch_size`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wam import checkpoint, flow
+from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
+from wam.dataset import load_dataset
+from wam.model import WAMTransformer, count_parameters
+from wam.text import embed
+from wam.windows import Batch, Normalizer, Windows
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def shift_augment(images: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Random shift (pad with edge pixels, crop back) per sample and view. (b, c, v, 3, H, W)"""
+    if pad <= 0:
+        return images
+    b, c, v, ch, H, W = images.shape
+    x = images.permute(0, 2, 1, 3, 4, 5).reshape(b * v, c * ch, H, W)
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, b * v), generator=g)
+    out = torch.stack([x[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(b * v)])
+    return out.reshape(b, v, c, ch, H, W).permute(0, 2, 1, 3, 4, 5)
+
+
+def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised."""
+    b = batch.actions.shape[0]
+    t_video = flow.sample_t(b, cfg.t_video, g)
+    t_action = t_video.clone() if cfg.noise == "shared" else flow.sample_t(b, cfg.t_action, g)
+    noise_v = torch.randn(batch.video.shape, generator=g)
+    noise_a = torch.randn(batch.actions.shape, generator=g)
+    per = flow.losses(model, batch.video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
+                      model_cfg.video_target, model_cfg.action_target)
+    vm = batch.video_mask.reshape(*batch.video_mask.shape, 1, 1, 1, 1)
+    video = (per["video"] * vm).sum() / (vm.sum() * per["video"][0, 0].numel()).clamp_min(1)
+    am = batch.action_mask[..., None]
+    action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)
+    loss = cfg.video_weight * video + cfg.action_weight * action if model_cfg.future_frames else cfg.action_weight * action
+    return {"loss": loss, "video": video.detach(), "action": action.detach()}
+
+
+def _dist() -> tuple[int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = SamplerConfig(),
+          progress: bool = True, eval_hook=None) -> Path:
+    """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
+    from tqdm import tqdm
+
+    rank, world = _dist()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    demos = load_dataset(cfg.data)
+    normalizer = Normalizer.from_stats(demos.stats)
+    text = torch.from_numpy(embed(demos.instructions))
+    windows = Windows(demos, model_cfg, normalizer, text)
+
+    torch.manual_seed(cfg.seed)
+    model = WAMTransformer(model_cfg)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    out = Path(cfg.out)
+    last = out / "last"
+    start = 0
+    if cfg.resume and (last / "config.json").exists():
+        start = checkpoint.load_train_state(last, model, ema, optimizer, model_cfg)
+        if rank == 0:
+            print(f"resumed from {last} at step {start}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
+                  "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
+                           "instructions": demos.instructions, "tasks": sorted(set(demos.env_tasks)),
+                           "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
+                           "frames": len(windows)},
+                  "parameters": count_parameters(model), "world_size": world}
+
+    def save(step: int) -> Path:
+        return checkpoint.save(last, model=model, ema=ema, optimizer=optimizer, normalizer=normalizer,
+                               config=run_config, step=step)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"training {count_parameters(model) / 1e6:.2f}M parameters on {len(windows)} frames "
+              f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
+    metrics_file = out / "metrics.jsonl"
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
+    model.train()
+    tick, seen = time.perf_counter(), 0
+    for step in range(start, cfg.steps):
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, step, rank]).generate_state(1)[0]))
+        idx = torch.randint(len(windows), (cfg.batch_size,), generator=g).numpy()
+        batch = windows.get(idx)
+        batch.context.images = shift_augment(batch.context.images, cfg.augment_shift, g)
+        terms = loss_terms(net, batch, cfg, model_cfg, g)
+
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        d = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        seen += cfg.batch_size * world
+        bar.update(1)
+
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            rate = seen / (time.perf_counter() - tick)
+            tick, seen = time.perf_counter(), 0
+            row = {"step": done, "loss": terms["loss"].item(), "video": terms["video"].item(),
+                   "action": terms["action"].item(), "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": rate}
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.4f}", act=f"{row['action']:.4f}", vid=f"{row['video']:.4f}",
+                            sps=f"{rate:.0f}")
+        if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save(done)
+        if rank == 0 and eval_hook is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            result = eval_hook(done, save(done))
+            with metrics_file.open("a") as f:
+                f.write(json.dumps({"step": done, "eval": result}) + "\n")
+        if world > 1 and done % cfg.ckpt_every == 0:
+            dist.barrier()
+    bar.close()
+    if start >= cfg.steps and rank == 0 and not (last / "config.json").exists():
+        save(start)
+    if world > 1:
+        dist.barrier()
+    return last
