@@ -9,7 +9,6 @@ stays the expert's clean action, so the policy sees states off the expert's path
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +52,6 @@ class CollectConfig:
 
 
 _ENVS: dict[tuple, MetaWorldEnv] = {}
-
-
-@atexit.register
-def _close_envs() -> None:
-    while _ENVS:
-        _ENVS.popitem()[1].close()
 
 
 def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: int,

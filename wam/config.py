@@ -41,6 +41,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     stem_channels: tuple[int, ...] = (32, 64, 96, 128)
     """One stride-2 conv per entry: the context grid is image_size / 2**len per side."""
+    keypoints: int = 16
+    """Spatial-softmax keypoints per image, read out as one extra context token (0 = none)."""
     future_patch: int = 8
     video_target: Target = "data"
     """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity."""
@@ -77,6 +79,11 @@ class ModelConfig:
     @property
     def context_grid(self) -> int:
         return self.image_size // 2 ** len(self.stem_channels)
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens per context image: the conv grid plus the keypoint token."""
+        return self.context_grid**2 + (1 if self.keypoints else 0)
 
     @property
     def future_grid(self) -> int:
@@ -145,12 +152,13 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         model=ModelConfig(image_size=32, context_frames=2, future_frames=1, future_stride=4, future_size=16,
-                          action_horizon=4, width=32, depth=2, heads=2, stem_channels=(8, 16), future_patch=8),
+                          action_horizon=4, width=32, depth=2, heads=2, stem_channels=(8, 16, 16), keypoints=4,
+                          future_patch=8),
         train=TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, ckpt_every=2, augment_shift=1),
         collect_episodes=2,
         sampler=SamplerConfig(steps=2, execute=2),
     ),
-    "default": Preset(model=ModelConfig(), train=TrainConfig(), collect_episodes=50),
+    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=2000), collect_episodes=100),
 }
 
 

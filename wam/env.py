@@ -11,7 +11,9 @@ draw seeds from disjoint ranges (see `collect.py` and `evaluate.py`).
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,11 +36,14 @@ class FreeCamera:
     elevation: float
 
 
-# Cameras framed on the workspace where the objects of the tasks live. Meta-World's own fixed cameras
+# Cameras framed on the central workspace where most tasks' objects live (x within +-0.2 m, y 0.55-0.95 m);
+# the *_wide ones show the whole table, for tasks that reach further out. Meta-World's own fixed cameras
 # (topview, corner, corner2, corner3, corner4, behindGripper, gripperPOV) can be named as well.
 FREE_CAMERAS: dict[str, FreeCamera] = {
-    "oblique": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.1, azimuth=135.0, elevation=-35.0),
-    "top": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=90.0, elevation=-89.0),
+    "oblique": FreeCamera(lookat=(0.0, 0.72, 0.12), distance=0.9, azimuth=135.0, elevation=-35.0),
+    "top": FreeCamera(lookat=(0.0, 0.72, 0.1), distance=0.7, azimuth=90.0, elevation=-89.0),
+    "oblique_wide": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.1, azimuth=135.0, elevation=-35.0),
+    "top_wide": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=90.0, elevation=-89.0),
     "side": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=180.0, elevation=-30.0),
 }
 METAWORLD_CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
@@ -52,6 +57,24 @@ def check_cameras(cameras: tuple[str, ...]) -> tuple[str, ...]:
     if not cameras:
         raise ValueError("at least one camera is needed")
     return tuple(cameras)
+
+
+_LIVE: "weakref.WeakSet[MetaWorldEnv]" = weakref.WeakSet()
+_CLEANUP_REGISTERED = False
+
+
+def _close_live() -> None:
+    for env in list(_LIVE):
+        env.close()
+
+
+def _register_cleanup() -> None:
+    # MuJoCo's EGL module terminates the display at exit; atexit runs handlers last-in first-out, so this
+    # one, registered after MuJoCo's, frees our GL contexts while the display still exists.
+    global _CLEANUP_REGISTERED
+    if not _CLEANUP_REGISTERED:
+        atexit.register(_close_live)
+        _CLEANUP_REGISTERED = True
 
 
 class Env(Protocol):
@@ -90,6 +113,8 @@ class MetaWorldEnv:
         self._renderer = mujoco.Renderer(model, image_size, image_size)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        _LIVE.add(self)
+        _register_cleanup()
         self._cams = []
         for name in self.cameras:
             if name in FREE_CAMERAS:
@@ -118,8 +143,11 @@ class MetaWorldEnv:
         return self._observe(), bool(info["success"])
 
     def close(self) -> None:
-        self._renderer.close()
-        self._env.close()
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+            self._env.close()
+        _LIVE.discard(self)
 
     # ---------------------------------------------------------------- extras
     def expert_action(self) -> np.ndarray:

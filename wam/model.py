@@ -5,7 +5,8 @@ g/p context/future token grid side, k action horizon, a action dim, d width, n t
 
 One sequence per sample, three groups of tokens:
     context  (clean): c*v*g*g image tokens from a conv stem, 1 state token, 1 instruction token
-    video    (noisy): f*v*p*p patches of the future frames
+    video    (noisy): f*v*p*p patches of the future frames, each patch concatenated channel-wise with the
+                      same patch of the current frame (image-to-video conditioning by concatenation)
     action   (noisy): k action tokens
 Each token is modulated (adaLN) by the noise level of its own group, so future frames and actions can
 sit at different noise levels (t = 1 is clean data, t = 0 pure noise; context tokens are always t = 1).
@@ -60,23 +61,47 @@ class TimestepEmbedder(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """(B, 3, H, W) -> (B, g*g, d): stride-2 convs, then a 1x1 projection to the width."""
+    """(B, 3, H, W) -> (B, g*g + 1, d): stride-2 convs to a g x g grid of tokens, plus one keypoint token.
 
-    def __init__(self, channels: tuple[int, ...], d: int):
+    The keypoint token is a spatial softmax (Levine et al. 2016; robomimic, Diffusion Policy) over the
+    feature map after the second conv: the expected (x, y) of `keypoints` learned features, a precise
+    readout of where small things (a goal marker, a button) are.
+    """
+
+    def __init__(self, channels: tuple[int, ...], d: int, keypoints: int):
         super().__init__()
-        layers, cin = [], 3
+        self.layers = nn.ModuleList()
+        cin = 3
         for cout in channels:
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU()]
+            self.layers.append(nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1),
+                                             nn.GroupNorm(min(8, cout), cout), nn.SiLU()))
             cin = cout
-        self.net = nn.Sequential(*layers)
         self.proj = nn.Conv2d(cin, d, 1)
+        self.kp_level = min(1, len(channels) - 1)
+        self.kp_conv = nn.Conv2d(channels[self.kp_level], keypoints, 1) if keypoints else None
+        self.kp_proj = nn.Linear(2 * keypoints, d) if keypoints else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.net(x)).flatten(2).transpose(1, 2)
+        kp = None
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i == self.kp_level and self.kp_conv is not None:
+                kp = self.kp_proj(spatial_softmax(self.kp_conv(x)))[:, None]  # (B, 1, d)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, g*g, d)
+        return tokens if kp is None else torch.cat([tokens, kp], dim=1)
+
+
+def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) -> (B, 2K): expected x and y in [-1, 1] of each channel's softmax over positions."""
+    B, K, h, w = features.shape
+    attn = features.flatten(2).softmax(-1).reshape(B, K, h, w)
+    ys = torch.linspace(-1, 1, h, device=features.device)
+    xs = torch.linspace(-1, 1, w, device=features.device)
+    return torch.cat([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=1)
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, 3, s, s) -> (B, (s/p)^2, 3*p*p)"""
+    """(B, C, s, s) -> (B, (s/p)^2, C*p*p)"""
     B, C, H, W = x.shape
     x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(B, (H // p) * (W // p), C * p * p)
@@ -108,9 +133,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, groups: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # cond: (b, 3, d) one conditioning vector per token group; groups: (n,) group of each token
-        mod = self.ada(cond)[:, groups]  # (b, n, 6d)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, ...], mask: torch.Tensor) -> torch.Tensor:
+        # cond: (b, 3, d) one conditioning vector per token group; segments: tokens in each group, in order
+        mod = self.ada(cond)  # (b, 3, 6d)
+        mod = torch.cat([mod[:, i:i + 1].expand(-1, n, -1) for i, n in enumerate(segments) if n], dim=1)  # (b, n, 6d)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         b, n, d = x.shape
         h = modulate(self.norm1(x), shift1, scale1)
@@ -139,15 +165,15 @@ class WAMTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.width
-        self.stem = ConvStem(cfg.stem_channels, d)
+        self.stem = ConvStem(cfg.stem_channels, d, cfg.keypoints)
         self.state_in = nn.Linear(cfg.state_dim, d)
         self.text_in = nn.Linear(cfg.text_dim, d)
-        self.video_in = nn.Linear(3 * cfg.future_patch**2, d)
+        self.video_in = nn.Linear(6 * cfg.future_patch**2, d)
         self.action_in = nn.Linear(cfg.action_dim, d)
         self.t_embed = TimestepEmbedder(d)
         self.text_cond = nn.Linear(cfg.text_dim, d)
 
-        n_ctx = cfg.context_frames * cfg.views * cfg.context_grid**2 + 2
+        n_ctx = cfg.context_frames * cfg.views * cfg.context_tokens + 2
         n_vid = cfg.future_frames * cfg.views * cfg.future_grid**2
         n_act = cfg.action_horizon
         self.pos_context = nn.Parameter(torch.randn(1, n_ctx, d) * 0.02)
@@ -187,10 +213,13 @@ class WAMTransformer(nn.Module):
         b, c, v = context.images.shape[:3]
         f, s = noisy_video.shape[1], noisy_video.shape[-1]
 
-        ctx = self.stem(context.images.flatten(0, 2))  # (b*c*v, g*g, d)
-        ctx = ctx.reshape(b, -1, cfg.width)  # (b, c*v*g*g, d)
+        ctx = self.stem(context.images.flatten(0, 2))  # (b*c*v, g*g (+1), d)
+        ctx = ctx.reshape(b, -1, cfg.width)  # (b, c*v*(g*g+1), d)
         ctx = torch.cat([ctx, self.state_in(context.state)[:, None], self.text_in(context.text)[:, None]], dim=1)
-        vid = self.video_in(patchify(noisy_video.flatten(0, 2), cfg.future_patch)).reshape(b, -1, cfg.width)
+        current = F.avg_pool2d(context.images[:, -1].flatten(0, 1), cfg.image_size // s)  # (b*v, 3, s, s)
+        current = current.reshape(b, 1, v, 3, s, s).expand(b, f, v, 3, s, s)
+        vid = torch.cat([noisy_video, current], dim=3).flatten(0, 2)  # (b*f*v, 6, s, s)
+        vid = self.video_in(patchify(vid, cfg.future_patch)).reshape(b, -1, cfg.width)  # (b, f*v*p*p, d)
         act = self.action_in(noisy_actions)  # (b, k, d)
         x = torch.cat([ctx + self.pos_context, vid + self.pos_video, act + self.pos_action], dim=1)  # (b, n, d)
 
@@ -198,7 +227,7 @@ class WAMTransformer(nn.Module):
         ones = torch.ones_like(t_video)
         cond = self.t_embed(torch.stack([ones, t_video, t_action], 1).flatten()).reshape(b, 3, -1) + text[:, None]
         for blk in self.blocks:
-            x = blk(x, cond, self.groups, self.mask)
+            x = blk(x, cond, (self.n_ctx, self.n_vid, self.n_act), self.mask)
 
         vid_out = self.video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond[:, VIDEO])
         vid_out = unpatchify(vid_out.reshape(b * f * v, -1, vid_out.shape[-1]), cfg.future_patch, s)

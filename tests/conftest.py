@@ -1,0 +1,21 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Two real scripted episodes each of two tasks, at the tiny preset's cameras and size."""
+    from wam.collect import CollectConfig, collect
+    from wam.config import preset
+
+    m = preset("tiny").model
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    return collect(CollectConfig(out=root, tasks="drawer-close-v3,button-press-topdown-v3", episodes=2,
+                                 cameras=m.cameras, image_size=m.image_size, workers=1), progress=False)

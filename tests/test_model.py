@@ -1,0 +1,102 @@
+"""Tier 1: contracts of the network on the tiny preset."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from wam import flow
+from wam.config import ModelConfig, preset
+from wam.model import ACTION, CONTEXT, VIDEO, WAMTransformer
+from wam.windows import fake_batch
+
+CFG = preset("tiny").model
+
+
+def _model(cfg=CFG, seed=0):
+    torch.manual_seed(seed)
+    return WAMTransformer(cfg)
+
+
+def _randomise_heads(model):
+    # adaLN-Zero starts every block as the identity and the heads at zero; move off that point so that
+    # gradients and masks are tested on a generic network.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def test_output_shapes_follow_the_config():
+    model, b = _model(), 3
+    batch = fake_batch(CFG, b)
+    out_v, out_a = model(batch.video, batch.actions, torch.rand(b), torch.rand(b), batch.context)
+    assert out_v.shape == (b, CFG.future_frames, CFG.views, 3, CFG.future_size, CFG.future_size)
+    assert out_a.shape == (b, CFG.action_horizon, CFG.action_dim)
+
+
+def test_loss_keys_and_per_element_shapes():
+    model, b = _model(), 2
+    batch = fake_batch(CFG, b)
+    per = flow.losses(model, batch.video, batch.actions, batch.context, torch.rand(b), torch.rand(b),
+                      torch.randn_like(batch.video), torch.randn_like(batch.actions), "data", "velocity")
+    assert set(per) == {"video", "action"}
+    assert per["video"].shape == batch.video.shape and per["action"].shape == batch.actions.shape
+    assert (per["video"] >= 0).all() and (per["action"] >= 0).all()
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    model, b = _randomise_heads(_model()), 2
+    batch = fake_batch(CFG, b)
+    per = flow.losses(model, batch.video, batch.actions, batch.context, torch.rand(b), torch.rand(b),
+                      torch.randn_like(batch.video), torch.randn_like(batch.actions), "data", "velocity")
+    (per["video"].mean() + per["action"].mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not missing, f"no gradient reached {missing}"
+
+
+def test_inputs_are_not_mutated():
+    model, b = _randomise_heads(_model()), 2
+    batch = fake_batch(CFG, b)
+    tensors = [batch.video, batch.actions, batch.context.images, batch.context.state, batch.context.text]
+    copies = [t.clone() for t in tensors]
+    t_v, t_a = torch.rand(b), torch.rand(b)
+    t_copies = (t_v.clone(), t_a.clone())
+    flow.losses(model, *tensors[:2], batch.context, t_v, t_a, torch.randn_like(batch.video),
+                torch.randn_like(batch.actions), "data", "velocity")["action"].sum().backward()
+    flow.sample(model, batch.context, batch.video.shape, batch.actions.shape, 2, "data", "velocity")
+    for t, c in zip(tensors, copies):
+        assert torch.equal(t, c)
+    assert torch.equal(t_v, t_copies[0]) and torch.equal(t_a, t_copies[1])
+
+
+def test_context_tokens_never_see_noisy_tokens():
+    """The attention mask keeps clean context tokens from attending to future-frame or action tokens, so
+    their hidden states are the same whatever the noisy inputs are (the basis of a context KV cache)."""
+    model, b = _randomise_heads(_model()), 2
+    batch = fake_batch(CFG, b)
+    captured = []
+    model.blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    model(batch.video, batch.actions, torch.full((b,), 0.3), torch.full((b,), 0.3), batch.context)
+    model(torch.randn_like(batch.video), torch.randn_like(batch.actions), torch.full((b,), 0.9),
+          torch.full((b,), 0.1), batch.context)
+    n = model.n_ctx
+    assert torch.allclose(captured[0][:, :n], captured[1][:, :n], atol=1e-6)
+    # ...while the noisy tokens do depend on each other (the mask is not simply blocking everything).
+    assert not torch.allclose(captured[0][:, n:], captured[1][:, n:], atol=1e-3)
+    assert model.mask[model.groups == CONTEXT][:, model.groups != CONTEXT].sum() == 0
+    assert model.mask[model.groups == ACTION][:, model.groups == VIDEO].all()
+
+
+def test_bad_model_configs_are_refused_with_a_reason():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(image_size=100)
+    with pytest.raises(ValueError, match="unknown camera"):
+        ModelConfig(cameras=("nope",))
+    with pytest.raises(ValueError, match="valid presets"):
+        preset("huge")
+
+
+def test_default_preset_builds():
+    model = WAMTransformer(preset("default").model)
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 20e6
