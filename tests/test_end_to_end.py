@@ -50,7 +50,10 @@ def test_train_checkpoint_resume_is_exact(tiny_dataset, tmp_path):
     with pytest.raises(_Interrupt):
         train(replace(cfg, out=tmp_path / "cut", eval_every=2), P.model, P.sampler, progress=False, eval_hook=interrupt)
     assert json.loads((tmp_path / "cut/last/config.json").read_text())["step"] == 2
-    resumed = train(replace(cfg, out=tmp_path / "cut"), P.model, P.sampler, progress=False)
+    steps_run = []
+    resumed = train(replace(cfg, out=tmp_path / "cut", eval_every=1), P.model, P.sampler, progress=False,
+                    eval_hook=lambda step, ckpt: steps_run.append(step) or {})
+    assert steps_run == [3]  # the resumed run went on from step 2, it did not start over
 
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert set(a) == set(b) == {1, 2, 3, 4}
@@ -60,6 +63,16 @@ def test_train_checkpoint_resume_is_exact(tiny_dataset, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     assert all(torch.isfinite(v).all() for v in wa.values())
     assert "normalizer.action_min" in wa
+
+
+def test_expert_failures_are_discarded_and_never_look_complete(tmp_path):
+    from wam.collect import CollectConfig, collect
+
+    out = tmp_path / "never"
+    with pytest.raises(RuntimeError, match="succeeded too rarely"):  # 3 steps are too few for any expert
+        collect(CollectConfig(out=out, tasks="drawer-close-v3", episodes=1, image_size=32, max_steps=3, workers=1),
+                progress=False)
+    assert not out.exists() and not out.with_name("never.partial").exists()
 
 
 def test_resume_refuses_a_different_model_config(tiny_dataset, tmp_path):
@@ -91,7 +104,7 @@ def test_evaluate_from_checkpoint_in_the_simulator(tiny_dataset, tmp_path):
         evaluate(EvalConfig(checkpoint=tmp_path, episodes=1, workers=1), progress=False)
 
 
-def test_cli_collect_train_eval(tmp_path):
+def test_cli_collect_train_eval(tmp_path, capsys):
     from wam.cli import main
 
     data, run = tmp_path / "data", tmp_path / "run"
@@ -100,8 +113,10 @@ def test_cli_collect_train_eval(tmp_path):
     main(["train", "--preset", "tiny", "--train.data", str(data), "--train.out", str(run), "--train.steps", "2"])
     main(["eval", str(run / "last"), "--episodes", "1", "--max-steps", "4", "--workers", "1"])
     assert json.loads((run / "eval/results.json").read_text())["tasks"]["drawer-close-v3"]["episodes"] == 1
-    with pytest.raises(ValueError, match="valid tasks"):
+    with pytest.raises(SystemExit) as exit_:  # the CLI prints the config error and exits with 2
         main(["collect", "--tasks", "drawer-close", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    assert "unknown Meta-World task 'drawer-close'" in capsys.readouterr().err
 
 
 def test_torchrun_ddp_two_processes(tiny_dataset, tmp_path):

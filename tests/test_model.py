@@ -7,7 +7,7 @@ import torch
 
 from wam import flow
 from wam.config import ModelConfig, preset
-from wam.model import ACTION, CONTEXT, VIDEO, WAMTransformer
+from wam.model import ACTION, CONTEXT, VIDEO, WAMTransformer, patchify, unpatchify
 from wam.windows import fake_batch
 
 CFG = preset("tiny").model
@@ -100,3 +100,29 @@ def test_bad_model_configs_are_refused_with_a_reason():
 def test_default_preset_builds():
     model = WAMTransformer(preset("default").model)
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 20e6
+
+
+def test_patchify_roundtrip_and_layout():
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.equal(unpatchify(patchify(x, 8), 8, 16), x)
+    p = patchify(x, 8)
+    assert torch.equal(p[1, 1].reshape(3, 8, 8), x[1, :, :8, 8:])  # token 1 is the top-right patch
+
+
+def test_future_frames_are_conditioned_on_the_current_context_frame():
+    """Future-frame tokens see the *last* context frame patch by patch (concat); changing an earlier
+    context frame must not change the concatenated input, changing the last one must."""
+    model, b = _randomise_heads(_model()), 1
+    batch = fake_batch(CFG, b)
+    captured = []
+    model.video_in.register_forward_hook(lambda m, i, o: captured.append(i[0].detach()))
+    run = lambda images: model(batch.video, batch.actions, torch.rand(b), torch.rand(b),  # noqa: E731
+                               type(batch.context)(images, batch.context.state, batch.context.text))
+    run(batch.context.images)
+    earlier = batch.context.images.clone()
+    earlier[:, 0] = 0
+    run(earlier)
+    last = batch.context.images.clone()
+    last[:, -1] = 0
+    run(last)
+    assert torch.equal(captured[0], captured[1]) and not torch.equal(captured[0], captured[2])

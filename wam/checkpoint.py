@@ -36,10 +36,42 @@ def save(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, optimizer:
     save_file(state, tmp / "train_state.safetensors")
     groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
     (tmp / "config.json").write_text(json.dumps({**config, "step": step, "optimizer_groups": groups}, indent=2))
+    # Swap in: there is always one complete checkpoint on disk, PATH or PATH.old (see `latest`).
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if path.exists():
-        shutil.rmtree(path)
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def latest(path: Path) -> Path | None:
+    """PATH if it is a complete checkpoint, else PATH.old left by a save that was cut off, else None."""
+    for candidate in (Path(path), Path(path).with_name(Path(path).name + ".old")):
+        if (candidate / "config.json").is_file() and (candidate / "train_state.safetensors").is_file():
+            return candidate
+    return None
+
+
+def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
+    """Refuse to resume onto other data or another seed or batch size: the run would not be the same run."""
+    problems = []
+    if saved["data"]["frames"] != frames or saved["data"]["episodes"] != episodes:
+        problems.append(f"data: {saved['data']['episodes']} episodes / {saved['data']['frames']} frames saved, "
+                        f"{episodes} / {frames} now")
+    for key in ("seed", "batch_size"):
+        if saved["train"][key] != getattr(train_cfg, key):
+            problems.append(f"{key}: {saved['train'][key]} saved, {getattr(train_cfg, key)} now")
+    if problems:
+        raise ValueError("cannot resume from a run with different settings (" + "; ".join(problems)
+                         + "); pick another --train.out or pass --train.no-resume")
+
+
+def load_normalizer(path: Path):
+    from wam.windows import Normalizer
+
+    return Normalizer.from_tensors(load_file(Path(path) / "model.safetensors"))
 
 
 def read_config(path: Path) -> dict:

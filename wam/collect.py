@@ -124,6 +124,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         writer.extra["seeds"] = [cfg.seed, cfg.seed + budget]
         return writer.finish()
     except BaseException:
+        if pool:
+            pool.terminate()
         writer.abort()
         raise
     finally:

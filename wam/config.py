@@ -146,7 +146,10 @@ class Preset:
     model: ModelConfig
     train: TrainConfig
     collect_episodes: int
+    """Scripted demonstrations per task that `wam demo` collects."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    collect_noise: float = 0.0
+    """DART noise on the executed expert actions during collection (labels stay clean)."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -158,7 +161,8 @@ PRESETS: dict[str, Preset] = {
         collect_episodes=2,
         sampler=SamplerConfig(steps=2, execute=2),
     ),
-    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=2000), collect_episodes=100),
+    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=1800), collect_episodes=100,
+                      sampler=SamplerConfig(steps=10, execute=4), collect_noise=0.4),
 }
 
 

@@ -73,7 +73,7 @@ class DatasetWriter:
         from wam.video import VideoWriter
 
         w = self._writers.get(cam)
-        if w is not None and w.path.stat().st_size > VIDEO_FILE_MB * 2**20:
+        if w is not None and w.path.exists() and w.path.stat().st_size > VIDEO_FILE_MB * 2**20:
             w.close()
             self._video_file[cam] += 1
             self._video_frames[cam] = 0
@@ -105,7 +105,10 @@ class DatasetWriter:
             for frame in ep.images[c]:
                 w.write(frame)
             self._video_frames[cam] += t
-            self._image_samples[cam].append(ep.images[c, :: max(1, t // 4)])
+            self._image_samples[cam].append(ep.images[c, :: max(1, t // 4)].copy())  # a copy: let the episode go
+        for key, x in (("observation.state", ep.state), ("action", ep.action)):
+            for stat, value in array_stats(x).items():
+                row[f"stats/{key}/{stat}"] = value
         self.episodes.append(row)
         self.rows["state"].append(ep.state.astype(np.float32))
         self.rows["action"].append(ep.action.astype(np.float32))
@@ -157,6 +160,8 @@ class DatasetWriter:
         tasks.to_parquet(self.tmp / "meta/tasks.parquet")
 
         stats = {"observation.state": array_stats(state), "action": array_stats(action)}
+        for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+            stats[key] = array_stats(table.column(key).to_numpy().reshape(-1, 1))
         for cam in self.cameras:
             px = np.concatenate(self._image_samples[cam]).reshape(-1, 3).astype(np.float32) / 255.0
             stats[image_key(cam)] = {k: np.asarray(v).reshape(3, 1, 1).tolist() if k != "count" else v

@@ -18,6 +18,7 @@ import numpy as np
 import tyro
 
 from wam.config import SamplerConfig
+from wam.env import MAX_EPISODE_STEPS
 
 EVAL_SEED = 100_000
 
@@ -41,13 +42,15 @@ class EvalConfig:
     """Override every task's instruction with this text (phrasing robustness)."""
     out: Path | None = None
     """Write results.json, report.html and videos here (default: CHECKPOINT/../eval)."""
-    videos: int = 4
-    """Rollout videos saved per task (-1 = all)."""
+    videos: int = -1
+    """Rollout videos saved per task (-1 = every rollout)."""
     workers: int = 2
 
     def __post_init__(self):
-        if self.episodes < 1 or self.max_steps < 1 or self.workers < 1:
-            raise ValueError("episodes, max_steps and workers must be >= 1")
+        if self.episodes < 1 or self.workers < 1:
+            raise ValueError(f"episodes and workers must be >= 1, got {self.episodes} and {self.workers}")
+        if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
+            raise ValueError(f"max_steps must be in [1, {MAX_EPISODE_STEPS}] (Meta-World's episode limit), got {self.max_steps}")
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

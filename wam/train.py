@@ -12,6 +12,7 @@ its own batch of `batch_size`.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -37,18 +38,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def shift_augment(images: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Random shift (pad with edge pixels, crop back) per sample and view. (b, c, v, 3, H, W)"""
-    if pad <= 0:
-        return images
-    b, c, v, ch, H, W = images.shape
-    x = images.permute(0, 2, 1, 3, 4, 5).reshape(b * v, c * ch, H, W)
-    x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2, b * v), generator=g)
-    out = torch.stack([x[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(b * v)])
-    return out.reshape(b, v, c, ch, H, W).permute(0, 2, 1, 3, 4, 5)
-
-
 def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
     """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised."""
     b = batch.actions.shape[0]
@@ -58,17 +47,37 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     noise_a = torch.randn(batch.actions.shape, generator=g)
     per = flow.losses(model, batch.video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
-    vm = batch.video_mask.reshape(*batch.video_mask.shape, 1, 1, 1, 1)
-    video = (per["video"] * vm).sum() / (vm.sum() * per["video"][0, 0].numel()).clamp_min(1)
     am = batch.action_mask[..., None]
     action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)
-    loss = cfg.video_weight * video + cfg.action_weight * action if model_cfg.future_frames else cfg.action_weight * action
+    if model_cfg.future_frames == 0:
+        return {"loss": cfg.action_weight * action, "video": torch.zeros(()), "action": action.detach()}
+    vm = batch.video_mask.reshape(*batch.video_mask.shape, 1, 1, 1, 1)
+    per_frame = per["video"][0, 0].numel()
+    video = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
+    loss = cfg.video_weight * video + cfg.action_weight * action
     return {"loss": loss, "video": video.detach(), "action": action.detach()}
+
+
+def default_eval_hook(cfg: TrainConfig, out: Path):
+    """Closed-loop evaluation of the EMA weights on held-out seeds, `eval_episodes` per trained task."""
+
+    def hook(step: int, ckpt: Path) -> dict:
+        from wam.evaluate import EvalConfig, evaluate
+
+        summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.eval_episodes, out=out / f"eval-{step:06d}",
+                                      videos=1, workers=1), progress=False)
+        print(f"\nstep {step}: closed-loop mean success {summary['mean_success']:.2f} "
+              + " ".join(f"{t}={r['success_rate']:.2f}" for t, r in summary["tasks"].items()))
+        return {"mean_success": summary["mean_success"],
+                "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}}
+
+    return hook
 
 
 def _dist() -> tuple[int, int]:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # The model trains on the CPU here (gloo); a long timeout lets rank 0 run closed-loop evaluations.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=2))
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -98,11 +107,17 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     out = Path(cfg.out)
     last = out / "last"
     start = 0
-    if cfg.resume and (last / "config.json").exists():
-        start = checkpoint.load_train_state(last, model, ema, optimizer, model_cfg)
+    found = checkpoint.latest(last) if cfg.resume else None
+    if found is not None:
+        saved = checkpoint.read_config(found)
+        checkpoint.check_resumable(saved, cfg, frames=len(windows), episodes=len(demos.seeds))
+        start = checkpoint.load_train_state(found, model, ema, optimizer, model_cfg)
+        normalizer = checkpoint.load_normalizer(found)  # the statistics the run started with
+        windows.norm = normalizer
         if rank == 0:
-            print(f"resumed from {last} at step {start}")
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+            print(f"resumed from {found} at step {start}")
+    net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model_cfg.future_frames == 0)
+           if world > 1 else model)
 
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
                   "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
@@ -119,15 +134,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         out.mkdir(parents=True, exist_ok=True)
         print(f"training {count_parameters(model) / 1e6:.2f}M parameters on {len(windows)} frames "
               f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
+    if eval_hook is None and cfg.eval_every:
+        eval_hook = default_eval_hook(cfg, out)
     metrics_file = out / "metrics.jsonl"
+    if rank == 0 and metrics_file.exists():  # keep only what led to the step we continue from
+        rows = [r for r in metrics_file.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
+        metrics_file.write_text("".join(r + "\n" for r in rows))
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()
     tick, seen = time.perf_counter(), 0
     for step in range(start, cfg.steps):
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, step, rank]).generate_state(1)[0]))
         idx = torch.randint(len(windows), (cfg.batch_size,), generator=g).numpy()
-        batch = windows.get(idx)
-        batch.context.images = shift_augment(batch.context.images, cfg.augment_shift, g)
+        batch = windows.get(idx, shift_px=cfg.augment_shift, generator=g)
         terms = loss_terms(net, batch, cfg, model_cfg, g)
 
         lr = lr_at(step, cfg)
@@ -163,8 +182,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         if world > 1 and done % cfg.ckpt_every == 0:
             dist.barrier()
     bar.close()
-    if start >= cfg.steps and rank == 0 and not (last / "config.json").exists():
-        save(start)
     if world > 1:
         dist.barrier()
     return last

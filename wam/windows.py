@@ -66,15 +66,15 @@ def images_from_model(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).numpy()
 
 
-def resize_images(x: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3) by area averaging."""
-    if x.shape[1] == size:
-        return x
-    out = np.empty((len(x), size, size, 3), np.uint8)
-    for i in range(0, len(x), 4096):
-        t = torch.from_numpy(x[i:i + 4096]).permute(0, 3, 1, 2).float()
-        out[i:i + 4096] = F.interpolate(t, size=(size, size), mode="area").round().byte().permute(0, 2, 3, 1).numpy()
-    return out
+def shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random-shift augmentation (pad with edge pixels, crop back; DrQ). images (b, n, v, 3, H, W): one shift
+    per sample and view, shared by its n frames, so context and future frames stay aligned."""
+    b, n, v, ch, H, W = images.shape
+    x = images.permute(0, 2, 1, 3, 4, 5).reshape(b * v, n * ch, H, W)
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, b * v), generator=generator).tolist()
+    x = torch.stack([x[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(b * v)])
+    return x.reshape(b, v, n, ch, H, W).permute(0, 2, 1, 3, 4, 5)
 
 
 @dataclass
@@ -92,10 +92,13 @@ class Windows:
         if missing:
             raise ValueError(f"the model reads cameras {list(cfg.cameras)} but the dataset {demos.root} has "
                              f"{list(demos.cameras)}; collect with --cameras {','.join(cfg.cameras)}")
+        if demos.image_size != cfg.image_size:
+            raise ValueError(f"the model reads {cfg.image_size} px images but {demos.root} holds {demos.image_size} px; "
+                             f"collect at --image-size {cfg.image_size} (evaluation renders at the model's size, so "
+                             f"training on resized frames would not match it)")
         views = [demos.cameras.index(c) for c in cfg.cameras]
         self.cfg, self.norm, self.text = cfg, normalizer, text
-        self.images = np.stack([resize_images(demos.images[v], cfg.image_size) for v in views])  # (v, N, H, W, 3)
-        self.future = np.stack([resize_images(im, cfg.future_size) for im in self.images])  # (v, N, s, s, 3)
+        self.images = demos.images if views == list(range(len(demos.cameras))) else demos.images[views]  # (v, N, H, W, 3)
         self.state = torch.from_numpy(demos.state)
         self.actions = torch.from_numpy(demos.action)
         self.task = torch.from_numpy(np.array(demos.task_index))
@@ -107,7 +110,8 @@ class Windows:
     def __len__(self) -> int:
         return self.n
 
-    def get(self, idx: np.ndarray) -> Batch:
+    def get(self, idx: np.ndarray, shift_px: int = 0, generator: torch.Generator | None = None) -> Batch:
+        """The windows at global frame indices `idx`, optionally random-shift augmented by up to `shift_px`."""
         cfg = self.cfg
         idx = np.asarray(idx)
         lo, hi = self.ep_from[idx], self.ep_to[idx]
@@ -119,11 +123,16 @@ class Windows:
         act_ok = act_i < hi[:, None]
         act_i = np.minimum(act_i, hi[:, None] - 1)
 
-        ctx = torch.from_numpy(self.images[:, ctx_i]).permute(1, 2, 0, 3, 4, 5)  # (b, c, v, H, W, 3)
-        fut = torch.from_numpy(self.future[:, fut_i]).permute(1, 2, 0, 3, 4, 5)  # (b, f, v, s, s, 3)
-        context = Context(images=images_to_model(ctx), state=self.norm.state(self.state[idx]),
-                          text=self.text[self.task[idx]])
-        return Batch(context=context, video=images_to_model(fut), video_mask=torch.from_numpy(fut_ok).float(),
+        frames = np.concatenate([ctx_i, fut_i], axis=1)  # (b, c+f)
+        images = images_to_model(torch.from_numpy(self.images[:, frames]).permute(1, 2, 0, 3, 4, 5))  # (b, c+f, v, 3, H, W)
+        if shift_px:
+            images = shift(images, shift_px, generator)
+        c, b = cfg.context_frames, len(idx)
+        future = images[:, c:].flatten(0, 2)  # (b*f*v, 3, H, W)
+        future = F.avg_pool2d(future, cfg.image_size // cfg.future_size) if len(future) else future
+        future = future.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+        context = Context(images=images[:, :c], state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]])
+        return Batch(context=context, video=future, video_mask=torch.from_numpy(fut_ok).float(),
                      actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float())
 
 
