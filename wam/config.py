@@ -161,7 +161,7 @@ PRESETS: dict[str, Preset] = {
         collect_episodes=2,
         sampler=SamplerConfig(steps=2, execute=2),
     ),
-    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=1800), collect_episodes=100,
+    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=1700), collect_episodes=150,
                       sampler=SamplerConfig(steps=10, execute=4), collect_noise=0.4),
 }
 
