@@ -126,3 +126,14 @@ def test_future_frames_are_conditioned_on_the_current_context_frame():
     last[:, -1] = 0
     run(last)
     assert torch.equal(captured[0], captured[1]) and not torch.equal(captured[0], captured[2])
+
+
+def test_images_only_model_ignores_the_state():
+    cfg = dataclasses.replace(CFG, state_dim=0)
+    model, b = _randomise_heads(_model(cfg)), 2
+    batch = fake_batch(CFG, b)
+    t = torch.rand(b)
+    out = model(batch.video, batch.actions, t, t, batch.context)
+    other = type(batch.context)(batch.context.images, torch.randn(b, 4), batch.context.text)
+    again = model(batch.video, batch.actions, t, t, other)
+    assert torch.equal(out[1], again[1]) and model.n_ctx == _model().n_ctx - 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from wam.model import Context
+from wam.model import Backbone, Context
 
 T_EPS = 1e-3  # x-prediction divides by (1 - t): keep away from t = 1
 
@@ -43,7 +43,7 @@ def sample_t(b: int, dist: str, generator: torch.Generator | None = None) -> tor
     raise ValueError(f"unknown noise-level distribution {dist!r}; expected uniform, logit_normal or beta")
 
 
-def losses(model, video: torch.Tensor, actions: torch.Tensor, context: Context, t_video: torch.Tensor,
+def losses(model: Backbone, video: torch.Tensor, actions: torch.Tensor, context: Context, t_video: torch.Tensor,
            t_action: torch.Tensor, noise_video: torch.Tensor, noise_actions: torch.Tensor,
            video_target: str, action_target: str) -> dict[str, torch.Tensor]:
     """Per-element squared errors: {"video": (b, f, v, 3, s, s), "action": (b, k, a)}.
@@ -60,7 +60,7 @@ def losses(model, video: torch.Tensor, actions: torch.Tensor, context: Context, 
 
 
 @torch.no_grad()
-def sample(model, context: Context, video_shape: tuple[int, ...], action_shape: tuple[int, ...], steps: int,
+def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], action_shape: tuple[int, ...], steps: int,
            video_target: str, action_target: str, generator: torch.Generator | None = None,
            noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler integration from t = 0 (noise) to t = 1 (data) for future frames and actions together.

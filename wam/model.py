@@ -4,7 +4,8 @@ Notation: b batch, v camera views, c context frames, f future frames, s future-f
 g/p context/future token grid side, k action horizon, a action dim, d width, n tokens.
 
 One sequence per sample, three groups of tokens:
-    context  (clean): c*v*g*g image tokens from a conv stem, 1 state token, 1 instruction token
+    context  (clean): c*v*(g*g+1) image tokens from a conv stem, 1 state token (unless state_dim = 0),
+                      1 instruction token
     video    (noisy): f*v*p*p patches of the future frames, each patch concatenated channel-wise with the
                       same patch of the current frame (image-to-video conditioning by concatenation)
     action   (noisy): k action tokens
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,19 @@ from torch import nn
 from wam.config import ModelConfig
 
 CONTEXT, VIDEO, ACTION = 0, 1, 2
+
+
+class Backbone(Protocol):
+    """What `flow.py`, training and the policy need from a network: this signature and a config.
+
+    Our `WAMTransformer` is one; an adapter around diffusers' `WanTransformer3DModel` or
+    `CosmosTransformer3DModel` (video latents in place of pixels, per-token timesteps) is another.
+    """
+
+    cfg: ModelConfig
+
+    def __call__(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
+                 t_action: torch.Tensor, context: "Context") -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -166,14 +181,14 @@ class WAMTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.width
         self.stem = ConvStem(cfg.stem_channels, d, cfg.keypoints)
-        self.state_in = nn.Linear(cfg.state_dim, d)
+        self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
         self.text_in = nn.Linear(cfg.text_dim, d)
         self.video_in = nn.Linear(6 * cfg.future_patch**2, d)
         self.action_in = nn.Linear(cfg.action_dim, d)
         self.t_embed = TimestepEmbedder(d)
         self.text_cond = nn.Linear(cfg.text_dim, d)
 
-        n_ctx = cfg.context_frames * cfg.views * cfg.context_tokens + 2
+        n_ctx = cfg.context_frames * cfg.views * cfg.context_tokens + 1 + (1 if cfg.state_dim else 0)
         n_vid = cfg.future_frames * cfg.views * cfg.future_grid**2
         n_act = cfg.action_horizon
         self.pos_context = nn.Parameter(torch.randn(1, n_ctx, d) * 0.02)
@@ -215,7 +230,10 @@ class WAMTransformer(nn.Module):
 
         ctx = self.stem(context.images.flatten(0, 2))  # (b*c*v, g*g (+1), d)
         ctx = ctx.reshape(b, -1, cfg.width)  # (b, c*v*(g*g+1), d)
-        ctx = torch.cat([ctx, self.state_in(context.state)[:, None], self.text_in(context.text)[:, None]], dim=1)
+        extra = [self.text_in(context.text)[:, None]]  # (b, 1, d)
+        if self.state_in is not None:
+            extra.insert(0, self.state_in(context.state[:, : cfg.state_dim])[:, None])
+        ctx = torch.cat([ctx, *extra], dim=1)
         current = F.avg_pool2d(context.images[:, -1].flatten(0, 1), cfg.image_size // s)  # (b*v, 3, s, s)
         current = current.reshape(b, 1, v, 3, s, s).expand(b, f, v, 3, s, s)
         vid = torch.cat([noisy_video, current], dim=3).flatten(0, 2)  # (b*f*v, 6, s, s)

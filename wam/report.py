@@ -24,8 +24,9 @@ def _plots(out: Path, summary: dict, checkpoint: Path) -> list[str]:
     ax.set_xticks(range(len(tasks)), [t.removesuffix("-v3") for t in tasks], rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.axhline(summary["mean_success"], color="k", ls="--", lw=1, label=f"mean {summary['mean_success']:.2f}")
-    ax.legend(loc="lower right")
+    ax.axhline(summary["mean_success"], color="k", ls="--", lw=1)
+    ax.set_title(f"mean success {summary['mean_success']:.2f} (dashed), {summary['episodes_per_task']} episodes per task",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "success.png", dpi=100)
     plt.close(fig)
