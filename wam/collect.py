@@ -20,6 +20,7 @@ from wam.env import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.tasks import instruction, parse_tasks
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
+START_LOW, START_HIGH = np.array([-0.15, -0.1, -0.08]), np.array([0.15, 0.1, 0.08])  # random-start box, metres
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class CollectConfig:
     """First variation seed; evaluation uses seeds from 100000 on, so keep demos below that."""
     action_noise: float = 0.0
     """Std of Gaussian noise added to the executed xyz action; labels stay the expert's."""
+    random_start: int = 0
+    """Steps spent steering the hand to a random point (within +-15/10/8 cm of its start) before recording,
+    so demonstrations begin from diverse hand positions and the arm's pose alone cannot tell where an
+    episode is heading. Evaluation always starts from Meta-World's own initial pose."""
     max_steps: int = MAX_EPISODE_STEPS
     workers: int = 2
     overwrite: bool = False
@@ -55,12 +60,19 @@ _ENVS: dict[tuple, MetaWorldEnv] = {}
 
 
 def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: int,
-                   action_noise: float, max_steps: int) -> Episode | None:
+                   action_noise: float, max_steps: int, random_start: int = 0) -> Episode | None:
     """Roll out the scripted expert on variation `seed`; None if it did not succeed."""
     key = (task, cameras, image_size)
     env = _ENVS.get(key) or _ENVS.setdefault(key, MetaWorldEnv(task, cameras, image_size))
     rng = np.random.default_rng([seed, 7])
     obs = env.reset(seed)
+    if random_start:  # steer the hand to a random point near its start before recording
+        target = obs["state"][:3] + rng.uniform(START_LOW, START_HIGH)
+        for _ in range(random_start):
+            move = np.clip(10.0 * (target - obs["state"][:3]), -1, 1)
+            obs, success = env.step(np.append(move, -1.0).astype(np.float32))
+            if success:  # solved by chance: not a demonstration
+                return None
     images, states, actions, successes = [], [], [], []
     for _ in range(max_steps):
         action = env.expert_action()
@@ -90,7 +102,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     tasks = parse_tasks(cfg.tasks)
     fps = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
     writer = DatasetWriter(cfg.out, fps, cfg.cameras, cfg.image_size, overwrite=cfg.overwrite,
-                           extra={"env": "metaworld-v3", "action_noise": cfg.action_noise})
+                           extra={"env": "metaworld-v3", "action_noise": cfg.action_noise,
+                                  "random_start": cfg.random_start})
     budget = 3 * cfg.episodes + 10  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
@@ -104,8 +117,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             jobs = []
             for t in tasks:
                 need = min(cfg.episodes - kept[t], cfg.seed + budget - next_seed[t])
-                jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps)
-                         for i in range(max(need, 0))]
+                jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps,
+                          cfg.random_start) for i in range(max(need, 0))]
                 next_seed[t] += max(need, 0)
             if not jobs:
                 break

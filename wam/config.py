@@ -36,7 +36,9 @@ class ModelConfig:
     """Robot state the model reads (hand xyz, gripper). 0: images only. Behaviour cloning with the state tends
     to learn a shortcut: mid-episode, the hand's position already tells where the demonstration was going, so
     the network never learns to look (measured here: on the first frame, where the state is the same in
-    every episode, predicted x-actions were uncorrelated with the expert's, r = -0.07 on reach)."""
+    every episode, predicted x-actions were uncorrelated with the expert's, r = -0.07 on reach). Dropping the
+    state alone did not cure it (the arm's pose in the images carries the same shortcut); diverse start
+    states in the demonstrations (`wam collect --random-start`) are what the default preset uses."""
     text_dim: int = 384
     # ---- the network
     width: int = 128
@@ -154,6 +156,8 @@ class Preset:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     collect_noise: float = 0.0
     """DART noise on the executed expert actions during collection (labels stay clean)."""
+    collect_random_start: int = 0
+    """Random hand moves before each demonstration is recorded (see CollectConfig.random_start)."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -165,8 +169,8 @@ PRESETS: dict[str, Preset] = {
         collect_episodes=2,
         sampler=SamplerConfig(steps=2, execute=2),
     ),
-    "default": Preset(model=ModelConfig(state_dim=0), train=TrainConfig(steps=1700), collect_episodes=150,
-                      sampler=SamplerConfig(steps=10, execute=4), collect_noise=0.4),
+    "default": Preset(model=ModelConfig(), train=TrainConfig(steps=1700), collect_episodes=150,
+                      sampler=SamplerConfig(steps=10, execute=4), collect_noise=0.4, collect_random_start=15),
 }
 
 

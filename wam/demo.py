@@ -28,7 +28,8 @@ def demo(cfg) -> str:
         print(f"reusing the dataset at {data}")
     else:
         collect(CollectConfig(out=data, tasks=DEFAULT_TASKS, episodes=p.collect_episodes, cameras=p.model.cameras,
-                              image_size=p.model.image_size, action_noise=p.collect_noise, workers=cfg.workers,
+                              image_size=p.model.image_size, action_noise=p.collect_noise, random_start=p.collect_random_start,
+                              workers=cfg.workers,
                               overwrite=True))
     times["collect_s"] = time.perf_counter() - t
 
