@@ -128,3 +128,15 @@ def test_torchrun_ddp_two_processes(tiny_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     config = json.loads((tmp_path / "ddp/last/config.json").read_text())
     assert config["world_size"] == 2 and config["step"] == 3
+
+
+def test_random_start_diversifies_the_first_recorded_state():
+    import numpy as np
+
+    from wam.collect import expert_episode
+
+    plain = [expert_episode("drawer-close-v3", s, ("top",), 32, 0.0, 300) for s in range(3)]
+    moved = [expert_episode("drawer-close-v3", s, ("top",), 32, 0.0, 300, random_start=15) for s in range(3)]
+    assert all(e is not None and e.success[-1] for e in plain + moved)
+    assert np.allclose([e.state[0, :3] for e in plain], plain[0].state[0, :3], atol=1e-3)  # Meta-World's fixed start
+    assert np.std([e.state[0, 0] for e in moved]) > 0.02  # several centimetres apart
