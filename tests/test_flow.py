@@ -43,24 +43,38 @@ class _Oracle(torch.nn.Module):
 
 
 @pytest.mark.parametrize("target", ["data", "velocity"])
-@pytest.mark.parametrize("steps", [1, 3, 10])
-def test_sampler_integrates_a_known_velocity_field_exactly(target, steps):
+@pytest.mark.parametrize("steps,video_steps,decode", [(1, 1, "together"), (3, 3, "together"), (10, 10, "together"),
+                                                      (4, 1, "together"), (2, 5, "together"), (3, 2, "video_then_actions")])
+def test_sampler_integrates_a_known_velocity_field_exactly(target, steps, video_steps, decode):
     video, actions = torch.randn(2, 1, 1, 3, 4, 4), torch.randn(2, 5, 4)
     start = (torch.randn_like(video), torch.randn_like(actions))
     ctx = Context(torch.zeros(2, 1, 1, 3, 8, 8), torch.zeros(2, 4), torch.zeros(2, 384))
-    v, a = flow.sample(_Oracle(video, actions, start, target), ctx, video.shape, actions.shape, steps,
-                       target, target, noise=start)
+    v, a = flow.sample(_Oracle(video, actions, start, target), ctx, video.shape, actions.shape, steps=steps,
+                       video_steps=video_steps, video_target=target, action_target=target, decode=decode, noise=start)
     assert torch.allclose(v, video, atol=1e-5) and torch.allclose(a, actions, atol=1e-5)
 
 
-def test_noise_level_distributions_stay_in_range():
-    g = torch.Generator().manual_seed(0)
-    for dist in ("uniform", "logit_normal", "beta"):
-        t = flow.sample_t(10_000, dist, g)
-        assert t.min() >= 0 and t.max() <= 1
-    assert flow.sample_t(10_000, "beta", g).mean() > 0.55  # Beta(1.5, 1) has mean 0.6
-    with pytest.raises(ValueError, match="expected uniform"):
-        flow.sample_t(3, "gamma")
+@pytest.mark.parametrize("video_steps,action_steps", [(10, 10), (1, 4), (4, 1), (3, 7), (0, 5), (5, 0)])
+def test_schedules_finish_each_sampled_modality_on_its_own_grid(video_steps, action_steps):
+    for decode in ("together", "video_then_actions"):
+        plan = flow.schedule(video_steps, action_steps, decode)
+        for steps, col in ((video_steps, 2), (action_steps, 3)):
+            assert math.isclose(sum(p[col] for p in plan), 1.0 if steps else 0.0)
+            assert sum(p[col] > 0 for p in plan) == steps
+        for tv, ta, dv, da in plan:
+            assert 0 <= tv < 1 or dv == 0
+            assert 0 <= ta < 1 or da == 0
+    # Few frame steps (DreamZero-Flash): the frames stay pure noise while the actions are denoised.
+    plan = flow.schedule(1, 4, "together")
+    assert [p[0] for p in plan] == [0.0] * 4 and plan[-1][2] == 1.0
+    # UniPi: every frame step comes before the first action step, which then sees finished frames.
+    plan = flow.schedule(3, 2, "video_then_actions")
+    assert [p[2] > 0 for p in plan] == [True, True, True, False, False]
+    assert all(p[0] == 1.0 for p in plan[3:])
+    with pytest.raises(ValueError, match="at least one"):
+        flow.schedule(0, 0)
+    with pytest.raises(ValueError, match="unknown decode"):
+        flow.schedule(1, 1, "sideways")
 
 
 def test_wilson_interval_matches_the_closed_form():

@@ -64,7 +64,8 @@ def test_inputs_are_not_mutated():
     t_copies = (t_v.clone(), t_a.clone())
     flow.losses(model, *tensors[:2], batch.context, t_v, t_a, torch.randn_like(batch.video),
                 torch.randn_like(batch.actions), "data", "velocity")["action"].sum().backward()
-    flow.sample(model, batch.context, batch.video.shape, batch.actions.shape, 2, "data", "velocity")
+    flow.sample(model, batch.context, batch.video.shape, batch.actions.shape, steps=2, video_steps=2,
+                video_target="data", action_target="velocity")
     for t, c in zip(tensors, copies):
         assert torch.equal(t, c)
     assert torch.equal(t_v, t_copies[0]) and torch.equal(t_a, t_copies[1])
@@ -76,7 +77,7 @@ def test_context_tokens_never_see_noisy_tokens():
     model, b = _randomise_heads(_model()), 2
     batch = fake_batch(CFG, b)
     captured = []
-    model.blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    model.blocks[-1].register_forward_hook(lambda m, i, o: captured.append(o[0].detach()))
     model(batch.video, batch.actions, torch.full((b,), 0.3), torch.full((b,), 0.3), batch.context)
     model(torch.randn_like(batch.video), torch.randn_like(batch.actions), torch.full((b,), 0.9),
           torch.full((b,), 0.1), batch.context)

@@ -123,6 +123,27 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, o
     return int(config["step"])
 
 
+def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> list[str]:
+    """Load a checkpoint's EMA weights into `model` to start a new run from them (e.g. video pretraining
+    then fine-tuning with actions). The model configs must agree on everything but the recipe; weights the
+    new model lacks (the frame stream, for an action-only model) are dropped and returned by name."""
+    path = Path(path)
+    config = read_config(path)
+    saved = model_from_dict(config["model"])
+    diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"]
+            if k not in ("recipe", "future_frames") and getattr(saved, k) != getattr(model_cfg, k)}
+    if diff:
+        raise ValueError(f"cannot initialise from {path}: its model config differs (saved, requested): {diff}")
+    weights = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.startswith("normalizer.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    if missing:
+        raise ValueError(f"cannot initialise from {path}: it has no weights for {missing[:5]}")
+    dropped = sorted(set(weights) - set(own))
+    model.load_state_dict({k: weights[k] for k in own})
+    return dropped
+
+
 def _load_strict(module: torch.nn.Module, weights: dict, file: Path) -> None:
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))

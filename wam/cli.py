@@ -2,7 +2,10 @@
 
     wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
     wam train --preset default --train.data runs/data/mine --train.out runs/mine
+    wam train --preset default --recipe flash --train.data runs/data/mine --train.out runs/flash
     wam eval runs/mine/last --episodes 20
+    wam imagine runs/mine/last --data runs/data/mine --episode 0
+    wam bench recipes --out runs/bench/recipes
     wam demo --out runs/demo
 """
 
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import tyro
 
-from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset
+from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset, with_recipe
+from wam.recipes import RECIPES
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,13 @@ class DemoConfig:
     workers: int = 2
 
 
-def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
-    name, rest, i = "default", [], 0
+def _pop(argv: list[str], flag: str, default: str | None) -> tuple[str | None, list[str]]:
+    """Take `--flag VALUE` (or --flag=VALUE) out of argv: presets and recipes pick the defaults tyro shows."""
+    name, rest, i = default, [], 0
     while i < len(argv):
-        if argv[i] == "--preset" and i + 1 < len(argv):
+        if argv[i] == flag and i + 1 < len(argv):
             name, i = argv[i + 1], i + 2
-        elif argv[i].startswith("--preset="):
+        elif argv[i].startswith(flag + "="):
             name, i = argv[i].split("=", 1)[1], i + 1
         else:
             rest.append(argv[i])
@@ -57,10 +62,14 @@ def cmd_collect(argv: list[str]) -> None:
 def cmd_train(argv: list[str]) -> None:
     from wam.train import train
 
-    name, rest = _pop_preset(argv)
+    name, rest = _pop(argv, "--preset", "default")
+    recipe_name, rest = _pop(rest, "--recipe", None)
     p = preset(name)
+    if recipe_name is not None:
+        p = with_recipe(p, recipe_name)
     cmd = tyro.cli(TrainCommand, args=rest, default=TrainCommand(p.model, p.train, p.sampler), prog="wam train",
-                   description="Train a World-Action Model. --preset NAME picks the defaults (tiny, default).")
+                   description="Train a World-Action Model. --preset NAME picks the defaults (tiny, default); "
+                               f"--recipe NAME the recipe ({', '.join(RECIPES)}; default decoupled).")
     print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler)}")
 
 
@@ -74,13 +83,31 @@ def cmd_eval(argv: list[str]) -> None:
     print(f"\nreport: {out / 'report.html'}")
 
 
+def cmd_imagine(argv: list[str]) -> None:
+    from wam.imagine import ImagineConfig, imagine
+
+    imagine(tyro.cli(ImagineConfig, args=argv, prog="wam imagine"))
+
+
+def cmd_bench(argv: list[str]) -> None:
+    from wam.bench import RecipesBenchConfig, bench_recipes
+
+    benches = {"recipes": (RecipesBenchConfig, bench_recipes)}
+    if not argv or argv[0] not in benches:
+        print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
+        sys.exit(2)
+    config, run = benches[argv[0]]
+    run(tyro.cli(config, args=argv[1:], prog=f"wam bench {argv[0]}"))
+
+
 def cmd_demo(argv: list[str]) -> None:
     from wam.demo import demo
 
     demo(tyro.cli(DemoConfig, args=argv, prog="wam demo"))
 
 
-COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "bench": cmd_bench,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> None:

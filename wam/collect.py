@@ -9,6 +9,8 @@ stays the expert's clean action, so the policy sees states off the expert's path
 
 from __future__ import annotations
 
+import dataclasses
+
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,9 @@ class CollectConfig:
     """Steps spent steering the hand to a random point (within +-15/10/8 cm of its start) before recording,
     so demonstrations begin from diverse hand positions and the arm's pose alone cannot tell where an
     episode is heading. Evaluation always starts from Meta-World's own initial pose."""
+    action_free: bool = False
+    """Keep the videos and states but no actions: stand-ins for action-free video, which trains only the
+    future-frame stream (e.g. video pretraining on other tasks before fine-tuning with a few labelled demos)."""
     max_steps: int = MAX_EPISODE_STEPS
     workers: int = 2
     overwrite: bool = False
@@ -103,7 +108,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     fps = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
     writer = DatasetWriter(cfg.out, fps, cfg.cameras, cfg.image_size, overwrite=cfg.overwrite,
                            extra={"env": "metaworld-v3", "action_noise": cfg.action_noise,
-                                  "random_start": cfg.random_start})
+                                  "random_start": cfg.random_start, "action_free": cfg.action_free})
     budget = 3 * cfg.episodes + 10  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
@@ -126,7 +131,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                 if ep is None:
                     failed[task] += 1
                     continue
-                writer.add(ep)
+                writer.add(dataclasses.replace(ep, action=None) if cfg.action_free else ep)
                 kept[task] += 1
                 bar.update(1)
                 bar.set_postfix(discarded=sum(failed.values()))

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from wam.env import check_cameras
+from wam.recipes import recipe
 
 Target = Literal["data", "velocity"]
-TimeDist = Literal["uniform", "logit_normal", "beta"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,16 @@ class ModelConfig:
     video_target: Target = "data"
     """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity."""
     action_target: Target = "velocity"
+    recipe: str = "decoupled"
+    """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
+    video-then-idm, features, action-only (see recipes.py). Select with `wam train --recipe NAME`."""
 
     def __post_init__(self):
         check_cameras(self.cameras)
+        r = recipe(self.recipe)
+        if r.predicts_video != (self.future_frames > 0):
+            raise ValueError(f"recipe {self.recipe!r} " + ("predicts future frames: future_frames must be >= 1"
+                             if r.predicts_video else f"predicts no future frames: future_frames must be 0, got {self.future_frames}"))
         down = 2 ** len(self.stem_channels)
         checks = [
             (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by 2**len(stem_channels) = {down}"),
@@ -110,10 +117,6 @@ class TrainConfig:
     ema_decay: float = 0.999
     video_weight: float = 1.0
     action_weight: float = 1.0
-    noise: Literal["independent", "shared"] = "independent"
-    """Noise levels of future frames and actions: drawn separately per sample, or one shared level."""
-    t_video: TimeDist = "uniform"
-    t_action: TimeDist = "uniform"
     augment_shift: int = 4
     """Random shift augmentation of context frames, px (0 = off)."""
     seed: int = 0
@@ -126,6 +129,9 @@ class TrainConfig:
     eval_episodes: int = 5
     resume: bool = True
     """Resume from OUT/last if it exists."""
+    init: Path | None = None
+    """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
+    recipe), with a fresh optimizer, schedule and the new data's normalisation."""
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
@@ -138,13 +144,16 @@ class TrainConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     steps: int = 10
-    """Euler steps from noise to data, shared by future frames and actions."""
+    """Euler steps from noise to data for the actions."""
     execute: int = 8
     """Actions executed from each predicted chunk before re-planning."""
+    video_steps: int | None = None
+    """Euler steps for the future frames (None: as many as `steps`; 0: frames are not predicted)."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.execute < 1:
-            raise ValueError(f"steps and execute must be >= 1, got {self.steps}, {self.execute}")
+        if self.steps < 1 or self.execute < 1 or (self.video_steps or 0) < 0:
+            raise ValueError(f"steps and execute must be >= 1 and video_steps >= 0, got {self.steps}, "
+                             f"{self.execute}, {self.video_steps}")
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,16 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets are: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def with_recipe(p: Preset, name: str) -> Preset:
+    """The preset with a recipe applied: its future frames (none for action-only) and its default sampler."""
+    r = recipe(name)
+    frames = (p.model.future_frames or 2) if r.predicts_video else 0
+    model = dataclasses.replace(p.model, recipe=name, future_frames=frames)
+    sampler = dataclasses.replace(p.sampler, steps=r.steps,
+                                  video_steps=None if r.video_steps == r.steps else r.video_steps)
+    return dataclasses.replace(p, model=model, sampler=sampler)
 
 
 def to_dict(cfg) -> dict:

@@ -42,7 +42,7 @@ class Episode:
 
     images: np.ndarray  # (v, T, H, W, 3) uint8
     state: np.ndarray  # (T, 4) float32
-    action: np.ndarray  # (T, 4) float32
+    action: np.ndarray | None  # (T, 4) float32; None for an action-free (video-only) episode
     success: np.ndarray  # (T,) bool
     instruction: str
     env_task: str  # Meta-World task name, e.g. "reach-v3"
@@ -62,7 +62,7 @@ class DatasetWriter:
         self.fps, self.cameras, self.image_size = fps, tuple(cameras), image_size
         self.robot_type, self.extra, self.overwrite = robot_type, dict(extra or {}), overwrite
         self.tasks: dict[str, int] = {}
-        self.rows: dict[str, list] = {k: [] for k in ("state", "action", "success", "frame", "episode", "task")}
+        self.rows: dict[str, list] = {k: [] for k in ("state", "action", "success", "frame", "episode", "task", "labelled")}
         self.episodes: list[dict] = []
         self._writers: dict[str, object] = {}
         self._video_file = {cam: 0 for cam in self.cameras}
@@ -94,7 +94,8 @@ class DatasetWriter:
                "data/chunk_index": 0, "data/file_index": 0,
                "dataset_from_index": start, "dataset_to_index": start + t,
                "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-               "wam/env_task": ep.env_task, "wam/seed": ep.seed}
+               "wam/env_task": ep.env_task, "wam/seed": ep.seed, "wam/has_actions": ep.action is not None}
+        action = ep.action if ep.action is not None else np.zeros((t, len(ACTION_NAMES)), np.float32)
         for c, cam in enumerate(self.cameras):
             w = self._writer(cam)
             key = image_key(cam)
@@ -106,12 +107,13 @@ class DatasetWriter:
                 w.write(frame)
             self._video_frames[cam] += t
             self._image_samples[cam].append(ep.images[c, :: max(1, t // 4)].copy())  # a copy: let the episode go
-        for key, x in (("observation.state", ep.state), ("action", ep.action)):
+        for key, x in (("observation.state", ep.state), ("action", action)):
             for stat, value in array_stats(x).items():
                 row[f"stats/{key}/{stat}"] = value
         self.episodes.append(row)
         self.rows["state"].append(ep.state.astype(np.float32))
-        self.rows["action"].append(ep.action.astype(np.float32))
+        self.rows["action"].append(action.astype(np.float32))
+        self.rows["labelled"].extend([ep.action is not None] * t)
         self.rows["success"].append(ep.success.astype(bool))
         self.rows["frame"].extend(range(t))
         self.rows["episode"].extend([index] * t)
@@ -159,7 +161,9 @@ class DatasetWriter:
         tasks = pd.DataFrame({"task_index": list(self.tasks.values())}, index=pd.Index(list(self.tasks), name="task"))
         tasks.to_parquet(self.tmp / "meta/tasks.parquet")
 
-        stats = {"observation.state": array_stats(state), "action": array_stats(action)}
+        labelled = np.asarray(self.rows["labelled"])
+        # Action statistics come from the labelled episodes only (action-free ones store zeros).
+        stats = {"observation.state": array_stats(state), "action": array_stats(action[labelled] if labelled.any() else action)}
         for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
             stats[key] = array_stats(table.column(key).to_numpy().reshape(-1, 1))
         for cam in self.cameras:
@@ -228,6 +232,7 @@ class Demonstrations:
     task_index: np.ndarray  # (N,) int64
     episode_from: np.ndarray  # (E,) first global index of each episode
     episode_to: np.ndarray  # (E,) one past its last
+    has_actions: np.ndarray  # (E,) bool: False for action-free (video-only) episodes
     instructions: list[str]  # by task_index
     env_tasks: list[str]  # Meta-World task name per episode
     seeds: list[int]  # variation seed per episode
@@ -306,6 +311,7 @@ def load_dataset(root: str | Path) -> Demonstrations:
         task_index=data["task_index"].to_numpy(np.int64),
         episode_from=episodes["dataset_from_index"].to_numpy(np.int64),
         episode_to=episodes["dataset_to_index"].to_numpy(np.int64),
+        has_actions=episodes.get("wam/has_actions", pd.Series([True] * len(episodes))).to_numpy(bool),
         instructions=instructions,
         env_tasks=[str(t) for t in episodes.get("wam/env_task", pd.Series([""] * len(episodes)))],
         seeds=[int(s) for s in episodes.get("wam/seed", pd.Series([-1] * len(episodes)))],

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from wam.config import SamplerConfig
+from wam.config import SamplerConfig, to_dict
 from wam.env import MAX_EPISODE_STEPS
 
 EVAL_SEED = 100_000
@@ -35,7 +35,9 @@ class EvalConfig:
     """First variation seed; episode i of a task uses seed + i."""
     max_steps: int = 200
     steps: int | None = None
-    """Sampler steps (default: the checkpoint's)."""
+    """Action sampler steps (default: the checkpoint's)."""
+    video_steps: int | None = None
+    """Future-frame sampler steps (default: the checkpoint's; 0 skips frame prediction where the recipe allows)."""
     execute: int | None = None
     """Actions executed per chunk before re-planning (default: the checkpoint's)."""
     instruction: str | None = None
@@ -136,7 +138,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         raise ValueError(f"evaluation seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} overlap the training "
                          f"demonstrations' seeds {lo}..{hi}; pick --seed above {hi}")
     saved = SamplerConfig(**config.get("sampler", {}))
-    sampler = SamplerConfig(steps=cfg.steps or saved.steps, execute=cfg.execute or saved.execute)
+    sampler = SamplerConfig(steps=cfg.steps or saved.steps, execute=cfg.execute or saved.execute,
+                            video_steps=saved.video_steps if cfg.video_steps is None else cfg.video_steps)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -176,7 +179,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     summary = {
         "checkpoint": str(cfg.checkpoint), "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
         "tasks": per_task, "episodes_per_task": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
-        "max_steps": cfg.max_steps, "sampler": {"steps": sampler.steps, "execute": sampler.execute},
+        "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
         "instruction_override": cfg.instruction, "median_ms_per_chunk": statistics.median(all_ms),
         "p90_ms_per_chunk": float(np.percentile(all_ms, 90)), "parameters": config.get("parameters"),
         "train_step": config.get("step"), "episodes": results,

@@ -9,6 +9,8 @@ Everything here takes the network as an argument; nothing here owns parameters.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from wam.model import Backbone, Context
@@ -31,51 +33,88 @@ def velocity_from(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, targ
     raise ValueError(f"unknown target {target!r}; expected 'data' or 'velocity'")
 
 
-def sample_t(b: int, dist: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise levels for training. uniform; logit_normal (SD3); beta: Beta(1.5, 1) leans towards the data end."""
-    if dist == "uniform":
-        return torch.rand(b, generator=generator)
-    if dist == "logit_normal":
-        return torch.sigmoid(torch.randn(b, generator=generator))
-    if dist == "beta":
-        u = torch.rand(b, generator=generator)
-        return u ** (1 / 1.5)  # inverse CDF of Beta(1.5, 1)
-    raise ValueError(f"unknown noise-level distribution {dist!r}; expected uniform, logit_normal or beta")
-
-
 def losses(model: Backbone, video: torch.Tensor, actions: torch.Tensor, context: Context, t_video: torch.Tensor,
            t_action: torch.Tensor, noise_video: torch.Tensor, noise_actions: torch.Tensor,
            video_target: str, action_target: str) -> dict[str, torch.Tensor]:
     """Per-element squared errors: {"video": (b, f, v, 3, s, s), "action": (b, k, a)}.
 
     For target "data" the error is on the clean sample, for "velocity" on x1 - x0. The caller weights,
-    masks and reduces.
+    masks and reduces. A model that predicts no frames gets a zero video error.
     """
     xv = path(video, noise_video, t_video)
     xa = path(actions, noise_actions, t_action)
     out_v, out_a = model(xv, xa, t_video, t_action, context)
-    want_v = video if video_target == "data" else video - noise_video
     want_a = actions if action_target == "data" else actions - noise_actions
+    if out_v is None:
+        return {"video": torch.zeros_like(video), "action": (out_a - want_a) ** 2}
+    want_v = video if video_target == "data" else video - noise_video
     return {"video": (out_v - want_v) ** 2, "action": (out_a - want_a) ** 2}
 
 
-@torch.no_grad()
-def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], action_shape: tuple[int, ...], steps: int,
-           video_target: str, action_target: str, generator: torch.Generator | None = None,
-           noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler integration from t = 0 (noise) to t = 1 (data) for future frames and actions together.
+def schedule(video_steps: int, action_steps: int, decode: str = "together") -> list[tuple[float, float, float, float]]:
+    """Noise levels per model call: [(t_video, t_action, dt_video, dt_action), ...].
 
-    video_shape (b, f, v, 3, s, s), action_shape (b, k, a). Returns (frames, actions) at t = 1.
+    "together": both modalities advance over max(video_steps, action_steps) calls, each on its own uniform
+    grid; a modality with fewer steps waits at its current level (with 1 step, frames stay pure noise until
+    the last call: the actions are denoised from noisy frames, as in DreamZero-Flash). "video_then_actions":
+    the frames are finished first, then the actions (UniPi). 0 steps: the modality is not sampled (it stays
+    at its given value, t = 1, or at pure noise, t = 0).
+    """
+    if video_steps < 0 or action_steps < 0 or video_steps + action_steps == 0:
+        raise ValueError(f"need at least one denoising step, got video_steps={video_steps}, action_steps={action_steps}")
+    if decode == "video_then_actions":
+        return ([(i / video_steps, 0.0, 1 / video_steps, 0.0) for i in range(video_steps)]
+                + [(1.0 if video_steps else 0.0, i / action_steps, 0.0, 1 / action_steps) for i in range(action_steps)])
+    if decode != "together":
+        raise ValueError(f"unknown decode order {decode!r}; expected 'together' or 'video_then_actions'")
+    n = max(video_steps, action_steps)
+
+    def level(i: int, steps: int) -> float:
+        return math.floor(i * steps / n) / steps if steps else 0.0
+
+    return [(level(i, video_steps), level(i, action_steps), level(i + 1, video_steps) - level(i, video_steps),
+             level(i + 1, action_steps) - level(i, action_steps)) for i in range(n)]
+
+
+@torch.no_grad()
+def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], action_shape: tuple[int, ...], *,
+           steps: int, video_steps: int, video_target: str, action_target: str, decode: str = "together",
+           video: torch.Tensor | None = None, actions: torch.Tensor | None = None,
+           generator: torch.Generator | None = None, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+           cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euler integration from t = 0 (noise) to t = 1 (data) of future frames and actions.
+
+    video_shape (b, f, v, 3, s, s), action_shape (b, k, a); `steps` and `video_steps` per modality (see
+    `schedule`). A modality passed in (`video=` or `actions=`, clean) is given: held at t = 1 and not sampled;
+    that is how one model serves as world model (actions given) or inverse dynamics (frames given).
+    With `cache`, the context (and, where the recipe allows, the frames) go through the network once per
+    noise level instead of once per call (`model.encode` / `model.decode`; the same function, tested).
+    Returns (frames, actions) at t = 1.
     """
     if noise is None:
         noise = (torch.randn(video_shape, generator=generator), torch.randn(action_shape, generator=generator))
-    xv, xa = noise[0].clone(), noise[1].clone()
+    xv = video.clone() if video is not None else noise[0].clone()
+    xa = actions.clone() if actions is not None else noise[1].clone()
+    plan = schedule(0 if video is not None else video_steps, 0 if actions is not None else steps, decode)
     b = action_shape[0]
-    ts = torch.linspace(0, 1, steps + 1)
-    for i in range(steps):
-        t = ts[i].expand(b)
-        out_v, out_a = model(xv, xa, t, t, context)
-        dt = ts[i + 1] - ts[i]
-        xv = xv + dt * velocity_from(out_v, xv, t, video_target)
-        xa = xa + dt * velocity_from(out_a, xa, t, action_target)
+    cache = cache and hasattr(model, "encode")
+    video_prefix = cache and model.n_vid and model.video_in_prefix
+    prefix, prefix_tv = None, None
+    for tv, ta, dv, da in plan:
+        tv, ta = (1.0 if video is not None else tv), (1.0 if actions is not None else ta)
+        t_v, t_a = torch.full((b,), tv), torch.full((b,), ta)
+        if not cache:
+            out_v, out_a = model(xv, xa, t_v, t_a, context)
+        elif video_prefix:  # frame tokens never read actions: recompute them only when the frames move
+            if prefix is None or prefix_tv != tv:
+                prefix, prefix_tv = model.encode(context, xv, t_v), tv
+            out_v = prefix.video_out
+            out_a = model.decode(prefix, None, xa, t_v, t_a)[1] if da else None
+        else:
+            prefix = prefix or model.encode(context)
+            out_v, out_a = model.decode(prefix, xv, xa, t_v, t_a)
+        if dv:
+            xv = xv + dv * velocity_from(out_v, xv, t_v, video_target)
+        if da:
+            xa = xa + da * velocity_from(out_a, xa, t_a, action_target)
     return xv, xa

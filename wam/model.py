@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wam.config import ModelConfig
+from wam.recipes import attention_mask, recipe
 
 CONTEXT, VIDEO, ACTION = 0, 1, 2
 
@@ -148,18 +149,24 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, ...], mask: torch.Tensor) -> torch.Tensor:
-        # cond: (b, 3, d) one conditioning vector per token group; segments: tokens in each group, in order
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, ...], mask: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple]:
+        """x (b, n, d): the tokens computed now, `segments[i]` of them in group i, in group order.
+        cond (b, 3, d): one conditioning vector per group. past: cached keys/values (b, heads, m, d/heads) of
+        m earlier tokens these may also read. mask (n, m + n). Returns x and this block's (k, v) for x."""
         mod = self.ada(cond)  # (b, 3, 6d)
         mod = torch.cat([mod[:, i:i + 1].expand(-1, n, -1) for i, n in enumerate(segments) if n], dim=1)  # (b, n, 6d)
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         b, n, d = x.shape
         h = modulate(self.norm1(x), shift1, scale1)
         q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        kv = (k, v)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (b, heads, n, d/heads)
         x = x + gate1 * self.proj(h.transpose(1, 2).reshape(b, n, d))
         x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
-        return x
+        return x, kv
 
 
 class FinalLayer(nn.Module):
@@ -175,6 +182,18 @@ class FinalLayer(nn.Module):
 
 
 # ============================================================================ the model
+@dataclass
+class Prefix:
+    """Keys/values of the leading tokens that never read later ones, computed once and reused across
+    denoising steps: the context, plus the future frames when the recipe's frame tokens never read actions."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block, (b, heads, n, d/heads)
+    n: int  # tokens in the prefix
+    text: torch.Tensor  # (b, d) instruction conditioning
+    current: torch.Tensor  # (b, v, 3, s, s) current frame at the future frames' size
+    video_out: torch.Tensor | None  # raw frame output when the frames are in the prefix
+
+
 class WAMTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -183,7 +202,7 @@ class WAMTransformer(nn.Module):
         self.stem = ConvStem(cfg.stem_channels, d, cfg.keypoints)
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
         self.text_in = nn.Linear(cfg.text_dim, d)
-        self.video_in = nn.Linear(6 * cfg.future_patch**2, d)
+        self.video_in = nn.Linear(6 * cfg.future_patch**2, d) if cfg.future_frames else None
         self.action_in = nn.Linear(cfg.action_dim, d)
         self.t_embed = TimestepEmbedder(d)
         self.text_cond = nn.Linear(cfg.text_dim, d)
@@ -192,17 +211,18 @@ class WAMTransformer(nn.Module):
         n_vid = cfg.future_frames * cfg.views * cfg.future_grid**2
         n_act = cfg.action_horizon
         self.pos_context = nn.Parameter(torch.randn(1, n_ctx, d) * 0.02)
-        self.pos_video = nn.Parameter(torch.randn(1, n_vid, d) * 0.02)
+        self.pos_video = nn.Parameter(torch.randn(1, n_vid, d) * 0.02) if n_vid else None
         self.pos_action = nn.Parameter(torch.randn(1, n_act, d) * 0.02)
         groups = torch.tensor([CONTEXT] * n_ctx + [VIDEO] * n_vid + [ACTION] * n_act)
         self.register_buffer("groups", groups, persistent=False)
-        # allowed[i, j]: token i may attend to token j. Context sees only context.
-        allowed = (groups[:, None] != CONTEXT) | (groups[None, :] == CONTEXT)
-        self.register_buffer("mask", allowed, persistent=False)
+        # mask[i, j]: token i may attend to token j, as the recipe says (context always reads only context).
+        self.register_buffer("mask", attention_mask(cfg.recipe, groups), persistent=False)
         self.n_ctx, self.n_vid, self.n_act = n_ctx, n_vid, n_act
+        self.video_in_prefix = "a" not in recipe(cfg.recipe).video_reads
+        """Frame tokens never read actions, so they can be computed once per frame noise level (a prefix)."""
 
         self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
-        self.video_out = FinalLayer(d, 3 * cfg.future_patch**2)
+        self.video_out = FinalLayer(d, 3 * cfg.future_patch**2) if n_vid else None
         self.action_out = FinalLayer(d, cfg.action_dim)
         self._init()
 
@@ -215,42 +235,103 @@ class WAMTransformer(nn.Module):
             nn.init.zeros_(blk.ada[-1].weight)
             nn.init.zeros_(blk.ada[-1].bias)
         for head in (self.video_out, self.action_out):
-            nn.init.zeros_(head.ada[-1].weight)
-            nn.init.zeros_(head.ada[-1].bias)
-            nn.init.zeros_(head.linear.weight)
-            nn.init.zeros_(head.linear.bias)
+            if head is not None:
+                nn.init.zeros_(head.ada[-1].weight)
+                nn.init.zeros_(head.ada[-1].bias)
+                nn.init.zeros_(head.linear.weight)
+                nn.init.zeros_(head.linear.bias)
 
-    def forward(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
-                t_action: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        """noisy_video (b, f, v, 3, s, s), noisy_actions (b, k, a), t_video/t_action (b,) in [0, 1]
-        -> raw outputs for future frames (b, f, v, 3, s, s) and actions (b, k, a)."""
-        cfg = self.cfg
-        b, c, v = context.images.shape[:3]
-        f, s = noisy_video.shape[1], noisy_video.shape[-1]
-
-        ctx = self.stem(context.images.flatten(0, 2))  # (b*c*v, g*g (+1), d)
-        ctx = ctx.reshape(b, -1, cfg.width)  # (b, c*v*(g*g+1), d)
+    # ------------------------------------------------------------------ tokens
+    def _context_tokens(self, context: Context) -> torch.Tensor:
+        b = context.images.shape[0]
+        ctx = self.stem(context.images.flatten(0, 2)).reshape(b, -1, self.cfg.width)  # (b, c*v*(g*g+1), d)
         extra = [self.text_in(context.text)[:, None]]  # (b, 1, d)
         if self.state_in is not None:
-            extra.insert(0, self.state_in(context.state[:, : cfg.state_dim])[:, None])
-        ctx = torch.cat([ctx, *extra], dim=1)
-        current = F.avg_pool2d(context.images[:, -1].flatten(0, 1), cfg.image_size // s)  # (b*v, 3, s, s)
-        current = current.reshape(b, 1, v, 3, s, s).expand(b, f, v, 3, s, s)
-        vid = torch.cat([noisy_video, current], dim=3).flatten(0, 2)  # (b*f*v, 6, s, s)
-        vid = self.video_in(patchify(vid, cfg.future_patch)).reshape(b, -1, cfg.width)  # (b, f*v*p*p, d)
-        act = self.action_in(noisy_actions)  # (b, k, d)
-        x = torch.cat([ctx + self.pos_context, vid + self.pos_video, act + self.pos_action], dim=1)  # (b, n, d)
+            extra.insert(0, self.state_in(context.state[:, : self.cfg.state_dim])[:, None])
+        return torch.cat([ctx, *extra], dim=1) + self.pos_context
 
-        text = self.text_cond(context.text)  # (b, d)
-        ones = torch.ones_like(t_video)
-        cond = self.t_embed(torch.stack([ones, t_video, t_action], 1).flatten()).reshape(b, 3, -1) + text[:, None]
-        for blk in self.blocks:
-            x = blk(x, cond, (self.n_ctx, self.n_vid, self.n_act), self.mask)
+    def _current(self, context: Context) -> torch.Tensor:
+        """The current frame pooled to the future frames' size: (b, v, 3, s, s)."""
+        b, v = context.images.shape[0], context.images.shape[2]
+        s = self.cfg.future_size
+        current = F.avg_pool2d(context.images[:, -1].flatten(0, 1), self.cfg.image_size // s)
+        return current.reshape(b, v, 3, s, s)
 
-        vid_out = self.video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond[:, VIDEO])
-        vid_out = unpatchify(vid_out.reshape(b * f * v, -1, vid_out.shape[-1]), cfg.future_patch, s)
-        act_out = self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
-        return vid_out.reshape(b, f, v, 3, s, s), act_out
+    def _video_tokens(self, noisy_video: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Future-frame patches, each concatenated channel-wise with the same patch of the current frame."""
+        b, f = noisy_video.shape[:2]
+        vid = torch.cat([noisy_video, current[:, None].expand(-1, f, -1, -1, -1, -1)], dim=3).flatten(0, 2)
+        vid = self.video_in(patchify(vid, self.cfg.future_patch)).reshape(b, -1, self.cfg.width)
+        return vid + self.pos_video
+
+    def _cond(self, t_video: torch.Tensor, t_action: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(b, 3, d): noise-level embedding of each group (context is clean) plus the instruction."""
+        ones = torch.ones_like(t_action)
+        return self.t_embed(torch.stack([ones, t_video, t_action], 1).flatten()).reshape(len(text), 3, -1) + text[:, None]
+
+    def _video_out(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        cfg, b = self.cfg, h.shape[0]
+        out = self.video_out(h, cond[:, VIDEO])
+        out = unpatchify(out.reshape(b * cfg.future_frames * cfg.views, -1, out.shape[-1]), cfg.future_patch, cfg.future_size)
+        return out.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+
+    def _run(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, int, int], start: int,
+             past: list | None = None) -> tuple[torch.Tensor, list]:
+        """Run tokens [start, start + n) of the sequence through the blocks, reading `past` (tokens [0, start))."""
+        mask = self.mask[start:start + x.shape[1], :start + x.shape[1]]
+        kvs = []
+        for i, blk in enumerate(self.blocks):
+            x, kv = blk(x, cond, segments, mask, None if past is None else past[i])
+            kvs.append(kv)
+        return x, kvs
+
+    # ------------------------------------------------------------------ the pure tensor function
+    def forward(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
+                t_action: torch.Tensor, context: Context) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """noisy_video (b, f, v, 3, s, s), noisy_actions (b, k, a), t_video/t_action (b,) in [0, 1]
+        -> raw outputs for future frames (b, f, v, 3, s, s; None if the recipe predicts none) and actions (b, k, a)."""
+        text = self.text_cond(context.text)
+        cond = self._cond(t_video, t_action, text)
+        parts = [self._context_tokens(context)]
+        if self.n_vid:
+            parts.append(self._video_tokens(noisy_video, self._current(context)))
+        parts.append(self.action_in(noisy_actions) + self.pos_action)
+        x, _ = self._run(torch.cat(parts, dim=1), cond, (self.n_ctx, self.n_vid, self.n_act), 0)
+        vid_out = self._video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond) if self.n_vid else None
+        return vid_out, self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
+
+    # ------------------------------------------------------------------ cached inference (same function)
+    def encode(self, context: Context, noisy_video: torch.Tensor | None = None,
+               t_video: torch.Tensor | None = None) -> Prefix:
+        """Compute the prefix once: the context, and the future frames at noise level t_video when given
+        (only for recipes whose frame tokens never read actions)."""
+        text = self.text_cond(context.text)
+        current = self._current(context) if self.n_vid else None
+        with_video = noisy_video is not None
+        if with_video and not self.video_in_prefix:
+            raise ValueError(f"recipe {self.cfg.recipe!r}: frame tokens read the actions, so they cannot be cached")
+        b = len(text)
+        t_v = t_video if with_video else torch.ones(b)
+        cond = self._cond(t_v, torch.zeros(b), text)
+        x = self._context_tokens(context)
+        if with_video:
+            x = torch.cat([x, self._video_tokens(noisy_video, current)], dim=1)
+        x, kv = self._run(x, cond, (self.n_ctx, self.n_vid if with_video else 0, 0), 0)
+        video_out = self._video_out(x[:, self.n_ctx:], cond) if with_video else None
+        return Prefix(kv=kv, n=x.shape[1], text=text, current=current, video_out=video_out)
+
+    def decode(self, prefix: Prefix, noisy_video: torch.Tensor | None, noisy_actions: torch.Tensor,
+               t_video: torch.Tensor, t_action: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The rest of `forward` after `encode`: frame tokens (unless in the prefix) and action tokens, reading
+        the cached prefix. Equals `forward` on the same inputs (tested)."""
+        cond = self._cond(t_video, t_action, prefix.text)
+        video_here = self.n_vid and prefix.n == self.n_ctx
+        parts = [self._video_tokens(noisy_video, prefix.current)] if video_here else []
+        parts.append(self.action_in(noisy_actions) + self.pos_action)
+        x, _ = self._run(torch.cat(parts, dim=1), cond, (0, self.n_vid if video_here else 0, self.n_act),
+                         prefix.n, prefix.kv)
+        vid_out = self._video_out(x[:, :self.n_vid], cond) if video_here else prefix.video_out
+        return vid_out, self.action_out(x[:, -self.n_act:], cond[:, ACTION])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from wam import flow
+from wam import modes
 from wam.config import SamplerConfig
 from wam.model import Context
 from wam.windows import images_from_model, images_to_model
@@ -74,13 +74,10 @@ class WAMPolicy:
         start = time.perf_counter()
         ctx = Context(images=images_to_model(torch.from_numpy(images))[None],
                       state=self.norm.state(torch.as_tensor(obs["state"], dtype=torch.float32))[None], text=self._text)
-        frames, actions = flow.sample(
-            self.model, ctx, (1, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size),
-            (1, cfg.action_horizon, cfg.action_dim), self.sampler.steps, cfg.video_target, cfg.action_target,
-            generator=self.generator)
+        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator)
         actions = self.norm.unactions(actions[0]).clamp(-1, 1).numpy()
         ms = (time.perf_counter() - start) * 1000
-        return PolicyOutput(actions=actions, frames=images_from_model(frames[0]) if cfg.future_frames else None, ms=ms)
+        return PolicyOutput(actions=actions, frames=images_from_model(frames[0]) if modes.video_steps(self.sampler, cfg.recipe) else None, ms=ms)
 
 
 class ChunkExecutor:

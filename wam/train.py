@@ -27,6 +27,7 @@ from wam import checkpoint, flow
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.dataset import load_dataset
 from wam.model import WAMTransformer, count_parameters
+from wam.recipes import draw_times
 from wam.text import embed
 from wam.windows import Batch, Normalizer, Windows
 
@@ -39,19 +40,25 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised."""
+    """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised.
+
+    The recipe draws the noise levels and says which losses count (recipes.draw_times). Samples from
+    action-free episodes train the frames only: their actions sit at pure noise and their loss is masked.
+    """
     b = batch.actions.shape[0]
-    t_video = flow.sample_t(b, cfg.t_video, g)
-    t_action = t_video.clone() if cfg.noise == "shared" else flow.sample_t(b, cfg.t_action, g)
+    t_video, t_action, w_video, w_action = draw_times(model_cfg.recipe, b, g)
     noise_v = torch.randn(batch.video.shape, generator=g)
     noise_a = torch.randn(batch.actions.shape, generator=g)
+    labelled = batch.has_actions.float()
+    t_action = t_action * labelled
+    w_action = w_action * labelled
     per = flow.losses(model, batch.video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
-    am = batch.action_mask[..., None]
+    am = batch.action_mask[..., None] * w_action[:, None, None]
     action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)
     if model_cfg.future_frames == 0:
         return {"loss": cfg.action_weight * action, "video": torch.zeros(()), "action": action.detach()}
-    vm = batch.video_mask.reshape(*batch.video_mask.shape, 1, 1, 1, 1)
+    vm = (batch.video_mask * w_video[:, None]).reshape(*batch.video_mask.shape, 1, 1, 1, 1)
     per_frame = per["video"][0, 0].numel()
     video = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
     loss = cfg.video_weight * video + cfg.action_weight * action
@@ -108,6 +115,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     last = out / "last"
     start = 0
     found = checkpoint.latest(last) if cfg.resume else None
+    if cfg.init is not None and found is None:
+        dropped = checkpoint.load_init(cfg.init, model, model_cfg)
+        ema.load_state_dict(model.state_dict())
+        if rank == 0:
+            print(f"initialised from {cfg.init}" + (f" (not used: {', '.join(dropped)})" if dropped else ""))
     if found is not None:
         saved = checkpoint.read_config(found)
         checkpoint.check_resumable(saved, cfg, frames=len(windows), episodes=len(demos.seeds))
@@ -123,8 +135,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                   "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
                            "instructions": demos.instructions, "tasks": sorted(set(demos.env_tasks)),
                            "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
+                           "action_free_episodes": int((~demos.has_actions).sum()),
                            "frames": len(windows)},
-                  "parameters": count_parameters(model), "world_size": world}
+                  "parameters": count_parameters(model), "world_size": world,
+                  "init": str(cfg.init) if cfg.init else None}
 
     def save(step: int) -> Path:
         return checkpoint.save(last, model=model, ema=ema, optimizer=optimizer, normalizer=normalizer,

@@ -84,6 +84,7 @@ class Batch:
     video_mask: torch.Tensor  # (b, f) 1 where the future frame lies inside the episode
     actions: torch.Tensor  # (b, k, a) normalised
     action_mask: torch.Tensor  # (b, k)
+    has_actions: torch.Tensor  # (b,) bool: False for samples from action-free episodes
 
 
 class Windows:
@@ -105,6 +106,7 @@ class Windows:
         ep = demos.episode_index
         self.ep_from = demos.episode_from[ep]  # (N,) first index of each frame's episode
         self.ep_to = demos.episode_to[ep]  # (N,) one past its last
+        self.labelled = torch.from_numpy(demos.has_actions[ep])  # (N,) bool
         self.n = len(ep)
 
     def __len__(self) -> int:
@@ -120,7 +122,8 @@ class Windows:
         fut_ok = fut_i < hi[:, None]
         fut_i = np.minimum(fut_i, hi[:, None] - 1)
         act_i = idx[:, None] + np.arange(cfg.action_horizon)[None]  # (b, k)
-        act_ok = act_i < hi[:, None]
+        labelled = self.labelled[idx]
+        act_ok = (act_i < hi[:, None]) & labelled.numpy()[:, None]
         act_i = np.minimum(act_i, hi[:, None] - 1)
 
         frames = np.concatenate([ctx_i, fut_i], axis=1)  # (b, c+f)
@@ -133,7 +136,8 @@ class Windows:
         future = future.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
         context = Context(images=images[:, :c], state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]])
         return Batch(context=context, video=future, video_mask=torch.from_numpy(fut_ok).float(),
-                     actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float())
+                     actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
+                     has_actions=labelled)
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
@@ -144,4 +148,4 @@ def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
                   state=torch.randn(b, cfg.state_dim, generator=g), text=torch.randn(b, cfg.text_dim, generator=g))
     return Batch(context=ctx, video=torch.rand(b, cfg.future_frames, cfg.views, 3, s, s, generator=g) * 2 - 1,
                  video_mask=torch.ones(b, cfg.future_frames), actions=torch.rand(b, cfg.action_horizon, cfg.action_dim, generator=g) * 2 - 1,
-                 action_mask=torch.ones(b, cfg.action_horizon))
+                 action_mask=torch.ones(b, cfg.action_horizon), has_actions=torch.ones(b, dtype=torch.bool))

@@ -1,0 +1,208 @@
+"""Recipes and modes: each recipe trains and samples, its attention mask does what the recipe says, cached
+inference equals the plain forward, and the world-model mode really uses the actions."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from wam import flow, modes
+from wam.config import ModelConfig, TrainConfig, preset, with_recipe
+from wam.model import ACTION, CONTEXT, VIDEO, Context, WAMTransformer
+from wam.recipes import MODES, RECIPES, check_mode, draw_times
+from wam.train import loss_terms
+from wam.windows import fake_batch
+
+TINY = preset("tiny")
+
+
+def _model(name: str, seed: int = 0) -> WAMTransformer:
+    torch.manual_seed(seed)
+    model = WAMTransformer(with_recipe(TINY, name).model)
+    with torch.no_grad():  # move off the adaLN-Zero start so every path carries signal
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_trains_a_step_and_samples(name):
+    p = with_recipe(TINY, name)
+    model = _model(name)
+    batch = fake_batch(p.model, 3)
+    terms = loss_terms(model.train(), batch, TINY.train, p.model, torch.Generator().manual_seed(0))
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"]) and terms["action"] > 0
+    assert (terms["video"] > 0) == RECIPES[name].predicts_video
+    frames, actions = modes.run(model.eval(), "policy", batch.context, p.sampler, generator=torch.Generator().manual_seed(0))
+    assert actions.shape == batch.actions.shape and torch.isfinite(actions).all()
+    assert frames.shape == batch.video.shape
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_cached_inference_equals_the_plain_forward(name):
+    """encode/decode (context, and frames where allowed, computed once) is the same function as forward,
+    and the cached sampler gives the same frames and actions as the uncached one for the same noise."""
+    model = _model(name)
+    p = with_recipe(TINY, name)
+    batch = fake_batch(p.model, 2)
+    t_v, t_a = torch.tensor([0.2, 0.7]), torch.tensor([0.5, 0.1])
+    ref_v, ref_a = model(batch.video, batch.actions, t_v, t_a, batch.context)
+    prefix = model.encode(batch.context)
+    out_v, out_a = model.decode(prefix, batch.video, batch.actions, t_v, t_a)
+    assert torch.allclose(out_a, ref_a, atol=1e-5)
+    if ref_v is not None:
+        assert torch.allclose(out_v, ref_v, atol=1e-5)
+    if model.video_in_prefix and model.n_vid:
+        prefix = model.encode(batch.context, batch.video, t_v)
+        out_v, out_a = model.decode(prefix, None, batch.actions, t_v, t_a)
+        assert torch.allclose(out_v, ref_v, atol=1e-5) and torch.allclose(out_a, ref_a, atol=1e-5)
+    for mode in RECIPES[name].modes:
+        given = {"world_model": {"actions": batch.actions}, "inverse_dynamics": {"video": batch.video}}.get(mode, {})
+        runs = [modes.run(model, mode, batch.context, p.sampler, generator=torch.Generator().manual_seed(1), cache=c, **given)
+                for c in (True, False)]
+        assert torch.allclose(runs[0][0], runs[1][0], atol=1e-4) and torch.allclose(runs[0][1], runs[1][1], atol=1e-4)
+
+
+def _groups_read(model: WAMTransformer, who: int) -> set[int]:
+    rows = model.mask[model.groups == who]
+    return {g for g in (CONTEXT, VIDEO, ACTION) if rows[:, model.groups == g].any()}
+
+
+def test_attention_masks_follow_each_recipe():
+    expect = {"joint": ({0, 1, 2}, {0, 1, 2}), "decoupled": ({0, 1, 2}, {0, 1, 2}), "flash": ({0, 1, 2}, {0, 1, 2}),
+              "video-then-idm": ({0, 1}, {1, 2}), "features": ({0, 1}, {0, 1, 2}), "action-only": (set(), {0, 2})}
+    for name, (video_reads, action_reads) in expect.items():
+        model = _model(name)
+        assert _groups_read(model, CONTEXT) == {CONTEXT}, name
+        assert _groups_read(model, VIDEO) == video_reads, name
+        assert _groups_read(model, ACTION) == action_reads, name
+    only = _model("action-only")
+    assert only.n_vid == 0 and only.video_in is None and only.video_out is None  # no frame tokens at all
+
+
+def test_frames_never_depend_on_actions_where_the_recipe_forbids_it():
+    for name in ("video-then-idm", "features"):
+        model = _model(name)
+        batch = fake_batch(model.cfg, 2)
+        t = torch.full((2,), 0.4)
+        a = model(batch.video, batch.actions, t, t, batch.context)[0]
+        b = model(batch.video, torch.randn_like(batch.actions), t, t, batch.context)[0]
+        assert torch.allclose(a, b, atol=1e-6), name
+    model = _model("decoupled")  # ...while in decoupled they do
+    batch = fake_batch(model.cfg, 2)
+    t = torch.full((2,), 0.4)
+    assert not torch.allclose(model(batch.video, batch.actions, t, t, batch.context)[0],
+                              model(batch.video, torch.randn_like(batch.actions), t, t, batch.context)[0], atol=1e-4)
+
+
+def test_video_then_idm_decodes_actions_from_the_finished_frames():
+    model = _model("video-then-idm")
+    p = with_recipe(TINY, "video-then-idm")
+    batch = fake_batch(p.model, 2)
+    calls = []
+    encode, decode = model.encode, model.decode
+    model.encode = lambda ctx, video=None, t=None: calls.append(("encode", None if t is None else t[0].item(), video)) or encode(ctx, video, t)
+    model.decode = lambda pre, v, a, tv, ta: calls.append(("decode", tv[0].item(), None)) or decode(pre, v, a, tv, ta)
+    frames, _ = modes.run(model, "policy", batch.context, p.sampler, generator=torch.Generator().manual_seed(0))
+    encodes = [i for i, c in enumerate(calls) if c[0] == "encode"]
+    decodes = [i for i, c in enumerate(calls) if c[0] == "decode"]
+    assert len(encodes) == p.sampler.steps + 1 and len(decodes) == p.sampler.steps  # frames steps, then the finished frames once
+    assert max(encodes) < min(decodes)  # every action step comes after the frames are finished
+    assert calls[encodes[-1]][1] == 1.0 and torch.equal(calls[encodes[-1]][2], frames)
+    assert all(calls[i][1] == 1.0 for i in decodes)
+    # The inverse dynamics reads the frames: other frames, other actions.
+    model.encode, model.decode = encode, decode
+    t_a, ones = torch.full((2,), 0.5), torch.ones(2)
+    base = model(batch.video, batch.actions, ones, t_a, batch.context)[1]
+    assert not torch.allclose(base, model(torch.randn_like(batch.video), batch.actions, ones, t_a, batch.context)[1], atol=1e-4)
+
+
+def test_training_noise_levels_follow_each_recipe():
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    t_v, t_a, w_v, w_a = draw_times("joint", n, g)
+    assert torch.equal(t_v, t_a) and w_v.all() and w_a.all()
+    t_v, t_a, _, _ = draw_times("decoupled", n, g)
+    assert abs(torch.corrcoef(torch.stack([t_v, t_a]))[0, 1]) < 0.05 and abs(t_v.mean() - 0.5) < 0.02
+    t_v, t_a, _, _ = draw_times("flash", n, g)
+    assert abs(t_v.mean() - 0.25) < 0.02 and abs(t_a.mean() - 0.5) < 0.02  # Beta(1, 3) frames, uniform actions
+    assert 0 <= t_v.min() and t_v.max() <= 1
+    t_v, t_a, w_v, w_a = draw_times("video-then-idm", n, g)
+    assert torch.equal(w_v + w_a, torch.ones(n)) and abs(w_a.mean() - 0.5) < 0.02
+    assert (t_v[w_a == 1] == 1).all() and (t_a[w_v == 1] == 0).all()  # IDM on clean frames; video without actions
+    assert not draw_times("action-only", n, g)[2].any()
+
+
+def test_action_free_samples_train_only_the_frames():
+    cfg = with_recipe(TINY, "decoupled").model
+    model = _model("decoupled").train()
+    batch = fake_batch(cfg, 4)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    free = dataclasses.replace(batch, has_actions=torch.zeros(4, dtype=torch.bool))
+    terms = loss_terms(model, free, TINY.train, cfg, g())
+    assert terms["action"] == 0 and terms["video"] > 0
+    model.zero_grad()
+    terms["loss"].backward()
+    assert model.action_out.linear.weight.grad.abs().sum() == 0  # nothing learns to output actions
+    mixed = dataclasses.replace(batch, has_actions=torch.tensor([True, False, True, False]))
+    assert loss_terms(model, mixed, TINY.train, cfg, g())["action"] > 0
+
+
+def test_unknown_names_and_unservable_modes_are_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="valid recipes are: joint, decoupled, flash"):
+        ModelConfig(recipe="magic")
+    with pytest.raises(ValueError, match="valid modes are: policy, world_model"):
+        check_mode("decoupled", "dream")
+    with pytest.raises(ValueError, match="cannot serve mode 'world_model'.*It serves: policy"):
+        check_mode("joint", "world_model")
+    with pytest.raises(ValueError, match="predicts no future frames"):
+        ModelConfig(recipe="action-only")  # future_frames defaults to 2
+    model = _model("action-only")
+    batch = fake_batch(model.cfg, 1)
+    with pytest.raises(ValueError, match="cannot serve mode 'video'"):
+        modes.run(model, "video", batch.context, TINY.sampler)
+    with pytest.raises(ValueError, match="needs `actions=`"):
+        modes.run(_model("decoupled"), "world_model", batch.context, TINY.sampler)
+    for name, r in RECIPES.items():
+        assert set(r.modes) <= set(MODES) and "policy" in r.modes
+
+
+def _action_tinted_frames(n: int, cfg: ModelConfig, g: torch.Generator):
+    """Random context frames; the future frame is the current one pooled, half-blended with a colour given by
+    the first action's first three components. The future cannot be known without the actions."""
+    H, s = cfg.image_size, cfg.future_size
+    images = torch.rand(n, cfg.context_frames, cfg.views, 3, H, H, generator=g) * 2 - 1
+    actions = torch.rand(n, cfg.action_horizon, cfg.action_dim, generator=g) * 2 - 1
+    current = torch.nn.functional.avg_pool2d(images[:, -1].flatten(0, 1), H // s).reshape(n, 1, cfg.views, 3, s, s)
+    tint = actions[:, 0, :3].reshape(n, 1, 1, 3, 1, 1)
+    video = (0.5 * current + 0.5 * tint).expand(n, cfg.future_frames, cfg.views, 3, s, s).contiguous()
+    return Context(images, torch.zeros(n, cfg.state_dim), torch.zeros(n, cfg.text_dim)), video, actions
+
+
+def test_world_model_mode_predicts_the_future_better_with_the_true_actions():
+    """Trained briefly on frames that only the actions can explain (with the world-model objective: actions
+    given clean, t = 1), the world-model mode must beat itself fed with shuffled actions; it would not if
+    the sampler or the network ignored the given actions."""
+    cfg = dataclasses.replace(with_recipe(TINY, "decoupled").model, future_patch=4, width=64, cameras=("oblique",),
+                              action_horizon=2)
+    torch.manual_seed(0)
+    model = WAMTransformer(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        ctx, video, actions = _action_tinted_frames(32, cfg, g)
+        per = flow.losses(model, video, actions, ctx, torch.rand(32, generator=g), torch.ones(32),
+                          torch.randn(video.shape, generator=g), torch.randn(actions.shape, generator=g), "data", "velocity")
+        opt.zero_grad()
+        per["video"].mean().backward()
+        opt.step()
+    model.eval()
+    ctx, video, actions = _action_tinted_frames(64, cfg, torch.Generator().manual_seed(99))
+    sampler = dataclasses.replace(TINY.sampler, steps=4)
+    err = {}
+    for name, given in (("true", actions), ("shuffled", actions[torch.randperm(64, generator=torch.Generator().manual_seed(1))])):
+        frames, out = modes.run(model, "world_model", ctx, sampler, actions=given, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(out, given)  # given actions come back untouched
+        err[name] = ((frames - video) ** 2).mean().item()
+    assert err["true"] < 0.85 * err["shuffled"], err

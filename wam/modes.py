@@ -1,0 +1,54 @@
+"""Modes of one trained World-Action Model, by what is given and what is denoised.
+
+    policy            context           -> actions (and, where the recipe predicts them, future frames)
+    world_model       context + actions -> future frames
+    inverse_dynamics  context + frames  -> actions
+    video             context           -> future frames (actions absent: left at pure noise)
+
+A given modality is held clean (t = 1); an absent one at pure noise (t = 0). Which modes a checkpoint
+serves depends on its recipe (recipes.py); asking for another is an error, not noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wam import flow
+from wam.config import SamplerConfig
+from wam.model import Context
+from wam.recipes import check_mode, recipe
+
+
+def video_steps(sampler: SamplerConfig, recipe_name: str, mode: str = "policy") -> int:
+    """Frame denoising steps for a mode. In the frame-producing modes (world_model, video) frames are the
+    point, so they get at least as many steps as the actions."""
+    if not recipe(recipe_name).predicts_video or mode == "inverse_dynamics":
+        return 0
+    steps = sampler.steps if sampler.video_steps is None else sampler.video_steps
+    return max(steps, sampler.steps) if mode in ("world_model", "video") else steps
+
+
+@torch.no_grad()
+def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None, generator: torch.Generator | None = None,
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames (b, f, v, 3, s, s), actions (b, k, a)) in model units. Given inputs come back unchanged."""
+    cfg = model.cfg
+    check_mode(cfg.recipe, mode)
+    r = recipe(cfg.recipe)
+    needs = {"world_model": ("actions", actions), "inverse_dynamics": ("video", video)}
+    if mode in needs and needs[mode][1] is None:
+        raise ValueError(f"mode {mode!r} needs `{needs[mode][0]}=` given")
+    if mode in ("policy", "video") and (video is not None or actions is not None):
+        raise ValueError(f"mode {mode!r} takes only the context; use world_model or inverse_dynamics to give frames or actions")
+    b = context.images.shape[0]
+    vs = video_steps(sampler, cfg.recipe, mode)
+    if r.noise == "shared" and vs != sampler.steps:
+        raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
+                         f"must equal steps ({sampler.steps})")
+    return flow.sample(model, context, (b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size),
+                       (b, cfg.action_horizon, cfg.action_dim), steps=0 if mode == "video" else sampler.steps,
+                       video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
+                       decode=r.decode, video=video if mode == "inverse_dynamics" else None,
+                       actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
+                       cache=cache)

@@ -1,0 +1,135 @@
+"""World-Action Model recipes: the published ways of training and sampling one model, selected by name.
+
+A recipe is a handful of facts about the same transformer (model.py), not a different network:
+    attention   which token groups the future-frame tokens and the action tokens may read
+                (c context, v future frames, a actions; context tokens always read only the context)
+    noise       how training draws the noise levels of future frames and actions, and which losses count
+    decode      how the sampler schedules the two modalities at inference
+    modes       which of policy / world_model / inverse_dynamics / video the trained model can serve
+
+    joint           one noise level shared by frames and actions, full attention          DreamZero
+    decoupled       independent noise levels per modality, full attention               UWM, UVA
+    flash           frame noise levels biased towards pure noise, actions uniform;      DreamZero-Flash
+                    actions are sampled in a few steps while the frames stay noisy
+    video-then-idm  frames first (they never read actions), then actions decoded by     UniPi
+                    inverse dynamics from the finished frames (actions read only frames)
+    features        one pass of the frame stream at pure noise; the action tokens       VPP, mimic-video
+                    read its features at every layer (frames never read actions)
+    action-only     no future frames at all: the VLA-style baseline with the same       (VLA baseline)
+                    backbone, inputs and training budget
+
+Noise level convention (flow.py): t = 1 is clean data, t = 0 pure noise. A modality held at t = 1 is given
+(its loss is masked), one at t = 0 with its loss masked is absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+MODES = ("policy", "world_model", "inverse_dynamics", "video")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    follows: str
+    """The published system this recipe follows."""
+    video_reads: str
+    """Token groups future-frame tokens attend to ('c' context, 'v' frames, 'a' actions)."""
+    action_reads: str
+    """Token groups action tokens attend to."""
+    noise: Literal["shared", "independent", "video_or_idm", "action_only"]
+    t_video: Literal["uniform", "noisy"]
+    decode: Literal["together", "video_then_actions"]
+    modes: tuple[str, ...]
+    steps: int
+    """Default action denoising steps."""
+    video_steps: int
+    """Default frame denoising steps (0: frames are not predicted)."""
+    summary: str
+
+    @property
+    def predicts_video(self) -> bool:
+        return self.noise != "action_only"
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("joint", "DreamZero (shared noise level)", "cva", "cva", "shared", "uniform", "together",
+           ("policy",), 10, 10, "one noise level shared by future frames and actions"),
+    Recipe("decoupled", "UWM, UVA (independent noise levels)", "cva", "cva", "independent", "uniform", "together",
+           MODES, 10, 10, "independent noise levels per modality: one model is policy, world model, IDM and video predictor"),
+    Recipe("flash", "DreamZero-Flash", "cva", "cva", "independent", "noisy", "together",
+           MODES, 4, 1, "frame noise biased to pure noise (Beta(1, 3)), actions uniform: actions in few steps from noisy frames"),
+    Recipe("video-then-idm", "UniPi (video model, then inverse dynamics)", "cv", "va", "video_or_idm", "uniform",
+           "video_then_actions", ("policy", "inverse_dynamics", "video"), 10, 10,
+           "frames predicted fully, then actions decoded from the finished frames by inverse dynamics"),
+    Recipe("features", "VPP, mimic-video (action decoder on video features)", "cv", "cva", "independent", "noisy",
+           "together", ("policy", "video"), 10, 1,
+           "one pass of the frame stream at pure noise; action tokens read its features at every layer"),
+    Recipe("action-only", "VLA-style baseline (no video prediction)", "c", "ca", "action_only", "uniform", "together",
+           ("policy",), 10, 0, "the same backbone, inputs and budget without future frames"),
+]}
+
+# Why a recipe cannot serve a mode (shown instead of returning noise).
+_WHY_NOT = {
+    ("joint", "world_model"): "frames and actions always shared one noise level in training, never clean actions with noisy frames",
+    ("joint", "inverse_dynamics"): "frames and actions always shared one noise level in training, never clean frames with noisy actions",
+    ("joint", "video"): "frames were never denoised with the actions absent",
+    ("video-then-idm", "world_model"): "its future-frame tokens never read the actions",
+    ("features", "world_model"): "its future-frame tokens never read the actions",
+    ("features", "inverse_dynamics"): "its action decoder was trained on frame features at high noise, not on clean frames",
+}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid recipes are: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def check_mode(name: str, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes are: {', '.join(MODES)}")
+    r = recipe(name)
+    if mode not in r.modes:
+        why = _WHY_NOT.get((name, mode), "it predicts no future frames")
+        raise ValueError(f"a {name!r} checkpoint cannot serve mode {mode!r}: {why}. "
+                         f"It serves: {', '.join(r.modes)}")
+
+
+def attention_mask(name: str, groups: torch.Tensor) -> torch.Tensor:
+    """allowed[i, j]: token i may attend to token j, for a sequence whose token groups are `groups`
+    (0 context, 1 frames, 2 actions). Context tokens read only the context."""
+    r = recipe(name)
+    reads = {0: "c", 1: r.video_reads, 2: r.action_reads}
+    letter = "cva"
+    table = torch.tensor([[letter[j] in reads[i] for j in range(3)] for i in range(3)])
+    return table[groups[:, None], groups[None, :]]
+
+
+def _noisy(b: int, g: torch.Generator | None) -> torch.Tensor:
+    """Beta(1, 3): density 3 (1 - t)^2, mean 0.25, most mass near pure noise (t = 0)."""
+    return 1 - torch.rand(b, generator=g) ** (1 / 3)
+
+
+def draw_times(name: str, b: int, g: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Training noise levels and loss weights: (t_video, t_action, w_video, w_action), each (b,)."""
+    r = recipe(name)
+    ones = torch.ones(b)
+    t_v = torch.rand(b, generator=g) if r.t_video == "uniform" else _noisy(b, g)
+    t_a = torch.rand(b, generator=g)
+    w_v, w_a = ones.clone(), ones.clone()
+    if r.noise == "shared":
+        t_a = t_v.clone()
+    elif r.noise == "video_or_idm":
+        # Half the samples train the video model (actions absent), half the inverse dynamics (frames given).
+        idm = torch.rand(b, generator=g) < 0.5
+        t_v = torch.where(idm, ones, t_v)
+        t_a = torch.where(idm, t_a, torch.zeros(b))
+        w_v, w_a = (~idm).float(), idm.float()
+    elif r.noise == "action_only":
+        w_v = torch.zeros(b)
+    return t_v, t_a, w_v, w_a
