@@ -29,7 +29,7 @@ class RecipesBenchConfig:
     """Comma-separated recipes to compare."""
     preset: str = "default"
     """Model, data and training settings shared by every recipe (only the recipe and the steps change)."""
-    steps: int = 800
+    steps: int = 1200
     """Training steps per recipe: the same compute budget for all."""
     episodes: int = 20
     """Held-out evaluation episodes per task."""
@@ -41,10 +41,10 @@ class RecipesBenchConfig:
     """Tasks whose action-free episodes pretrain the frame stream (none of the target tasks)."""
     pretrain_episodes: int = 30
     """Action-free episodes per pretraining task."""
-    pretrain_steps: int = 800
+    pretrain_steps: int = 1200
     finetune_demos: int = 10
     """Action-labelled demos per target task for fine-tuning (and for the from-scratch comparison)."""
-    finetune_steps: int = 400
+    finetune_steps: int = 600
     workers: int = 2
 
     def __post_init__(self):

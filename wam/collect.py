@@ -79,7 +79,7 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             if success:  # solved by chance: not a demonstration
                 return None
     images, states, actions, successes = [], [], [], []
-    for _ in range(max_steps):
+    for _ in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
         action = env.expert_action()
         executed = action.copy()
         if action_noise > 0:
