@@ -113,6 +113,13 @@ def test_cli_collect_train_eval(tmp_path, capsys):
     main(["train", "--preset", "tiny", "--train.data", str(data), "--train.out", str(run), "--train.steps", "2"])
     main(["eval", str(run / "last"), "--episodes", "1", "--max-steps", "4", "--workers", "1"])
     assert json.loads((run / "eval/results.json").read_text())["tasks"]["drawer-close-v3"]["episodes"] == 1
+    # --recipe picks the recipe and its sampler; flags after it still override
+    main(["train", "--preset", "tiny", "--recipe", "flash", "--train.data", str(data), "--train.out", str(tmp_path / "flash"),
+          "--train.steps", "1", "--sampler.steps", "3"])
+    saved = json.loads((tmp_path / "flash/last/config.json").read_text())
+    assert saved["model"]["recipe"] == "flash" and saved["sampler"]["steps"] == 3 and saved["sampler"]["video_steps"] == 1
+    with pytest.raises(ValueError, match="valid recipes are: joint, decoupled"):
+        main(["train", "--preset", "tiny", "--recipe", "magic"])
     with pytest.raises(SystemExit) as exit_:  # the CLI prints the config error and exits with 2
         main(["collect", "--tasks", "drawer-close", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2

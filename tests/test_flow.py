@@ -81,3 +81,19 @@ def test_wilson_interval_matches_the_closed_form():
     lo, hi = wilson(8, 10)
     assert math.isclose(lo, 0.4902, abs_tol=1e-3) and math.isclose(hi, 0.9433, abs_tol=1e-3)
     assert wilson(0, 20)[0] == 0.0 and wilson(20, 20)[1] == 1.0
+
+
+def test_guide_holds_weighted_actions_and_leaves_the_rest():
+    video, actions = torch.randn(2, 1, 1, 3, 4, 4), torch.randn(2, 5, 4)
+    start = (torch.randn_like(video), torch.randn_like(actions))
+    ctx = Context(torch.zeros(2, 1, 1, 3, 8, 8), torch.zeros(2, 4), torch.zeros(2, 384))
+    known = torch.randn_like(actions)
+    weights = torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0])
+    kw = dict(steps=4, video_steps=4, video_target="velocity", action_target="velocity", noise=start)
+    _, a = flow.sample(_Oracle(video, actions, start, "velocity"), ctx, video.shape, actions.shape, guide=(known, weights), **kw)
+    assert torch.allclose(a[:, :2], known[:, :2], atol=1e-5)  # held exactly
+    assert torch.allclose(a[:, 3:], actions[:, 3:], atol=1e-5)  # untouched
+    # weight 0.5 at each of 4 steps: the deviation from the oracle's path is pulled to
+    # sum_i 0.5 * 0.5^(4-i) * (i/4) of the way to the guide = 0.7656
+    frac = (a[:, 2] - actions[:, 2]) / (known[:, 2] - actions[:, 2])
+    assert torch.allclose(frac, torch.full_like(frac, 0.765625), atol=1e-4)

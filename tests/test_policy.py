@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from wam.policy import ChunkExecutor, PolicyOutput
+from wam.policy import PolicyOutput
+from wam.runtime import ChunkExecutor
 
 
 class Stub:
@@ -55,3 +56,76 @@ def test_reset_clears_queue_and_history():
     ex.reset("b")
     _, fresh = ex.act(_obs(1))
     assert fresh and [f[0, 0, 0, 0] for f in policy.calls[-1]] == [1, 1]
+
+
+# ----------------------------------------------------------------------------- asynchronous execution
+import pytest  # noqa: E402
+
+from wam.runtime import AsyncChunkExecutor  # noqa: E402
+
+
+class GuidedStub(Stub):
+    accepts_guide = True
+
+    def __init__(self, k=8):
+        super().__init__(k)
+        self.guides = []
+
+    def infer(self, obs, guide=None):
+        self.guides.append(guide)
+        return super().infer(obs)
+
+
+def _run(ex, steps):
+    return [ex.act(_obs(t)) for t in range(steps)]
+
+
+def test_async_chunks_switch_every_replan_steps_after_the_delay():
+    policy = Stub(k=8)
+    ex = AsyncChunkExecutor(policy, replan=4, delay=2)
+    ex.reset("x")
+    out = _run(ex, 12)
+    # inferences start at steps 0 (the robot waits for the first), 2, 6, 10: each `delay` before its switch
+    assert [c[-1][0, 0, 0, 0] for c in policy.calls] == [0, 2, 6, 10]
+    # chunk n's action i is 10 n + i; a chunk started at step s is executed from index s' - s at step s'
+    assert [a[0] for a, _ in out] == [10, 11, 12, 13, 22, 23, 24, 25, 32, 33, 34, 35]
+    assert [f for _, f in out] == [True, False, False, False] * 3
+
+
+def test_async_with_no_delay_is_the_synchronous_executor():
+    a, b = Stub(k=6), Stub(k=6)
+    sync, asyn = ChunkExecutor(a, execute=3), AsyncChunkExecutor(b, replan=3, delay=0)
+    sync.reset("x"), asyn.reset("x")
+    assert [x[0][0] for x in _run(sync, 10)] == [x[0][0] for x in _run(asyn, 10)]
+    assert [c[-1][0, 0, 0, 0] for c in a.calls] == [c[-1][0, 0, 0, 0] for c in b.calls] == [0, 3, 6, 9]
+
+
+def test_async_guides_a_policy_that_accepts_it_with_the_actions_being_executed():
+    policy = GuidedStub(k=8)
+    ex = AsyncChunkExecutor(policy, replan=4, delay=2, blend=2)
+    ex.reset("x")
+    out = _run(ex, 6)
+    assert policy.guides[0] is None  # nothing executes before the first chunk
+    g = policy.guides[1]  # started at step 2: steps 2, 3 run chunk 1's actions 2, 3 (held), 4, 5 are blended
+    assert [a[0] for a in g.actions] == [12, 13, 14, 15]
+    assert np.allclose(g.weights, [1, 1, 2 / 3, 1 / 3])
+    assert [a[0] for a, _ in out] == [10, 11, 12, 13, 22, 23]  # a guided chunk is executed as sampled
+
+
+def test_async_cross_fades_a_policy_without_guidance():
+    policy = Stub(k=8)
+    ex = AsyncChunkExecutor(policy, replan=4, delay=2, blend=2)
+    ex.reset("x")
+    out = [a[0] for a, _ in _run(ex, 8)]
+    assert out[:4] == [10, 11, 12, 13]
+    assert np.isclose(out[4], 2 / 3 * 14 + 1 / 3 * 22) and np.isclose(out[5], 1 / 3 * 15 + 2 / 3 * 23)
+    assert out[6:] == [24, 25]
+
+
+def test_async_refuses_impossible_timing():
+    with pytest.raises(ValueError, match="must not exceed replan"):
+        AsyncChunkExecutor(Stub(), replan=2, delay=3)
+    ex = AsyncChunkExecutor(Stub(k=4), replan=4, delay=2)
+    ex.reset("x")
+    with pytest.raises(ValueError, match="replan \\+ delay = 6"):
+        _run(ex, 1)

@@ -206,3 +206,38 @@ def test_world_model_mode_predicts_the_future_better_with_the_true_actions():
         assert torch.equal(out, given)  # given actions come back untouched
         err[name] = ((frames - video) ** 2).mean().item()
     assert err["true"] < 0.85 * err["shuffled"], err
+
+
+@pytest.mark.parametrize("name", ["joint", "decoupled", "flash"])
+def test_fast_path_leaves_out_the_frames_and_gives_the_same_actions(name):
+    """With actions_see_frames=False the mask keeps actions from reading frames, so sampling the actions
+    without any frame tokens must give exactly the actions of the full joint pass."""
+    p = with_recipe(TINY, name)
+    cfg = dataclasses.replace(p.model, actions_see_frames=False)
+    torch.manual_seed(0)
+    model = WAMTransformer(cfg)
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(torch.randn_like(q) * 0.05)
+    model.eval()
+    assert _groups_read(model, ACTION) == {CONTEXT, ACTION} and _groups_read(model, VIDEO) == {CONTEXT, VIDEO, ACTION}
+    assert model.frames_optional and not _model(name).frames_optional
+    batch = fake_batch(cfg, 2)
+    seen = []
+    model.video_in.register_forward_hook(lambda m, i, o: seen.append(1))
+    full = modes.run(model, "policy", batch.context, dataclasses.replace(p.sampler, video_steps=p.sampler.steps),
+                     generator=torch.Generator().manual_seed(5))
+    assert seen  # the full path ran the frame tokens
+    seen.clear()
+    fast = modes.run(model, "policy", batch.context, dataclasses.replace(p.sampler, video_steps=0),
+                     generator=torch.Generator().manual_seed(5))
+    assert not seen  # the fast path never built a frame token
+    assert torch.allclose(fast[1], full[1], atol=1e-5)
+    with pytest.raises(ValueError, match="pass noisy_video"):
+        _model(name).decode(_model(name).encode(batch.context), None, batch.actions, torch.zeros(2), torch.zeros(2))
+
+
+def test_actions_must_see_frames_where_the_recipe_decodes_them_from_frames():
+    for name in ("video-then-idm", "features"):
+        with pytest.raises(ValueError, match="actions_see_frames must be True"):
+            dataclasses.replace(with_recipe(TINY, name).model, actions_see_frames=False)

@@ -6,6 +6,7 @@
     wam eval runs/mine/last --episodes 20
     wam imagine runs/mine/last --data runs/data/mine --episode 0
     wam bench recipes --out runs/bench/recipes
+    wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
     wam demo --out runs/demo
 """
 
@@ -90,9 +91,10 @@ def cmd_imagine(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    from wam.bench import RecipesBenchConfig, bench_recipes
+    from wam.bench_latency import LatencyBenchConfig, bench_latency
+    from wam.bench_recipes import RecipesBenchConfig, bench_recipes
 
-    benches = {"recipes": (RecipesBenchConfig, bench_recipes)}
+    benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

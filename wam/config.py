@@ -57,9 +57,16 @@ class ModelConfig:
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
     video-then-idm, features, action-only (see recipes.py). Select with `wam train --recipe NAME`."""
 
+    actions_see_frames: bool = True
+    """Action tokens attend to future-frame tokens. False (joint, decoupled, flash): the frames become a
+    prediction the actions never read, so a policy that does not want the predicted video can leave the frame
+    tokens out at inference and run at the cost of an action-only model (the fast path)."""
+
     def __post_init__(self):
         check_cameras(self.cameras)
         r = recipe(self.recipe)
+        if not self.actions_see_frames and self.recipe in ("video-then-idm", "features"):
+            raise ValueError(f"recipe {self.recipe!r} decodes actions from the frames: actions_see_frames must be True")
         if r.predicts_video != (self.future_frames > 0):
             raise ValueError(f"recipe {self.recipe!r} " + ("predicts future frames: future_frames must be >= 1"
                              if r.predicts_video else f"predicts no future frames: future_frames must be 0, got {self.future_frames}"))
@@ -149,6 +156,9 @@ class SamplerConfig:
     """Actions executed from each predicted chunk before re-planning."""
     video_steps: int | None = None
     """Euler steps for the future frames (None: as many as `steps`; 0: frames are not predicted)."""
+    cache: bool = True
+    """Compute the context (and frames, where the recipe allows) once per chunk and reuse their keys/values
+    across denoising steps; False recomputes the whole sequence at every step (the naive baseline)."""
 
     def __post_init__(self):
         if self.steps < 1 or self.execute < 1 or (self.video_steps or 0) < 0:

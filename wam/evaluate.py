@@ -40,6 +40,14 @@ class EvalConfig:
     """Future-frame sampler steps (default: the checkpoint's; 0 skips frame prediction where the recipe allows)."""
     execute: int | None = None
     """Actions executed per chunk before re-planning (default: the checkpoint's)."""
+    cache: bool = True
+    """Reuse the context's keys/values across denoising steps (--no-cache: recompute everything, the naive way)."""
+    delay: int = 0
+    """Control steps one inference takes (0: the robot waits for every chunk). With delay > 0 the next chunk
+    is inferred while the current one executes (runtime.AsyncChunkExecutor): chunks switch every `execute`
+    steps, each `delay` steps after the observation it was computed from."""
+    blend: int = 0
+    """Steps over which a new chunk is blended into the old one (inpainting for WAM policies)."""
     instruction: str | None = None
     """Override every task's instruction with this text (phrasing robustness)."""
     out: Path | None = None
@@ -80,7 +88,7 @@ def compose_frame(real: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
 _WORKER: dict = {}
 
 
-def _init_worker(checkpoint: str, sampler: SamplerConfig, threads: int) -> None:
+def _init_worker(checkpoint: str, sampler: SamplerConfig, threads: int, delay: int = 0, blend: int = 0) -> None:
     import torch
 
     from wam.policy import WAMPolicy
@@ -89,12 +97,13 @@ def _init_worker(checkpoint: str, sampler: SamplerConfig, threads: int) -> None:
         torch.set_num_threads(threads)
     _WORKER["policy"] = WAMPolicy.from_checkpoint(checkpoint, sampler)
     _WORKER["envs"] = {}
+    _WORKER["timing"] = (delay, blend)
 
 
 def rollout(job: dict) -> dict:
     """One episode; returns success, steps, latencies and (optionally) writes a video."""
     from wam.env import MetaWorldEnv
-    from wam.policy import ChunkExecutor
+    from wam.runtime import AsyncChunkExecutor, ChunkExecutor
     from wam.tasks import instruction
     from wam.video import write_mp4
 
@@ -102,7 +111,9 @@ def rollout(job: dict) -> dict:
     cfg = policy.cfg
     task = job["task"]
     env = _WORKER["envs"].get(task) or _WORKER["envs"].setdefault(task, MetaWorldEnv(task, cfg.cameras, cfg.image_size))
-    runner = ChunkExecutor(policy, policy.sampler.execute)
+    delay, blend = _WORKER["timing"]
+    runner = (AsyncChunkExecutor(policy, policy.sampler.execute, delay, blend) if delay or blend
+              else ChunkExecutor(policy, policy.sampler.execute))
     runner.reset(job["instruction"] or instruction(task))
     policy.generator.manual_seed(job["seed"])
     obs = env.reset(job["seed"])
@@ -139,7 +150,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                          f"demonstrations' seeds {lo}..{hi}; pick --seed above {hi}")
     saved = SamplerConfig(**config.get("sampler", {}))
     sampler = SamplerConfig(steps=cfg.steps or saved.steps, execute=cfg.execute or saved.execute,
-                            video_steps=saved.video_steps if cfg.video_steps is None else cfg.video_steps)
+                            video_steps=saved.video_steps if cfg.video_steps is None else cfg.video_steps,
+                            cache=saved.cache and cfg.cache)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -150,7 +162,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                          "instruction": cfg.instruction, "video": video})
 
     workers = min(cfg.workers, len(jobs))
-    init = (str(cfg.checkpoint), sampler, 1 if workers > 1 else 0)  # one thread per worker process
+    init = (str(cfg.checkpoint), sampler, 1 if workers > 1 else 0, cfg.delay, cfg.blend)  # one thread per worker
     results = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     if workers > 1:
@@ -180,7 +192,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "checkpoint": str(cfg.checkpoint), "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
         "tasks": per_task, "episodes_per_task": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
-        "instruction_override": cfg.instruction, "median_ms_per_chunk": statistics.median(all_ms),
+        "instruction_override": cfg.instruction, "delay": cfg.delay, "blend": cfg.blend, "median_ms_per_chunk": statistics.median(all_ms),
         "p90_ms_per_chunk": float(np.percentile(all_ms, 90)), "parameters": config.get("parameters"),
         "train_step": config.get("step"), "episodes": results,
     }

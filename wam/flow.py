@@ -81,7 +81,7 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
            steps: int, video_steps: int, video_target: str, action_target: str, decode: str = "together",
            video: torch.Tensor | None = None, actions: torch.Tensor | None = None,
            generator: torch.Generator | None = None, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
-           cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+           cache: bool = True, guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler integration from t = 0 (noise) to t = 1 (data) of future frames and actions.
 
     video_shape (b, f, v, 3, s, s), action_shape (b, k, a); `steps` and `video_steps` per modality (see
@@ -89,6 +89,9 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     that is how one model serves as world model (actions given) or inverse dynamics (frames given).
     With `cache`, the context (and, where the recipe allows, the frames) go through the network once per
     noise level instead of once per call (`model.encode` / `model.decode`; the same function, tested).
+    `guide` = (actions (b, k, a), weights (k,) in [0, 1]) inpaints the action chunk (real-time chunking at
+    chunk boundaries): after every step the actions are pulled to the guide's point on the same noise path,
+    x <- w * path(guide, x0, t) + (1 - w) * x, so weight 1 holds an action to the guide exactly.
     Returns (frames, actions) at t = 1.
     """
     if noise is None:
@@ -99,22 +102,27 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     b = action_shape[0]
     cache = cache and hasattr(model, "encode")
     video_prefix = cache and model.n_vid and model.video_in_prefix
+    # Fast path: frames not sampled and never read by the actions -> leave the frame tokens out entirely.
+    skip_frames = cache and video is None and video_steps == 0 and getattr(model, "frames_optional", False)
     prefix, prefix_tv = None, None
     for tv, ta, dv, da in plan:
         tv, ta = (1.0 if video is not None else tv), (1.0 if actions is not None else ta)
         t_v, t_a = torch.full((b,), tv), torch.full((b,), ta)
         if not cache:
             out_v, out_a = model(xv, xa, t_v, t_a, context)
-        elif video_prefix:  # frame tokens never read actions: recompute them only when the frames move
+        elif video_prefix and not skip_frames:  # frame tokens never read actions: recompute them only when the frames move
             if prefix is None or prefix_tv != tv:
                 prefix, prefix_tv = model.encode(context, xv, t_v), tv
             out_v = prefix.video_out
             out_a = model.decode(prefix, None, xa, t_v, t_a)[1] if da else None
         else:
             prefix = prefix or model.encode(context)
-            out_v, out_a = model.decode(prefix, xv, xa, t_v, t_a)
+            out_v, out_a = model.decode(prefix, None if skip_frames else xv, xa, t_v, t_a)
         if dv:
             xv = xv + dv * velocity_from(out_v, xv, t_v, video_target)
         if da:
             xa = xa + da * velocity_from(out_a, xa, t_a, action_target)
+            if guide is not None:
+                w = guide[1].reshape(1, -1, 1)
+                xa = w * path(guide[0], noise[1], t_a + da) + (1 - w) * xa
     return xv, xa

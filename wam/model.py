@@ -11,12 +11,15 @@ One sequence per sample, three groups of tokens:
     action   (noisy): k action tokens
 Each token is modulated (adaLN) by the noise level of its own group, so future frames and actions can
 sit at different noise levels (t = 1 is clean data, t = 0 pure noise; context tokens are always t = 1).
-Context tokens attend only to context, so the context never depends on the noisy tokens (the basis of a
-KV cache); future-frame and action tokens attend to everything.
+Who attends to whom is the recipe's (recipes.py): context tokens read only the context in every recipe;
+in `video-then-idm` and `features` the frame tokens never read the actions; in `action-only` there are no
+frame tokens at all.
 
 `WAMTransformer.forward(noisy_video, noisy_actions, t_video, t_action, context)` is a pure tensor
-function; `flow.py` turns it into a loss and a sampler. Any module with that signature (a diffusers
-Wan or Cosmos adapter, later) can stand in its place.
+function; `flow.py` turns it into a loss and a sampler. `encode` + `decode` compute the same function in
+two parts for inference: the tokens that never read later ones (the context; also the frames where the
+recipe allows) once, then the rest against their cached keys/values at every denoising step. Any module
+with the forward signature (a diffusers Wan or Cosmos adapter, later) can stand in for training.
 """
 
 from __future__ import annotations
@@ -216,10 +219,13 @@ class WAMTransformer(nn.Module):
         groups = torch.tensor([CONTEXT] * n_ctx + [VIDEO] * n_vid + [ACTION] * n_act)
         self.register_buffer("groups", groups, persistent=False)
         # mask[i, j]: token i may attend to token j, as the recipe says (context always reads only context).
-        self.register_buffer("mask", attention_mask(cfg.recipe, groups), persistent=False)
+        self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.n_ctx, self.n_vid, self.n_act = n_ctx, n_vid, n_act
         self.video_in_prefix = "a" not in recipe(cfg.recipe).video_reads
         """Frame tokens never read actions, so they can be computed once per frame noise level (a prefix)."""
+        self.frames_optional = bool(n_vid) and not bool(self.mask[groups == ACTION][:, groups == VIDEO].any())
+        """Action tokens never read frame tokens, so actions can be sampled without them (the fast path)."""
+        self._masks: dict[tuple, torch.Tensor | None] = {}
 
         self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.video_out = FinalLayer(d, 3 * cfg.future_patch**2) if n_vid else None
@@ -275,10 +281,19 @@ class WAMTransformer(nn.Module):
         out = unpatchify(out.reshape(b * cfg.future_frames * cfg.views, -1, out.shape[-1]), cfg.future_patch, cfg.future_size)
         return out.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
 
-    def _run(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, int, int], start: int,
-             past: list | None = None) -> tuple[torch.Tensor, list]:
-        """Run tokens [start, start + n) of the sequence through the blocks, reading `past` (tokens [0, start))."""
-        mask = self.mask[start:start + x.shape[1], :start + x.shape[1]]
+    def _mask(self, rows: range, past: range) -> torch.Tensor | None:
+        """The attention mask of tokens `rows` reading tokens `past` + `rows` (None: all allowed)."""
+        key = (rows.start, rows.stop, past.start, past.stop, self.mask.device)
+        if key not in self._masks:
+            cols = torch.tensor(list(past) + list(rows), dtype=torch.long, device=self.mask.device)
+            m = self.mask[rows.start:rows.stop][:, cols]
+            self._masks[key] = None if bool(m.all()) else m
+        return self._masks[key]
+
+    def _run(self, x: torch.Tensor, cond: torch.Tensor, segments: tuple[int, int, int], rows: range,
+             past: list | None = None, past_rows: range = range(0)) -> tuple[torch.Tensor, list]:
+        """Run the sequence's tokens `rows` through the blocks, also reading the cached tokens `past_rows`."""
+        mask = self._mask(rows, past_rows)
         kvs = []
         for i, blk in enumerate(self.blocks):
             x, kv = blk(x, cond, segments, mask, None if past is None else past[i])
@@ -296,7 +311,8 @@ class WAMTransformer(nn.Module):
         if self.n_vid:
             parts.append(self._video_tokens(noisy_video, self._current(context)))
         parts.append(self.action_in(noisy_actions) + self.pos_action)
-        x, _ = self._run(torch.cat(parts, dim=1), cond, (self.n_ctx, self.n_vid, self.n_act), 0)
+        n = self.n_ctx + self.n_vid + self.n_act
+        x, _ = self._run(torch.cat(parts, dim=1), cond, (self.n_ctx, self.n_vid, self.n_act), range(n))
         vid_out = self._video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond) if self.n_vid else None
         return vid_out, self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
 
@@ -316,20 +332,25 @@ class WAMTransformer(nn.Module):
         x = self._context_tokens(context)
         if with_video:
             x = torch.cat([x, self._video_tokens(noisy_video, current)], dim=1)
-        x, kv = self._run(x, cond, (self.n_ctx, self.n_vid if with_video else 0, 0), 0)
+        x, kv = self._run(x, cond, (self.n_ctx, self.n_vid if with_video else 0, 0), range(x.shape[1]))
         video_out = self._video_out(x[:, self.n_ctx:], cond) if with_video else None
         return Prefix(kv=kv, n=x.shape[1], text=text, current=current, video_out=video_out)
 
     def decode(self, prefix: Prefix, noisy_video: torch.Tensor | None, noisy_actions: torch.Tensor,
                t_video: torch.Tensor, t_action: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The rest of `forward` after `encode`: frame tokens (unless in the prefix) and action tokens, reading
-        the cached prefix. Equals `forward` on the same inputs (tested)."""
+        the cached prefix. Equals `forward` on the same inputs (tested). With `noisy_video=None` and a model whose
+        actions never read frames, the frame tokens are left out (the fast path; frames come back None)."""
         cond = self._cond(t_video, t_action, prefix.text)
-        video_here = self.n_vid and prefix.n == self.n_ctx
+        video_here = self.n_vid and prefix.n == self.n_ctx and noisy_video is not None
+        if self.n_vid and prefix.n == self.n_ctx and noisy_video is None and not self.frames_optional:
+            raise ValueError("this model's action tokens read the frame tokens: pass noisy_video")
         parts = [self._video_tokens(noisy_video, prefix.current)] if video_here else []
         parts.append(self.action_in(noisy_actions) + self.pos_action)
+        n = self.n_ctx + self.n_vid + self.n_act
+        rows = range(prefix.n, n) if video_here or prefix.n > self.n_ctx else range(n - self.n_act, n)
         x, _ = self._run(torch.cat(parts, dim=1), cond, (0, self.n_vid if video_here else 0, self.n_act),
-                         prefix.n, prefix.kv)
+                         rows, prefix.kv, range(prefix.n))
         vid_out = self._video_out(x[:, :self.n_vid], cond) if video_here else prefix.video_out
         return vid_out, self.action_out(x[:, -self.n_act:], cond[:, ACTION])
 

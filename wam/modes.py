@@ -31,7 +31,8 @@ def video_steps(sampler: SamplerConfig, recipe_name: str, mode: str = "policy") 
 @torch.no_grad()
 def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: torch.Tensor | None = None,
         actions: torch.Tensor | None = None, generator: torch.Generator | None = None,
-        noise: tuple[torch.Tensor, torch.Tensor] | None = None, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None, cache: bool = True,
+        guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames (b, f, v, 3, s, s), actions (b, k, a)) in model units. Given inputs come back unchanged."""
     cfg = model.cfg
     check_mode(cfg.recipe, mode)
@@ -43,7 +44,7 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
         raise ValueError(f"mode {mode!r} takes only the context; use world_model or inverse_dynamics to give frames or actions")
     b = context.images.shape[0]
     vs = video_steps(sampler, cfg.recipe, mode)
-    if r.noise == "shared" and vs != sampler.steps:
+    if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and getattr(model, "frames_optional", False)):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
     return flow.sample(model, context, (b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size),
@@ -51,4 +52,4 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
                        video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
                        decode=r.decode, video=video if mode == "inverse_dynamics" else None,
                        actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
-                       cache=cache)
+                       cache=cache, guide=guide)

@@ -4,14 +4,12 @@
 an observation whose images already stack the context frames the policy declares (`context_offsets`) and
 returns an action chunk and, for a World-Action Model, the predicted future frames: a first-class output.
 
-`ChunkExecutor` wraps any policy for closed loop: it keeps the frame history, calls `infer` when the queue
-of actions runs out, and executes `execute` actions of each chunk (open loop in between).
+The closed-loop wrappers around any policy (synchronous and asynchronous chunk execution) are in runtime.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,11 +30,21 @@ class PolicyOutput:
     ms: float  # wall-clock milliseconds of this inference
 
 
+@dataclass
+class Guide:
+    """Actions a new chunk should agree with (its first len(actions) steps), with a weight each in [0, 1]:
+    1 holds the action exactly (it is already being executed), less pulls it softly (runtime.py)."""
+
+    actions: np.ndarray  # (n, a) in the environment's units
+    weights: np.ndarray  # (n,)
+
+
 class Policy(Protocol):
     context_offsets: tuple[int, ...]
 
     def reset(self, instruction: str) -> None: ...
     def infer(self, obs: dict[str, np.ndarray]) -> PolicyOutput: ...
+    # A policy that can inpaint its chunk also sets `accepts_guide = True` and takes infer(obs, guide=Guide).
 
 
 class WAMPolicy:
@@ -62,8 +70,10 @@ class WAMPolicy:
 
         self._text = torch.from_numpy(embed([instruction]))
 
+    accepts_guide = True
+
     @torch.inference_mode()
-    def infer(self, obs: dict[str, np.ndarray]) -> PolicyOutput:
+    def infer(self, obs: dict[str, np.ndarray], guide: Guide | None = None) -> PolicyOutput:
         if self._text is None:
             raise RuntimeError("call reset(instruction) before infer()")
         cfg = self.cfg
@@ -74,35 +84,16 @@ class WAMPolicy:
         start = time.perf_counter()
         ctx = Context(images=images_to_model(torch.from_numpy(images))[None],
                       state=self.norm.state(torch.as_tensor(obs["state"], dtype=torch.float32))[None], text=self._text)
-        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator)
+        inpaint = None
+        if guide is not None and len(guide.actions):
+            n = min(len(guide.actions), cfg.action_horizon)
+            known = torch.zeros(1, cfg.action_horizon, cfg.action_dim)
+            known[0, :n] = self.norm.actions(torch.as_tensor(guide.actions[:n], dtype=torch.float32))
+            weights = torch.zeros(cfg.action_horizon)
+            weights[:n] = torch.as_tensor(guide.weights[:n], dtype=torch.float32)
+            inpaint = (known, weights)
+        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint,
+                                    cache=self.sampler.cache)
         actions = self.norm.unactions(actions[0]).clamp(-1, 1).numpy()
         ms = (time.perf_counter() - start) * 1000
         return PolicyOutput(actions=actions, frames=images_from_model(frames[0]) if modes.video_steps(self.sampler, cfg.recipe) else None, ms=ms)
-
-
-class ChunkExecutor:
-    """Runs any policy in closed loop: re-plans every `execute` steps, open loop in between."""
-
-    def __init__(self, policy: Policy, execute: int):
-        self.policy, self.execute = policy, execute
-        self.history: deque = deque(maxlen=1 - min(policy.context_offsets))
-        self.queue: deque = deque()
-        self.last: PolicyOutput | None = None
-
-    def reset(self, instruction: str) -> None:
-        self.policy.reset(instruction)
-        self.history.clear()
-        self.queue.clear()
-        self.last = None
-
-    def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, bool]:
-        """The next action, and whether a new chunk was inferred for it."""
-        self.history.append(obs["images"])
-        fresh = not self.queue
-        if fresh:
-            hist = list(self.history)
-            # Before the episode has enough history, the first frame stands in (as in training windows).
-            frames = np.stack([hist[max(0, len(hist) - 1 + o)] for o in self.policy.context_offsets])
-            self.last = self.policy.infer({"images": frames, "state": obs["state"]})
-            self.queue.extend(self.last.actions[: self.execute])
-        return self.queue.popleft(), fresh

@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        print(f"training {count_parameters(model) / 1e6:.2f}M parameters on {len(windows)} frames "
+        print(f"training {count_parameters(model) / 1e6:.2f}M parameters ({model_cfg.recipe}) on {len(windows)} frames "
               f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
     if eval_hook is None and cfg.eval_every:
         eval_hook = default_eval_hook(cfg, out)

@@ -33,6 +33,8 @@ class RecipesBenchConfig:
     """Training steps per recipe: the same compute budget for all."""
     episodes: int = 20
     """Held-out evaluation episodes per task."""
+    max_steps: int = 200
+    """Steps per evaluation episode."""
     data: Path | None = None
     """Labelled demonstrations (default: collect the preset's into OUT/data)."""
     pretrain: bool = True
@@ -67,7 +69,7 @@ def _collect(out: Path, p: Preset, tasks: str, episodes: int, workers: int, acti
 
 
 def _run(name: str, out: Path, p: Preset, data: Path, steps: int, episodes: int, workers: int, init: Path | None = None,
-         evaluate_it: bool = True) -> dict:
+         evaluate_it: bool = True, max_steps: int = 200) -> dict:
     """Train (unless done) and evaluate (unless done) one configuration; returns its summary row."""
     from wam.evaluate import EvalConfig, evaluate
     from wam.train import train
@@ -85,7 +87,8 @@ def _run(name: str, out: Path, p: Preset, data: Path, steps: int, episodes: int,
     row = {"name": name, "recipe": p.model.recipe, "train": to_dict(train_cfg), "train_s": train_s,
            "episodes": episodes, "checkpoint": str(ckpt)}
     if evaluate_it:
-        summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=episodes, out=out / "eval", videos=2, workers=workers))
+        summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=episodes, out=out / "eval", videos=2, workers=workers,
+                                      max_steps=max_steps))
         row.update({"mean_success": summary["mean_success"], "parameters": summary["parameters"],
                     "median_ms": summary["median_ms_per_chunk"], "p90_ms": summary["p90_ms_per_chunk"],
                     "sampler": summary["sampler"],
@@ -104,8 +107,10 @@ def bench_recipes(cfg: RecipesBenchConfig) -> dict:
     rows = {}
     for i, name in enumerate(names):
         print(f"\n[{i + 1}/{len(names)}] recipe {name}: {recipe(name).follows}, {cfg.steps} steps", flush=True)
-        rows[name] = _run(name, out / name, with_recipe(base, name), data, cfg.steps, cfg.episodes, cfg.workers)
-    result = {"command": "wam bench recipes " + _flags(cfg), "preset": cfg.preset, "steps": cfg.steps,
+        rows[name] = _run(name, out / name, with_recipe(base, name), data, cfg.steps, cfg.episodes, cfg.workers,
+                          max_steps=cfg.max_steps)
+    result = {"command": ("wam bench recipes " + _flags(cfg)).strip(), "preset": cfg.preset, "steps": cfg.steps,
+              "max_steps": cfg.max_steps,
               "episodes_per_task": cfg.episodes, "data": str(data), "recipes": rows}
     if cfg.pretrain:
         result["pretraining"] = _pretraining(cfg, base, out / "pretraining")
@@ -125,9 +130,10 @@ def _pretraining(cfg: RecipesBenchConfig, base: Preset, out: Path) -> dict:
     few = _collect(out / "data-few", base, DEFAULT_TASKS, cfg.finetune_demos, cfg.workers)
     pre = _run("pretrain", out / "pretrain", p, video, cfg.pretrain_steps, cfg.episodes, cfg.workers, evaluate_it=False)
     rows = {
-        "from_scratch": _run("from_scratch", out / "from-scratch", p, few, cfg.finetune_steps, cfg.episodes, cfg.workers),
+        "from_scratch": _run("from_scratch", out / "from-scratch", p, few, cfg.finetune_steps, cfg.episodes, cfg.workers,
+                             max_steps=cfg.max_steps),
         "video_pretrained": _run("video_pretrained", out / "finetuned", p, few, cfg.finetune_steps, cfg.episodes,
-                                 cfg.workers, init=Path(pre["checkpoint"])),
+                                 cfg.workers, init=Path(pre["checkpoint"]), max_steps=cfg.max_steps),
     }
     return {"recipe": "decoupled", "pretrain_tasks": cfg.pretrain_tasks.split(","),
             "pretrain_episodes_per_task": cfg.pretrain_episodes, "pretrain_steps": cfg.pretrain_steps,

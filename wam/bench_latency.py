@@ -1,0 +1,166 @@
+"""`wam bench latency`: milliseconds per action chunk of every inference path, on one machine, in one run,
+for the same width and depth, next to each path's closed-loop success on the same held-out seeds.
+
+Paths (each a checkpoint and a sampler setting):
+    action-only            the VLA-style baseline: context + action tokens, 10 steps, cached context
+    joint naive            the WAM as usually run: frames and actions denoised together, 50 steps, the
+                           whole sequence recomputed at every step
+    joint cached           the same model, context keys/values computed once per chunk, 10 and 4 steps
+    flash                  actions in 4 (and 2) steps from frames left at high noise (1 frame step)
+    features               one pass of the frame stream, then the action decoder's steps on cached features
+    fast path              a WAM trained with actions_see_frames=False: at inference the frame tokens are
+                           left out (the predicted video is not wanted), so it costs what action-only costs
+Checkpoints come from `wam bench recipes` (its OUT is --recipes); the fast-path model is trained here with
+the same data, steps and seed. Timing: `calls` calls of `policy.infer` on a real observation after
+`warmup` calls, torch limited to `threads` threads. Writes OUT/latency.json and OUT/latency.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wam.config import SamplerConfig, preset, to_dict, with_recipe
+
+
+@dataclass(frozen=True)
+class LatencyBenchConfig:
+    out: Path = Path("runs/bench/latency")
+    recipes: Path = Path("runs/bench/recipes")
+    """Output folder of `wam bench recipes` (its checkpoints, data and settings are reused)."""
+    calls: int = 100
+    """Timed calls per path, after the warm-up."""
+    warmup: int = 10
+    threads: int = 1
+    """torch threads while timing (1: what each closed-loop evaluation worker uses)."""
+    episodes: int = 20
+    """Held-out evaluation episodes per task for each path's success (0: timing only)."""
+    max_steps: int = 200
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.calls < 1 or self.warmup < 0 or self.threads < 1 or self.episodes < 0:
+            raise ValueError("calls and threads must be >= 1, warmup and episodes >= 0")
+
+
+@dataclass(frozen=True)
+class InferencePath:
+    name: str
+    model: str  # a recipe folder of the recipes bench, or "fast-path"
+    steps: int
+    video_steps: int | None
+    cache: bool = True
+    wam: bool = True  # a World-Action Model path (not the baseline)
+
+
+PATHS = [
+    InferencePath("action-only (baseline)", "action-only", 10, 0, wam=False),
+    InferencePath("joint, naive: 50 steps, no cache", "joint", 50, None, cache=False),
+    InferencePath("joint, cached context, 10 steps", "joint", 10, None),
+    InferencePath("joint, cached context, 4 steps", "joint", 4, None),
+    InferencePath("flash: 4 action steps, 1 frame step", "flash", 4, 1),
+    InferencePath("flash: 2 action steps, 1 frame step", "flash", 2, 1),
+    InferencePath("features: 1 frame pass, 10 action steps", "features", 10, 1),
+    InferencePath("fast path: frames left out, 10 steps", "fast-path", 10, 0),
+    InferencePath("fast path with frames, 10 steps", "fast-path", 10, None),
+]
+
+
+def time_policy(checkpoint: Path, sampler: SamplerConfig, calls: int, warmup: int, threads: int) -> list[float]:
+    """Milliseconds of `calls` policy.infer calls on a real first observation of the checkpoint's first task."""
+    import torch
+
+    from wam.checkpoint import read_config
+    from wam.env import MetaWorldEnv
+    from wam.policy import WAMPolicy
+    from wam.tasks import instruction
+
+    torch.set_num_threads(threads)
+    policy = WAMPolicy.from_checkpoint(checkpoint, sampler)
+    cfg = policy.cfg
+    task = read_config(checkpoint)["data"]["tasks"][0]
+    env = MetaWorldEnv(task, cfg.cameras, cfg.image_size)
+    obs = env.reset(100_000)
+    env.close()
+    policy.reset(instruction(task))
+    frames = np.stack([obs["images"]] * cfg.context_frames)
+    for _ in range(warmup):
+        policy.infer({"images": frames, "state": obs["state"]})
+    ms = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        policy.infer({"images": frames, "state": obs["state"]})
+        ms.append((time.perf_counter() - start) * 1000)
+    return ms
+
+
+def _fast_path_checkpoint(cfg: LatencyBenchConfig) -> Path:
+    """Train the decoupled WAM with actions_see_frames=False on the recipes bench's data, steps and seed."""
+    from wam.bench_recipes import _run
+
+    settings = json.loads((cfg.recipes / "recipes.json").read_text())
+    base = with_recipe(preset(settings["preset"]), "decoupled")
+    p = dataclasses.replace(base, model=dataclasses.replace(base.model, actions_see_frames=False))
+    row = _run("fast-path", cfg.out / "fast-path", p, Path(settings["data"]), settings["steps"], 1, cfg.workers,
+               evaluate_it=False)
+    return Path(row["checkpoint"])
+
+
+def bench_latency(cfg: LatencyBenchConfig) -> dict:
+    from tqdm import tqdm
+
+    from wam.evaluate import EvalConfig, evaluate
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (cfg.recipes / "recipes.json").exists():
+        raise FileNotFoundError(f"{cfg.recipes / 'recipes.json'} is missing: run `wam bench recipes --out {cfg.recipes}` first")
+    checkpoints = {p.model: cfg.recipes / p.model / "train/last" for p in PATHS if p.model != "fast-path"}
+    missing = [str(c) for c in checkpoints.values() if not c.exists()]
+    if missing:
+        raise FileNotFoundError(f"checkpoints missing from the recipes bench: {missing}")
+    checkpoints["fast-path"] = _fast_path_checkpoint(cfg)
+
+    rows = {}
+    for path in tqdm(PATHS, desc="latency", unit="path"):
+        ckpt = checkpoints[path.model]
+        saved = SamplerConfig(**json.loads((ckpt / "config.json").read_text())["sampler"])
+        sampler = dataclasses.replace(saved, steps=path.steps, video_steps=path.video_steps, cache=path.cache)
+        ms = time_policy(ckpt, sampler, cfg.calls, cfg.warmup, cfg.threads)
+        row = {"checkpoint": str(ckpt), "sampler": to_dict(sampler), "wam": path.wam,
+               "median_ms": statistics.median(ms), "p90_ms": float(np.percentile(ms, 90))}
+        if cfg.episodes:
+            slug = path.name.split(":")[0].replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+            summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, steps=path.steps,
+                                          video_steps=path.video_steps, cache=path.cache,
+                                          out=out / "eval" / f"{slug}-{path.steps}", videos=1, workers=cfg.workers,
+                                          max_steps=cfg.max_steps),
+                               progress=False)
+            row.update({"success": summary["mean_success"],
+                        "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}})
+        rows[path.name] = row
+    base = rows[PATHS[0].name]["median_ms"]
+    for row in rows.values():
+        row["ratio_to_baseline"] = row["median_ms"] / base
+    result = {"command": "wam bench latency", "threads": cfg.threads, "calls": cfg.calls, "warmup": cfg.warmup,
+              "episodes_per_task": cfg.episodes, "paths": rows}
+    (out / "latency.json").write_text(json.dumps(result, indent=2))
+    (out / "latency.md").write_text(markdown(result))
+    print("\n" + markdown(result))
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Milliseconds per action chunk ({result['calls']} calls after {result['warmup']} warm-up, "
+             f"{result['threads']} thread(s)); success on {result['episodes_per_task']} held-out episodes per task.", "",
+             "| path | median ms | p90 ms | x baseline | success |", "| --- | --- | --- | --- | --- |"]
+    for name, r in result["paths"].items():
+        success = f"{r['success']:.2f}" if "success" in r else "-"
+        lines.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['ratio_to_baseline']:.2f} | {success} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""`wam imagine CHECKPOINT`: roll the world model forward, open loop, and compare with what really happened.
+
+Starting from one real frame, the model predicts the next frames under a chunk of actions; the last predicted
+frame (upsampled to the camera resolution) becomes the next context, and so on: every frame after the first
+is imagined. The actions come either from a dataset episode (`--data DIR --episode N`, the recorded actions)
+or from the model itself in policy mode, reading its own imagined frames (`--task`, no dataset); in that case
+the same actions are also executed in Meta-World, so the real frames they lead to are known too.
+
+The robot state the model reads is taken from the real trajectory (the model does not predict it).
+Writes OUT/imagine.mp4 (real frames above, imagined below, cameras side by side) and
+OUT/imagine.json with the PSNR of every imagined frame against the real one, next to a "nothing moves"
+baseline (the first real frame held).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+
+from wam.evaluate import EVAL_SEED
+
+
+@dataclass(frozen=True)
+class ImagineConfig:
+    checkpoint: tyro.conf.Positional[Path]
+    data: Path | None = None
+    """Dataset to take the recorded actions and real frames from (omit to act with the policy in Meta-World)."""
+    episode: int = 0
+    """Episode of --data to replay."""
+    task: str | None = None
+    """Without --data: Meta-World task to imagine (default: the checkpoint's first task)."""
+    seed: int = EVAL_SEED
+    """Without --data: variation seed of the task."""
+    horizon: int = 96
+    """Environment steps to imagine."""
+    steps: int | None = None
+    """Frame denoising steps (default: the checkpoint's, at least its action steps)."""
+    out: Path | None = None
+    """Output folder (default: CHECKPOINT/../imagine)."""
+
+    def __post_init__(self):
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+class _Recorded:
+    """Real frames, states and actions of a dataset episode."""
+
+    def __init__(self, root: Path, episode: int, cfg):
+        from wam.dataset import load_dataset
+
+        demos = load_dataset(root)
+        if not 0 <= episode < len(demos.episode_from):
+            raise ValueError(f"{root} has episodes 0..{len(demos.episode_from) - 1}, not {episode}")
+        if demos.image_size != cfg.image_size or any(c not in demos.cameras for c in cfg.cameras):
+            raise ValueError(f"{root} has cameras {list(demos.cameras)} at {demos.image_size} px; the model reads "
+                             f"{list(cfg.cameras)} at {cfg.image_size} px")
+        if not demos.has_actions[episode]:
+            raise ValueError(f"episode {episode} of {root} is action-free: there are no actions to imagine under")
+        lo, hi = int(demos.episode_from[episode]), int(demos.episode_to[episode])
+        views = [demos.cameras.index(c) for c in cfg.cameras]
+        self.images = demos.images[views, lo:hi].transpose(1, 0, 2, 3, 4)  # (T, v, H, W, 3)
+        self.state, self.action = demos.state[lo:hi], demos.action[lo:hi]
+        self.instruction = demos.instructions[int(demos.task_index[lo])]
+        self.length = hi - lo
+
+    def frame(self, t: int) -> np.ndarray:
+        return self.images[min(t, self.length - 1)]
+
+    def state_at(self, t: int) -> np.ndarray:
+        return self.state[min(t, self.length - 1)]
+
+    def actions(self, t: int, k: int) -> np.ndarray:
+        return self.action[np.minimum(np.arange(t, t + k), self.length - 1)]
+
+
+class _Simulated:
+    """Meta-World executing the imagined policy's actions, open loop, to show where they really lead."""
+
+    def __init__(self, task: str, seed: int, cfg):
+        from wam.env import MetaWorldEnv
+        from wam.tasks import instruction
+
+        self.env = MetaWorldEnv(task, cfg.cameras, cfg.image_size)
+        obs = self.env.reset(seed)
+        self.frames, self.states = [obs["images"]], [obs["state"]]
+        self.instruction = instruction(task)
+
+    def execute(self, actions: np.ndarray) -> None:
+        for a in actions:
+            obs, _ = self.env.step(a)
+            self.frames.append(obs["images"])
+            self.states.append(obs["state"])
+
+    def frame(self, t: int) -> np.ndarray:
+        return self.frames[min(t, len(self.frames) - 1)]
+
+    def state_at(self, t: int) -> np.ndarray:
+        return self.states[min(t, len(self.states) - 1)]
+
+
+@torch.no_grad()
+def imagine(cfg: ImagineConfig) -> dict:
+    from wam import modes
+    from wam.checkpoint import load_model
+    from wam.config import SamplerConfig
+    from wam.model import Context
+    from wam.text import embed
+    from wam.video import write_mp4
+    from wam.windows import images_from_model, images_to_model
+
+    model, norm, config = load_model(Path(cfg.checkpoint))
+    m = model.cfg
+    modes.check_mode(m.recipe, "world_model")
+    if cfg.data is None:
+        modes.check_mode(m.recipe, "policy")
+    saved = SamplerConfig(**config.get("sampler", {}))
+    sampler = SamplerConfig(steps=saved.steps, execute=saved.execute,
+                            video_steps=cfg.steps if cfg.steps else saved.video_steps)
+    source = (_Recorded(Path(cfg.data), cfg.episode, m) if cfg.data is not None
+              else _Simulated(cfg.task or config["data"]["tasks"][0], cfg.seed, m))
+    text = torch.from_numpy(embed([source.instruction]))
+    horizon = min(cfg.horizon, source.length - 1) if isinstance(source, _Recorded) else cfg.horizon
+    chunk = m.future_offsets[-1]  # env steps covered by one prediction
+    if chunk > m.action_horizon:
+        raise ValueError(f"the model predicts frames {chunk} steps ahead but only {m.action_horizon} actions: "
+                         "it cannot be rolled forward on its own actions")
+    g = torch.Generator().manual_seed(0)
+    imagined: dict[int, np.ndarray] = {0: source.frame(0)}  # env step -> (v, H, W, 3) uint8
+    small: dict[int, np.ndarray] = {}  # env step -> (v, s, s, 3) imagined at the model's resolution
+    t = 0
+    while t < horizon:
+        known = sorted(imagined)
+        ctx_frames = np.stack([imagined[max(k for k in known if k <= max(0, t + o))] for o in m.context_offsets])
+        ctx = Context(images=images_to_model(torch.from_numpy(ctx_frames))[None],
+                      state=norm.state(torch.as_tensor(source.state_at(t), dtype=torch.float32))[None], text=text)
+        if isinstance(source, _Recorded):
+            actions = norm.actions(torch.from_numpy(source.actions(t, m.action_horizon)))[None]
+        else:
+            _, actions = modes.run(model, "policy", ctx, sampler, generator=g)
+            source.execute(norm.unactions(actions[0]).clamp(-1, 1).numpy()[:chunk])
+        frames, _ = modes.run(model, "world_model", ctx, sampler, actions=actions, generator=g)
+        for i, o in enumerate(m.future_offsets):
+            pred = frames[0, i]  # (v, 3, s, s)
+            small[t + o] = images_from_model(pred)
+            up = F.interpolate(pred, size=m.image_size, mode="bilinear", align_corners=False)
+            imagined[t + o] = images_from_model(up)
+        t += chunk
+
+    # Compare at the model's resolution: real frames pooled the way training targets are.
+    s = m.future_size
+    def pooled(x: np.ndarray) -> np.ndarray:
+        return images_from_model(F.avg_pool2d(images_to_model(torch.from_numpy(x)), m.image_size // s))
+
+    first = pooled(source.frame(0))
+    rows, video = [], []
+    for step in sorted(small):
+        if step > horizon:
+            break
+        real = pooled(source.frame(step))
+        rows.append({"step": step, "psnr": psnr(small[step], real), "psnr_static": psnr(first, real)})
+        rep = m.image_size // s
+        big = lambda x: np.concatenate([np.kron(v, np.ones((rep, rep, 1), np.uint8)) for v in x], axis=1)  # noqa: E731
+        video.append(np.concatenate([np.concatenate(list(source.frame(step)), axis=1), big(small[step])], axis=0))
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "imagine"
+    out.mkdir(parents=True, exist_ok=True)
+    write_mp4(str(out / "imagine.mp4"), np.stack(video), fps=4)
+    result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.data) if cfg.data else "policy",
+              "episode": cfg.episode if cfg.data else None, "task_instruction": source.instruction,
+              "seed": None if cfg.data else cfg.seed, "frames": rows,
+              "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
+              "mean_psnr_static": float(np.mean([r["psnr_static"] for r in rows]))}
+    (out / "imagine.json").write_text(json.dumps(result, indent=2))
+    print(f"{'step':>5s} {'PSNR imagined':>14s} {'PSNR first frame held':>22s}")
+    for r in rows:
+        print(f"{r['step']:5d} {r['psnr']:14.1f} {r['psnr_static']:22.1f}")
+    print(f"mean  {result['mean_psnr']:14.1f} {result['mean_psnr_static']:22.1f}")
+    print(f"video (real above, imagined below): {out / 'imagine.mp4'}")
+    return result
