@@ -112,6 +112,15 @@ def _fast_path_checkpoint(cfg: LatencyBenchConfig) -> Path:
     return Path(row["checkpoint"])
 
 
+def _actions_key(ckpt: Path, sampler: SamplerConfig) -> tuple:
+    """What determines the executed actions of a closed-loop evaluation (the cache changes only rounding)."""
+    model = json.loads((Path(ckpt) / "config.json").read_text())["model"]
+    frames = sampler.steps if sampler.video_steps is None else sampler.video_steps
+    if not model.get("actions_see_frames", True):
+        frames = "unread"  # the actions never read the frames: how they are sampled cannot matter
+    return (str(Path(ckpt).resolve()), sampler.steps, frames, sampler.execute)
+
+
 def bench_latency(cfg: LatencyBenchConfig) -> dict:
     from tqdm import tqdm
 
@@ -127,6 +136,16 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
         raise FileNotFoundError(f"checkpoints missing from the recipes bench: {missing}")
     checkpoints["fast-path"] = _fast_path_checkpoint(cfg)
 
+    # Closed-loop successes already measured with the same actions: the recipes bench's evaluations, and
+    # paths whose actions cannot differ (a model whose actions never read frames, with or without frames).
+    known = {}
+    settings = json.loads((cfg.recipes / "recipes.json").read_text())
+    if (settings["episodes_per_task"], settings.get("max_steps", 200)) == (cfg.episodes, cfg.max_steps):
+        for name, r in settings["recipes"].items():
+            key = _actions_key(Path(r["checkpoint"]), SamplerConfig(**r["sampler"]))
+            known[key] = {"success": r["mean_success"], "tasks": {t: x["success_rate"] for t, x in r["tasks"].items()},
+                          "success_from": f"wam bench recipes ({name})"}
+
     rows = {}
     for path in tqdm(PATHS, desc="latency", unit="path"):
         ckpt = checkpoints[path.model]
@@ -135,7 +154,10 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
         ms = time_policy(ckpt, sampler, cfg.calls, cfg.warmup, cfg.threads)
         row = {"checkpoint": str(ckpt), "sampler": to_dict(sampler), "wam": path.wam,
                "median_ms": statistics.median(ms), "p90_ms": float(np.percentile(ms, 90))}
-        if cfg.episodes:
+        key = _actions_key(ckpt, sampler)
+        if cfg.episodes and key in known:
+            row.update(known[key])
+        elif cfg.episodes:
             slug = path.name.split(":")[0].replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
             summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, steps=path.steps,
                                           video_steps=path.video_steps, cache=path.cache,
@@ -144,6 +166,7 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
                                progress=False)
             row.update({"success": summary["mean_success"],
                         "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}})
+            known[key] = {k: row[k] for k in ("success", "tasks")} | {"success_from": path.name}
         rows[path.name] = row
     base = rows[PATHS[0].name]["median_ms"]
     for row in rows.values():
@@ -162,5 +185,7 @@ def markdown(result: dict) -> str:
              "| path | median ms | p90 ms | x baseline | success |", "| --- | --- | --- | --- | --- |"]
     for name, r in result["paths"].items():
         success = f"{r['success']:.2f}" if "success" in r else "-"
+        if "success_from" in r and r["success_from"] != name:
+            success += f" (same actions as {r['success_from']})"
         lines.append(f"| {name} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['ratio_to_baseline']:.2f} | {success} |")
     return "\n".join(lines) + "\n"

@@ -150,14 +150,17 @@ def _flags(cfg: RecipesBenchConfig) -> str:
     return " ".join(flags)
 
 
-def _table(rows: dict, tasks: list[str], label: str) -> list[str]:
-    head = f"| {label} | " + " | ".join(t.removesuffix("-v3") for t in tasks) + " | mean | ms/chunk | params | train min |"
-    lines = [head, "|" + " --- |" * (len(tasks) + 5)]
+def _table(rows: dict, tasks: list[str], label: str, costs: bool = True) -> list[str]:
+    head = f"| {label} | " + " | ".join(t.removesuffix("-v3") for t in tasks) + " | mean |"
+    head += " ms/chunk | params | train min |" if costs else ""
+    lines = [head, "|" + " --- |" * (len(tasks) + (5 if costs else 2))]
     for name, r in rows.items():
         cells = [f"{r['tasks'][t]['success_rate']:.2f} [{r['tasks'][t]['ci95'][0]:.2f}, {r['tasks'][t]['ci95'][1]:.2f}]"
                  for t in tasks]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{r['mean_success']:.2f}** | {r['median_ms']:.0f} | "
-                     f"{r['parameters'] / 1e6:.2f}M | {r['train_s'] / 60:.1f} |")
+        line = f"| {name} | " + " | ".join(cells) + f" | **{r['mean_success']:.2f}** |"
+        if costs:
+            line += f" {r['median_ms']:.0f} | {r['parameters'] / 1e6:.2f}M | {r['train_s'] / 60:.1f} |"
+        lines.append(line)
     return lines
 
 
@@ -174,7 +177,7 @@ def markdown(result: dict) -> str:
                   f"({pre['pretrain_episodes_per_task']} per task) of {len(pre['pretrain_tasks'])} other tasks, then "
                   f"{pre['finetune_steps']} steps on {pre['finetune_demos_per_task']} labelled demos per target task; "
                   f"from scratch: the same {pre['finetune_steps']} steps on the same demos.", ""]
-        lines += _table(pre["runs"], tasks, "start")
+        lines += _table(pre["runs"], tasks, "start", costs=False)
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +201,7 @@ def plot(result: dict, path: Path) -> None:
     ax1.invert_yaxis()
     ax1.set_xlim(0, 1)
     ax1.set_xlabel("mean success (dots: per task)")
-    ax2.barh(y, [rows[n]["median_ms"] for n in names], color="C1")
+    ax2.barh(y, [rows[n]["median_ms"] if n in result["recipes"] else 0 for n in names], color="C1")
     ax2.set_xlabel("ms per action chunk (median)")
     fig.suptitle(f"wam recipes, preset {result['preset']}, {result['steps']} steps each")
     fig.tight_layout()

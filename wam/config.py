@@ -159,6 +159,8 @@ class SamplerConfig:
     cache: bool = True
     """Compute the context (and frames, where the recipe allows) once per chunk and reuse their keys/values
     across denoising steps; False recomputes the whole sequence at every step (the naive baseline)."""
+    compile: bool = False
+    """torch.compile each transformer block for inference (the first calls compile; needs a C++ compiler on CPU)."""
 
     def __post_init__(self):
         if self.steps < 1 or self.execute < 1 or (self.video_steps or 0) < 0:

@@ -57,6 +57,9 @@ class WAMPolicy:
         self.context_offsets = self.cfg.context_offsets
         self.generator = torch.Generator().manual_seed(seed)
         self._text: torch.Tensor | None = None
+        if self.sampler.compile:
+            for block in model.blocks:
+                block.compile(dynamic=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0) -> "WAMPolicy":
