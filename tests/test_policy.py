@@ -129,3 +129,30 @@ def test_async_refuses_impossible_timing():
     ex.reset("x")
     with pytest.raises(ValueError, match="replan \\+ delay = 6"):
         _run(ex, 1)
+
+
+@pytest.mark.slow
+def test_compiled_policy_gives_the_same_actions():
+    """torch.compile of the blocks (compiles C++ on CPU: about 20 s) changes nothing but speed."""
+    import torch
+
+    from wam.config import SamplerConfig, preset
+    from wam.model import WAMTransformer
+    from wam.policy import WAMPolicy
+    from wam.windows import Normalizer
+
+    cfg = preset("tiny").model
+    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    obs = {"images": np.zeros((cfg.context_frames, cfg.views, cfg.image_size, cfg.image_size, 3), np.uint8),
+           "state": np.zeros(4, np.float32)}
+    actions = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = WAMTransformer(cfg).eval()
+        with torch.no_grad():  # off the adaLN-Zero start, so the network's output is not trivially zero
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        policy = WAMPolicy(model, norm, {}, SamplerConfig(steps=4, compile=compile_))
+        policy._text = torch.zeros(1, cfg.text_dim)
+        actions.append(policy.infer(obs).actions)
+    assert np.allclose(actions[0], actions[1], atol=1e-5)
