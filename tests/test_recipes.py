@@ -59,8 +59,8 @@ def test_cached_inference_equals_the_plain_forward(name):
         assert torch.allclose(out_v, ref_v, atol=1e-5) and torch.allclose(out_a, ref_a, atol=1e-5)
     for mode in RECIPES[name].modes:
         given = {"world_model": {"actions": batch.actions}, "inverse_dynamics": {"video": batch.video}}.get(mode, {})
-        runs = [modes.run(model, mode, batch.context, p.sampler, generator=torch.Generator().manual_seed(1), cache=c, **given)
-                for c in (True, False)]
+        runs = [modes.run(model, mode, batch.context, dataclasses.replace(p.sampler, cache=c),
+                          generator=torch.Generator().manual_seed(1), **given) for c in (True, False)]
         assert torch.allclose(runs[0][0], runs[1][0], atol=1e-4) and torch.allclose(runs[0][1], runs[1][1], atol=1e-4)
 
 

@@ -100,11 +100,10 @@ def time_policy(checkpoint: Path, sampler: SamplerConfig, calls: int, warmup: in
     return ms
 
 
-def _fast_path_checkpoint(cfg: LatencyBenchConfig) -> Path:
+def _fast_path_checkpoint(cfg: LatencyBenchConfig, settings: dict) -> Path:
     """Train the decoupled WAM with actions_see_frames=False on the recipes bench's data, steps and seed."""
     from wam.bench_recipes import _run
 
-    settings = json.loads((cfg.recipes / "recipes.json").read_text())
     base = with_recipe(preset(settings["preset"]), "decoupled")
     p = dataclasses.replace(base, model=dataclasses.replace(base.model, actions_see_frames=False))
     row = _run("fast-path", cfg.out / "fast-path", p, Path(settings["data"]), settings["steps"], 1, cfg.workers,
@@ -126,7 +125,7 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
 
     from wam.evaluate import EvalConfig, evaluate
 
-    out = Path(cfg.out)
+    out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     if not (cfg.recipes / "recipes.json").exists():
         raise FileNotFoundError(f"{cfg.recipes / 'recipes.json'} is missing: run `wam bench recipes --out {cfg.recipes}` first")
@@ -134,12 +133,12 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
     missing = [str(c) for c in checkpoints.values() if not c.exists()]
     if missing:
         raise FileNotFoundError(f"checkpoints missing from the recipes bench: {missing}")
-    checkpoints["fast-path"] = _fast_path_checkpoint(cfg)
+    settings = json.loads((cfg.recipes / "recipes.json").read_text())
+    checkpoints["fast-path"] = _fast_path_checkpoint(cfg, settings)
 
     # Closed-loop successes already measured with the same actions: the recipes bench's evaluations, and
     # paths whose actions cannot differ (a model whose actions never read frames, with or without frames).
     known = {}
-    settings = json.loads((cfg.recipes / "recipes.json").read_text())
     if (settings["episodes_per_task"], settings.get("max_steps", 200)) == (cfg.episodes, cfg.max_steps):
         for name, r in settings["recipes"].items():
             key = _actions_key(Path(r["checkpoint"]), SamplerConfig(**r["sampler"]))

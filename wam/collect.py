@@ -9,10 +9,8 @@ stays the expert's clean action, so the policy sees states off the expert's path
 
 from __future__ import annotations
 
-import dataclasses
-
 import multiprocessing as mp
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +129,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                 if ep is None:
                     failed[task] += 1
                     continue
-                writer.add(dataclasses.replace(ep, action=None) if cfg.action_free else ep)
+                writer.add(replace(ep, action=None) if cfg.action_free else ep)
                 kept[task] += 1
                 bar.update(1)
                 bar.set_postfix(discarded=sum(failed.values()))

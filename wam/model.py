@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wam.config import ModelConfig
-from wam.recipes import attention_mask, recipe
+from wam.recipes import attention_mask
 
 CONTEXT, VIDEO, ACTION = 0, 1, 2
 
@@ -48,7 +48,7 @@ class Backbone(Protocol):
     cfg: ModelConfig
 
     def __call__(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
-                 t_action: torch.Tensor, context: "Context") -> tuple[torch.Tensor, torch.Tensor]: ...
+                 t_action: torch.Tensor, context: "Context") -> tuple[torch.Tensor | None, torch.Tensor]: ...
 
 
 @dataclass
@@ -221,7 +221,7 @@ class WAMTransformer(nn.Module):
         # mask[i, j]: token i may attend to token j, as the recipe says (context always reads only context).
         self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.n_ctx, self.n_vid, self.n_act = n_ctx, n_vid, n_act
-        self.video_in_prefix = "a" not in recipe(cfg.recipe).video_reads
+        self.video_in_prefix = not bool(self.mask[groups == VIDEO][:, groups == ACTION].any())
         """Frame tokens never read actions, so they can be computed once per frame noise level (a prefix)."""
         self.frames_optional = bool(n_vid) and not bool(self.mask[groups == ACTION][:, groups == VIDEO].any())
         """Action tokens never read frame tokens, so actions can be sampled without them (the fast path)."""

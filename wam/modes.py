@@ -31,7 +31,7 @@ def video_steps(sampler: SamplerConfig, recipe_name: str, mode: str = "policy") 
 @torch.no_grad()
 def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: torch.Tensor | None = None,
         actions: torch.Tensor | None = None, generator: torch.Generator | None = None,
-        noise: tuple[torch.Tensor, torch.Tensor] | None = None, cache: bool = True,
+        noise: tuple[torch.Tensor, torch.Tensor] | None = None,
         guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames (b, f, v, 3, s, s), actions (b, k, a)) in model units. Given inputs come back unchanged."""
     cfg = model.cfg
@@ -52,4 +52,4 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
                        video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
                        decode=r.decode, video=video if mode == "inverse_dynamics" else None,
                        actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
-                       cache=cache, guide=guide)
+                       cache=sampler.cache, guide=guide)

@@ -95,8 +95,7 @@ class WAMPolicy:
             weights = torch.zeros(cfg.action_horizon)
             weights[:n] = torch.as_tensor(guide.weights[:n], dtype=torch.float32)
             inpaint = (known, weights)
-        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint,
-                                    cache=self.sampler.cache)
+        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint)
         actions = self.norm.unactions(actions[0]).clamp(-1, 1).numpy()
         ms = (time.perf_counter() - start) * 1000
         return PolicyOutput(actions=actions, frames=images_from_model(frames[0]) if modes.video_steps(self.sampler, cfg.recipe) else None, ms=ms)

@@ -122,8 +122,7 @@ class Windows:
         fut_ok = fut_i < hi[:, None]
         fut_i = np.minimum(fut_i, hi[:, None] - 1)
         act_i = idx[:, None] + np.arange(cfg.action_horizon)[None]  # (b, k)
-        labelled = self.labelled[idx]
-        act_ok = (act_i < hi[:, None]) & labelled.numpy()[:, None]
+        act_ok = act_i < hi[:, None]  # action-free samples are masked by `has_actions` in the loss
         act_i = np.minimum(act_i, hi[:, None] - 1)
 
         frames = np.concatenate([ctx_i, fut_i], axis=1)  # (b, c+f)
@@ -137,7 +136,7 @@ class Windows:
         context = Context(images=images[:, :c], state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]])
         return Batch(context=context, video=future, video_mask=torch.from_numpy(fut_ok).float(),
                      actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
-                     has_actions=labelled)
+                     has_actions=self.labelled[idx])
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
