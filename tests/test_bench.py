@@ -34,3 +34,14 @@ def test_recipes_then_latency_bench_write_their_tables(tiny_dataset, tmp_path):
     fast = json.loads((tmp_path / "latency/fast-path/train/last/config.json").read_text())
     assert fast["model"]["actions_see_frames"] is False
     assert lat["paths"]["joint, naive: 50 steps, no cache"]["sampler"]["cache"] is False
+
+
+def test_latency_bench_on_a_random_backbone_of_a_named_size(tmp_path):
+    """--size: every path timed on random weights of a named size (how the Wan-sized GPU figure is made)."""
+    result = bench_latency(LatencyBenchConfig(out=tmp_path, size="tiny", calls=2, warmup=1, precision="bfloat16"))
+    saved = json.loads((tmp_path / "latency.json").read_text())
+    assert saved == result and saved["weights"] == "random" and saved["precision"] == "bfloat16"
+    assert list(saved["paths"]) == [p.name for p in PATHS]
+    assert all(r["median_ms"] > 0 and "success" not in r for r in saved["paths"].values())
+    assert saved["paths"][PATHS[0].name]["parameters"] < saved["paths"][PATHS[2].name]["parameters"]
+    assert "tiny with random weights" in (tmp_path / "latency.md").read_text()

@@ -156,3 +156,57 @@ def test_compiled_policy_gives_the_same_actions():
         policy._text = torch.zeros(1, cfg.text_dim)
         actions.append(policy.infer(obs).actions)
     assert np.allclose(actions[0], actions[1], atol=1e-5)
+
+
+def _random_policy(sampler):
+    import torch
+
+    from wam.config import preset
+    from wam.model import WAMTransformer
+    from wam.policy import WAMPolicy
+    from wam.windows import Normalizer
+
+    cfg = preset("tiny").model
+    torch.manual_seed(0)
+    model = WAMTransformer(cfg).eval()
+    with torch.no_grad():  # off the adaLN-Zero start, so the network's output is not trivially zero
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    policy = WAMPolicy(model, Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4)), {}, sampler)
+    policy._text = torch.zeros(1, cfg.text_dim)
+    obs = {"images": np.random.default_rng(0).integers(0, 256, (cfg.context_frames, cfg.views, cfg.image_size,
+                                                                cfg.image_size, 3), dtype=np.uint8),
+           "state": np.zeros(4, np.float32)}
+    return policy, obs
+
+
+def test_bfloat16_inference_stays_close_to_float32():
+    """bf16 autocast (the GPU setting; CPU autocast runs the same code) moves actions by bf16 rounding only."""
+    import torch
+
+    from wam.config import SamplerConfig
+
+    outs = {}
+    for precision in ("float32", "bfloat16"):
+        policy, obs = _random_policy(SamplerConfig(steps=4, precision=precision))
+        out = policy.infer(obs)
+        assert out.actions.dtype == np.float32 and out.frames.dtype == np.uint8
+        outs[precision] = out.actions
+    diff = np.abs(outs["float32"] - outs["bfloat16"]).max()
+    assert 0 < diff < 0.05, diff  # not identical (bf16 really ran), but close
+    assert torch.get_autocast_dtype("cpu") == torch.bfloat16  # autocast left as it was
+
+
+def test_bad_device_and_precision_are_refused():
+    import pytest
+    import torch
+
+    from wam.config import SamplerConfig
+
+    with pytest.raises(ValueError, match="precision"):
+        SamplerConfig(precision="float16")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            _random_policy(SamplerConfig(device="cuda"))
+    with pytest.raises(ValueError, match="expected 'cpu' or 'cuda"):
+        _random_policy(SamplerConfig(device="meta"))

@@ -9,7 +9,7 @@ import torch
 from wam import flow, modes
 from wam.config import ModelConfig, TrainConfig, preset, with_recipe
 from wam.model import ACTION, CONTEXT, VIDEO, Context, WAMTransformer
-from wam.recipes import MODES, RECIPES, check_mode, draw_times
+from wam.recipes import MODES, OWN, RECIPES, check_mode, draw_times
 from wam.train import loss_terms
 from wam.windows import fake_batch
 
@@ -25,7 +25,7 @@ def _model(name: str, seed: int = 0) -> WAMTransformer:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", OWN)
 def test_every_recipe_trains_a_step_and_samples(name):
     p = with_recipe(TINY, name)
     model = _model(name)
@@ -39,7 +39,7 @@ def test_every_recipe_trains_a_step_and_samples(name):
     assert frames.shape == batch.video.shape
 
 
-@pytest.mark.parametrize("name", list(RECIPES))
+@pytest.mark.parametrize("name", OWN)
 def test_cached_inference_equals_the_plain_forward(name):
     """encode/decode (context, and frames where allowed, computed once) is the same function as forward,
     and the cached sampler gives the same frames and actions as the uncached one for the same noise."""

@@ -13,6 +13,11 @@ Paths (each a checkpoint and a sampler setting):
 Checkpoints come from `wam bench recipes` (its OUT is --recipes); the fast-path model is trained here with
 the same data, steps and seed. Timing: `calls` calls of `policy.infer` on a real observation after
 `warmup` calls, torch limited to `threads` threads. Writes OUT/latency.json and OUT/latency.md.
+
+`--size wan2.1-1.3b` times the same paths on a backbone of that width and depth with random weights instead
+(the default preset's inputs and token layout; timing only, no success: random weights cannot act). With
+`--device cuda --precision bfloat16 --compile` it is the GPU figure of the issue: bf16 autocast, and CUDA
+graphs through torch.compile's "reduce-overhead" mode.
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ import numpy as np
 from wam.config import SamplerConfig, preset, to_dict, with_recipe
 
 
+SIZES = {  # width, depth, heads, MLP hidden: the transformers of the real checkpoints (their config.json)
+    "wan2.1-1.3b": (1536, 30, 12, 8960),
+    "wan2.1-14b": (5120, 40, 40, 13824),
+    "tiny": (32, 2, 2, 64),  # for tests
+}
+
+
 @dataclass(frozen=True)
 class LatencyBenchConfig:
     out: Path = Path("runs/bench/latency")
@@ -43,10 +55,19 @@ class LatencyBenchConfig:
     """Held-out evaluation episodes per task for each path's success (0: timing only)."""
     max_steps: int = 200
     workers: int = 2
+    size: str | None = None
+    """Time random-weight backbones of this size instead of trained checkpoints: wan2.1-1.3b, wan2.1-14b, tiny."""
+    device: str = "cpu"
+    precision: str = "float32"
+    """float32 or bfloat16 (autocast)."""
+    compile: bool = False
+    """torch.compile the blocks (CUDA graphs on a GPU)."""
 
     def __post_init__(self):
         if self.calls < 1 or self.warmup < 0 or self.threads < 1 or self.episodes < 0:
             raise ValueError("calls and threads must be >= 1, warmup and episodes >= 0")
+        if self.size is not None and self.size not in SIZES:
+            raise ValueError(f"unknown size {self.size!r}; known sizes: {', '.join(SIZES)}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,69 @@ def time_policy(checkpoint: Path, sampler: SamplerConfig, calls: int, warmup: in
     return ms
 
 
+def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tuple[list[float], int]:
+    """Milliseconds of policy.infer on a random-weight model of `size` set up for `path`; and its parameters."""
+    import torch
+
+    from wam.model import WAMTransformer, count_parameters
+    from wam.policy import WAMPolicy
+    from wam.windows import Normalizer
+
+    torch.set_num_threads(cfg.threads)
+    p = preset("default")
+    recipe_name = "decoupled" if path.model == "fast-path" else path.model
+    width, depth, heads, hidden = SIZES[size]
+    model_cfg = dataclasses.replace(with_recipe(p, recipe_name).model, width=width, depth=depth, heads=heads,
+                                    mlp_ratio=hidden / width, actions_see_frames=path.model != "fast-path")
+    torch.manual_seed(0)
+    model = WAMTransformer(model_cfg)
+    for blk in model.blocks:  # adaLN-Zero starts every block as the identity; time a network that is not
+        torch.nn.init.normal_(blk.ada[-1].weight, std=0.02)
+    sampler = SamplerConfig(steps=path.steps, video_steps=path.video_steps, cache=path.cache, device=cfg.device,
+                            precision=cfg.precision, compile=cfg.compile)
+    identity = Normalizer(np.zeros(model_cfg.state_dim), np.ones(model_cfg.state_dim), -np.ones(model_cfg.action_dim),
+                          np.ones(model_cfg.action_dim))
+    policy = WAMPolicy(model, identity, {}, sampler)
+    policy.reset("press the button from the top")
+    rng = np.random.default_rng(0)
+    obs = {"images": rng.integers(0, 256, (model_cfg.context_frames, model_cfg.views, model_cfg.image_size,
+                                           model_cfg.image_size, 3), dtype=np.uint8),
+           "state": rng.standard_normal(model_cfg.state_dim).astype(np.float32)}
+    for _ in range(cfg.warmup):
+        policy.infer(obs)
+    ms = [policy.infer(obs).ms for _ in range(cfg.calls)]
+    return ms, count_parameters(model)
+
+
+def bench_random(cfg: LatencyBenchConfig) -> dict:
+    """Every path on a random-weight backbone of `cfg.size`: timing only."""
+    import torch
+    from tqdm import tqdm
+
+    rows = {}
+    for path in tqdm(PATHS, desc=f"latency {cfg.size}", unit="path"):
+        ms, params = time_random(path, cfg.size, cfg)
+        rows[path.name] = {"wam": path.wam, "parameters": params, "median_ms": statistics.median(ms),
+                           "p90_ms": float(np.percentile(ms, 90)),
+                           "sampler": {"steps": path.steps, "video_steps": path.video_steps, "cache": path.cache}}
+    base = rows[PATHS[0].name]["median_ms"]
+    for row in rows.values():
+        row["ratio_to_baseline"] = row["median_ms"] / base
+    device = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    result = {"command": "wam bench latency", "size": cfg.size, "weights": "random", "device": device,
+              "precision": cfg.precision, "compile": cfg.compile, "torch": torch.__version__, "threads": cfg.threads,
+              "calls": cfg.calls, "warmup": cfg.warmup, "episodes_per_task": 0, "paths": rows}
+    return _write(cfg.out, result)
+
+
+def _write(out: Path, result: dict) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps(result, indent=2))
+    (out / "latency.md").write_text(markdown(result))
+    print("\n" + markdown(result))
+    return result
+
+
 def _fast_path_checkpoint(cfg: LatencyBenchConfig, settings: dict) -> Path:
     """Train the decoupled WAM with actions_see_frames=False on the recipes bench's data, steps and seed."""
     from wam.bench_recipes import _run
@@ -125,6 +209,8 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
 
     from wam.evaluate import EvalConfig, evaluate
 
+    if cfg.size is not None:
+        return bench_random(cfg)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     if not (cfg.recipes / "recipes.json").exists():
@@ -149,7 +235,8 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
     for path in tqdm(PATHS, desc="latency", unit="path"):
         ckpt = checkpoints[path.model]
         saved = SamplerConfig(**json.loads((ckpt / "config.json").read_text())["sampler"])
-        sampler = dataclasses.replace(saved, steps=path.steps, video_steps=path.video_steps, cache=path.cache)
+        sampler = dataclasses.replace(saved, steps=path.steps, video_steps=path.video_steps, cache=path.cache,
+                                      device=cfg.device, precision=cfg.precision, compile=cfg.compile)
         ms = time_policy(ckpt, sampler, cfg.calls, cfg.warmup, cfg.threads)
         row = {"checkpoint": str(ckpt), "sampler": to_dict(sampler), "wam": path.wam,
                "median_ms": statistics.median(ms), "p90_ms": float(np.percentile(ms, 90))}
@@ -161,7 +248,7 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
             summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, steps=path.steps,
                                           video_steps=path.video_steps, cache=path.cache,
                                           out=out / "eval" / f"{slug}-{path.steps}", videos=1, workers=cfg.workers,
-                                          max_steps=cfg.max_steps),
+                                          max_steps=cfg.max_steps, device=cfg.device, precision=cfg.precision),
                                progress=False)
             row.update({"success": summary["mean_success"],
                         "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}})
@@ -170,16 +257,15 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
     base = rows[PATHS[0].name]["median_ms"]
     for row in rows.values():
         row["ratio_to_baseline"] = row["median_ms"] / base
-    result = {"command": "wam bench latency", "threads": cfg.threads, "calls": cfg.calls, "warmup": cfg.warmup,
-              "episodes_per_task": cfg.episodes, "paths": rows}
-    (out / "latency.json").write_text(json.dumps(result, indent=2))
-    (out / "latency.md").write_text(markdown(result))
-    print("\n" + markdown(result))
-    return result
+    result = {"command": "wam bench latency", "device": cfg.device, "precision": cfg.precision, "threads": cfg.threads,
+              "calls": cfg.calls, "warmup": cfg.warmup, "episodes_per_task": cfg.episodes, "paths": rows}
+    return _write(out, result)
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Milliseconds per action chunk ({result['calls']} calls after {result['warmup']} warm-up, "
+    where = (f"{result['size']} with random weights on {result['device']}, {result['precision']}"
+             + (", compiled" if result.get("compile") else "") + "; " if "size" in result else "")
+    lines = [f"Milliseconds per action chunk ({where}{result['calls']} calls after {result['warmup']} warm-up, "
              f"{result['threads']} thread(s)); success on {result['episodes_per_task']} held-out episodes per task.", "",
              "| path | median ms | p90 ms | x baseline | success |", "| --- | --- | --- | --- | --- |"]
     for name, r in result["paths"].items():

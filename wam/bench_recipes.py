@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wam.collect import DEFAULT_TASKS, CollectConfig, collect
 from wam.config import Preset, preset, to_dict, with_recipe
-from wam.recipes import RECIPES, recipe
+from wam.recipes import OWN, RECIPES, recipe
 
 PRETRAIN_TASKS = ("button-press-v3,button-press-wall-v3,button-press-topdown-wall-v3,coffee-button-v3,drawer-open-v3,"
                   "door-close-v3,reach-wall-v3,push-v3,window-close-v3,faucet-open-v3,plate-slide-v3,handle-press-v3")
@@ -25,7 +25,7 @@ PRETRAIN_TASKS = ("button-press-v3,button-press-wall-v3,button-press-topdown-wal
 @dataclass(frozen=True)
 class RecipesBenchConfig:
     out: Path = Path("runs/bench/recipes")
-    recipes: str = ",".join(RECIPES)
+    recipes: str = ",".join(OWN)
     """Comma-separated recipes to compare."""
     preset: str = "default"
     """Model, data and training settings shared by every recipe (only the recipe and the steps change)."""

@@ -84,7 +84,8 @@ def read_config(path: Path) -> dict:
 
 def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     """(EMA model in eval mode, normalizer, config dict) from a checkpoint folder."""
-    from wam.model import WAMTransformer
+    from wam import finetune
+    from wam.backbone import build
     from wam.windows import Normalizer
 
     config = read_config(path)
@@ -93,7 +94,9 @@ def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing: the checkpoint is incomplete")
     tensors = load_file(file)
-    model = WAMTransformer(cfg)
+    model = build(cfg)  # a pretrained backbone's folder supplies its VAE and text encoder
+    train = config.get("train", {})
+    finetune.apply(model, train.get("finetune", "full"), train.get("lora_rank", 16))  # the same modules (LoRA layers)
     weights = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
     _load_strict(model, weights, file)
     model.eval().requires_grad_(False)

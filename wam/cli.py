@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tyro
 
-from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset, with_recipe
+from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset, with_backbone, with_recipe
 from wam.recipes import RECIPES
 
 
@@ -65,12 +65,17 @@ def cmd_train(argv: list[str]) -> None:
 
     name, rest = _pop(argv, "--preset", "default")
     recipe_name, rest = _pop(rest, "--recipe", None)
+    backbone, rest = _pop(rest, "--backbone", "wam")
+    backbone_path, rest = _pop(rest, "--backbone-path", None)
     p = preset(name)
     if recipe_name is not None:
         p = with_recipe(p, recipe_name)
+    p = with_backbone(p, backbone, backbone_path)
     cmd = tyro.cli(TrainCommand, args=rest, default=TrainCommand(p.model, p.train, p.sampler), prog="wam train",
                    description="Train a World-Action Model. --preset NAME picks the defaults (tiny, default); "
-                               f"--recipe NAME the recipe ({', '.join(RECIPES)}; default decoupled).")
+                               f"--recipe NAME the recipe ({', '.join(RECIPES)}; default decoupled); --backbone "
+                               "wam|wan|cosmos with --backbone-path DIR (a diffusers pipeline folder) a pretrained "
+                               "video backbone.")
     print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler)}")
 
 

@@ -57,6 +57,15 @@ class ModelConfig:
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
     video-then-idm, features, action-only (see recipes.py). Select with `wam train --recipe NAME`."""
 
+    backbone: Literal["wam", "wan", "cosmos"] = "wam"
+    """The network: our own transformer ("wam"), or a pretrained diffusers video transformer loaded from
+    `backbone_path` ("wan": WanTransformer3DModel; "cosmos": CosmosTransformer3DModel with the cosmos-policy
+    recipe). With a pretrained backbone, frames are VAE latents and the width, depth and heads are the backbone's."""
+    backbone_path: str | None = None
+    """A diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/)."""
+    text_tokens: int = 512
+    """Instruction tokens the pretrained text encoder keeps (the pipelines use 512)."""
+
     actions_see_frames: bool = True
     """Action tokens attend to future-frame tokens. False (joint, decoupled, flash): the frames become a
     prediction the actions never read, so a policy that does not want the predicted video can leave the frame
@@ -65,6 +74,14 @@ class ModelConfig:
     def __post_init__(self):
         check_cameras(self.cameras)
         r = recipe(self.recipe)
+        if self.backbone != "wam" and not self.backbone_path:
+            raise ValueError(f"backbone {self.backbone!r} needs --backbone-path DIR (a diffusers pipeline folder)")
+        if self.backbone == "wan" and self.recipe not in ("joint", "decoupled", "flash"):
+            raise ValueError(f"backbone 'wan' attends over the whole sequence: recipe must be joint, decoupled or "
+                             f"flash, got {self.recipe!r}")
+        if (self.backbone == "cosmos") != (self.recipe == "cosmos-policy"):
+            raise ValueError("backbone 'cosmos' goes with recipe 'cosmos-policy' (and that recipe needs it); got "
+                             f"backbone {self.backbone!r} with recipe {self.recipe!r}")
         if not self.actions_see_frames and self.recipe in ("video-then-idm", "features"):
             raise ValueError(f"recipe {self.recipe!r} decodes actions from the frames: actions_see_frames must be True")
         if r.predicts_video != (self.future_frames > 0):
@@ -136,6 +153,16 @@ class TrainConfig:
     eval_episodes: int = 5
     resume: bool = True
     """Resume from OUT/last if it exists."""
+    finetune: Literal["full", "frozen", "lora"] = "full"
+    """With a pretrained backbone: train every weight, only the action stream (frozen backbone), or LoRA
+    adapters on the backbone's attention projections plus the action stream (finetune.py)."""
+    lora_rank: int = 16
+    gradient_checkpointing: bool = False
+    """Recompute each backbone block in the backward pass (less memory, about a third more compute)."""
+    device: str = "cpu"
+    """Where training runs ("cuda" on a GPU machine; under torchrun each rank takes cuda:LOCAL_RANK)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """bfloat16: forward and backward under autocast (weights and optimizer state stay float32)."""
     init: Path | None = None
     """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
     recipe), with a fresh optimizer, schedule and the new data's normalisation."""
@@ -160,9 +187,26 @@ class SamplerConfig:
     """Compute the context (and frames, where the recipe allows) once per chunk and reuse their keys/values
     across denoising steps; False recomputes the whole sequence at every step (the naive baseline)."""
     compile: bool = False
-    """torch.compile each transformer block for inference (the first calls compile; needs a C++ compiler on CPU)."""
+    """torch.compile each transformer block for inference (the first calls compile; needs a C++ compiler on
+    CPU). On a GPU it compiles with CUDA graphs (mode "reduce-overhead"): one graph replay per block call."""
+    device: str = "cpu"
+    """Where inference runs: "cpu", "cuda", "cuda:1", ... The noise is drawn on the CPU either way, so a seed
+    gives the same starting noise on every device."""
+    best_of: int = 1
+    """Sample this many chunks from different noise in one batch and execute the one whose predicted value is
+    highest (needs a model that predicts a value: the cosmos-policy recipe)."""
+    decode_frames: bool = True
+    """Pretrained (latent) backbones: decode the predicted future latents into frames with the VAE. False
+    saves the VAE decode when the video is not wanted (PolicyOutput.frames is then None)."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """bfloat16: the network runs under autocast (matmuls and attention in bf16; the sampler's Euler updates,
+    the normalisation and the outputs stay float32)."""
 
     def __post_init__(self):
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if self.steps < 1 or self.execute < 1 or (self.video_steps or 0) < 0:
             raise ValueError(f"steps and execute must be >= 1 and video_steps >= 0, got {self.steps}, "
                              f"{self.execute}, {self.video_steps}")
@@ -201,11 +245,11 @@ def preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def with_recipe(p: Preset, name: str) -> Preset:
+def with_recipe(p: Preset, name: str, **model_changes) -> Preset:
     """The preset with a recipe applied: its future frames (none for action-only) and its default sampler."""
     r = recipe(name)
     frames = (p.model.future_frames or 2) if r.predicts_video else 0
-    model = dataclasses.replace(p.model, recipe=name, future_frames=frames)
+    model = dataclasses.replace(p.model, recipe=name, future_frames=frames, **model_changes)
     sampler = dataclasses.replace(p.sampler, steps=r.steps,
                                   video_steps=None if r.video_steps == r.steps else r.video_steps)
     return dataclasses.replace(p, model=model, sampler=sampler)
@@ -222,3 +266,15 @@ def model_from_dict(d: dict) -> ModelConfig:
     if unknown:
         raise ValueError(f"model config has unknown fields {sorted(unknown)}; expected fields of ModelConfig")
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def with_backbone(p: Preset, kind: str, path: str | Path | None) -> Preset:
+    """The preset on a backbone: "wam" (ours), or a pretrained diffusers folder ("wan", "cosmos"). Pretrained
+    backbones output a velocity for their latent frames; cosmos goes with the cosmos-policy recipe."""
+    if kind == "wam":
+        return p
+    changes = dict(backbone=kind, backbone_path=str(path) if path else None, video_target="velocity",
+                   action_target="velocity")
+    if kind == "cosmos":
+        return with_recipe(p, "cosmos-policy", **changes)
+    return dataclasses.replace(p, model=dataclasses.replace(p.model, **changes))

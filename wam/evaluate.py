@@ -42,6 +42,10 @@ class EvalConfig:
     """Actions executed per chunk before re-planning (default: the checkpoint's)."""
     cache: bool = True
     """Reuse the context's keys/values across denoising steps (--no-cache: recompute everything, the naive way)."""
+    device: str = "cpu"
+    """Where the policy runs ("cuda" on a GPU machine; with workers > 1 each worker holds a copy)."""
+    precision: str = "float32"
+    """float32 or bfloat16 (autocast) inference."""
     delay: int = 0
     """Control steps one inference takes (0: the robot waits for every chunk). With delay > 0 the next chunk
     is inferred while the current one executes (runtime.AsyncChunkExecutor): chunks switch every `execute`
@@ -151,7 +155,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     saved = SamplerConfig(**config.get("sampler", {}))
     sampler = SamplerConfig(steps=cfg.steps or saved.steps, execute=cfg.execute or saved.execute,
                             video_steps=saved.video_steps if cfg.video_steps is None else cfg.video_steps,
-                            cache=saved.cache and cfg.cache)
+                            cache=saved.cache and cfg.cache, device=cfg.device, precision=cfg.precision)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []

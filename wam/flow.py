@@ -94,8 +94,12 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     x <- w * path(guide, x0, t) + (1 - w) * x, so weight 1 holds an action to the guide exactly.
     Returns (frames, actions) at t = 1.
     """
-    if noise is None:
+    device = context.images.device
+    if noise is None:  # drawn on the CPU: the same seed gives the same noise on every device
         noise = (torch.randn(video_shape, generator=generator), torch.randn(action_shape, generator=generator))
+    noise = (noise[0].to(device), noise[1].to(device))
+    if guide is not None:
+        guide = (guide[0].to(device), guide[1].to(device))
     xv = video.clone() if video is not None else noise[0].clone()
     xa = actions.clone() if actions is not None else noise[1].clone()
     plan = schedule(0 if video is not None else video_steps, 0 if actions is not None else steps, decode)
@@ -107,7 +111,7 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     prefix, prefix_tv = None, None
     for tv, ta, dv, da in plan:
         tv, ta = (1.0 if video is not None else tv), (1.0 if actions is not None else ta)
-        t_v, t_a = torch.full((b,), tv), torch.full((b,), ta)
+        t_v, t_a = torch.full((b,), tv, device=device), torch.full((b,), ta, device=device)
         if not cache:
             out_v, out_a = model(xv, xa, t_v, t_a, context)
         elif video_prefix and not skip_frames:  # frame tokens never read actions: recompute them only when the frames move

@@ -57,7 +57,8 @@ class Context:
 
     images: torch.Tensor  # (b, c, v, 3, H, W) in [-1, 1]
     state: torch.Tensor  # (b, state_dim), normalised
-    text: torch.Tensor  # (b, text_dim), sentence embedding
+    text: torch.Tensor  # (b, text_dim) sentence embedding; (b, tokens, text_dim) for pretrained backbones
+    latents: torch.Tensor | None = None  # (b, c, v, z, h, w) VAE latents of the images (pretrained backbones)
 
 
 # ============================================================================ embeddings
@@ -247,6 +248,17 @@ class WAMTransformer(nn.Module):
                 nn.init.zeros_(head.linear.weight)
                 nn.init.zeros_(head.linear.bias)
 
+    # ------------------------------------------------------------------ the protocol beside forward
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Instructions -> (n, text_dim) sentence embeddings (computed once per instruction, not per step)."""
+        from wam.text import embed
+
+        return torch.from_numpy(embed(list(texts)))
+
+    def video_shape(self, b: int) -> tuple[int, ...]:
+        cfg = self.cfg
+        return (b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+
     # ------------------------------------------------------------------ tokens
     def _context_tokens(self, context: Context) -> torch.Tensor:
         b = context.images.shape[0]
@@ -327,8 +339,8 @@ class WAMTransformer(nn.Module):
         if with_video and not self.video_in_prefix:
             raise ValueError(f"recipe {self.cfg.recipe!r}: frame tokens read the actions, so they cannot be cached")
         b = len(text)
-        t_v = t_video if with_video else torch.ones(b)
-        cond = self._cond(t_v, torch.zeros(b), text)
+        t_v = t_video if with_video else text.new_ones(b)
+        cond = self._cond(t_v, text.new_zeros(b), text)
         x = self._context_tokens(context)
         if with_video:
             x = torch.cat([x, self._video_tokens(noisy_video, current)], dim=1)

@@ -47,7 +47,7 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
     if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and getattr(model, "frames_optional", False)):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
-    return flow.sample(model, context, (b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size),
+    return flow.sample(model, context, model.video_shape(b),
                        (b, cfg.action_horizon, cfg.action_dim), steps=0 if mode == "video" else sampler.steps,
                        video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
                        decode=r.decode, video=video if mode == "inverse_dynamics" else None,

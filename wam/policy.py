@@ -28,6 +28,7 @@ class PolicyOutput:
     actions: np.ndarray  # (k, a) in the environment's units
     frames: np.ndarray | None  # (f, v, s, s, 3) uint8 predicted future frames, or None
     ms: float  # wall-clock milliseconds of this inference
+    value: float | None = None  # the predicted value of the executed chunk, for models that predict one
 
 
 @dataclass
@@ -57,9 +58,12 @@ class WAMPolicy:
         self.context_offsets = self.cfg.context_offsets
         self.generator = torch.Generator().manual_seed(seed)
         self._text: torch.Tensor | None = None
+        self.device = resolve_device(self.sampler.device)
+        model.to(self.device).eval()
         if self.sampler.compile:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
             for block in model.blocks:
-                block.compile(dynamic=False)
+                block.compile(dynamic=False, mode=mode)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0) -> "WAMPolicy":
@@ -69,9 +73,7 @@ class WAMPolicy:
         return cls(model, normalizer, config, sampler, seed)
 
     def reset(self, instruction: str) -> None:
-        from wam.text import embed
-
-        self._text = torch.from_numpy(embed([instruction]))
+        self._text = self.model.embed_text([instruction]).to(self.device)  # once per episode, not per chunk
 
     accepts_guide = True
 
@@ -85,8 +87,17 @@ class WAMPolicy:
         if images.shape != want:
             raise ValueError(f"expected images of shape {want} (context frames, views, H, W, 3), got {images.shape}")
         start = time.perf_counter()
-        ctx = Context(images=images_to_model(torch.from_numpy(images))[None],
-                      state=self.norm.state(torch.as_tensor(obs["state"], dtype=torch.float32))[None], text=self._text)
+        ctx = Context(images=images_to_model(torch.from_numpy(images))[None].to(self.device),
+                      state=self.norm.state(torch.as_tensor(obs["state"], dtype=torch.float32))[None].to(self.device),
+                      text=self._text)
+        if hasattr(self.model, "encode_frames"):  # a pretrained backbone: the context's VAE latents, once per chunk
+            ctx.latents = self.model.encode_frames(ctx.images)
+        n = self.sampler.best_of
+        if n > 1:  # N candidate chunks from N noises, in one batch
+            if not hasattr(self.model, "value_of"):
+                raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
+            ctx = Context(*(None if x is None else x.expand(n, *x.shape[1:]) for x in
+                            (ctx.images, ctx.state, ctx.text, ctx.latents)))
         inpaint = None
         if guide is not None and len(guide.actions):
             n = min(len(guide.actions), cfg.action_horizon)
@@ -95,7 +106,28 @@ class WAMPolicy:
             weights = torch.zeros(cfg.action_horizon)
             weights[:n] = torch.as_tensor(guide.weights[:n], dtype=torch.float32)
             inpaint = (known, weights)
-        frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint)
-        actions = self.norm.unactions(actions[0]).clamp(-1, 1).numpy()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.sampler.precision == "bfloat16"):
+            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint)
+        value = None
+        if hasattr(self.model, "value_of"):
+            values = self.model.value_of(frames.float())
+            best = int(values.argmax())
+            frames, actions, value = frames[best:best + 1], actions[best:best + 1], float(values[best])
+        actions = self.norm.unactions(actions[0].float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
+        frames = frames[:1].float() if modes.video_steps(self.sampler, cfg.recipe) else None
+        if frames is not None and hasattr(self.model, "decode_frames"):  # latents -> pixels, only when asked
+            frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None
+        frames = images_from_model(frames[0].cpu()) if frames is not None else None
         ms = (time.perf_counter() - start) * 1000
-        return PolicyOutput(actions=actions, frames=images_from_model(frames[0]) if modes.video_steps(self.sampler, cfg.recipe) else None, ms=ms)
+        return PolicyOutput(actions=actions, frames=frames, ms=ms, value=value)
+
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device from a name, with a clear error when it is not there (nothing falls back silently)."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}, "
+                           f"CUDA build: {torch.version.cuda is not None})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: expected 'cpu' or 'cuda[:N]'")
+    return device

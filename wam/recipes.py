@@ -15,6 +15,9 @@ A recipe is a handful of facts about the same transformer (model.py), not a diff
                     inverse dynamics from the finished frames (actions read only frames)
     features        one pass of the frame stream at pure noise; the action tokens       VPP, mimic-video
                     read its features at every layer (frames never read actions)
+    cosmos-policy   the Cosmos backbone as is: actions, future robot state and a value   Cosmos Policy
+                    estimate are extra latent frames denoised with the future frames;
+                    best-of-N planning by the predicted value (backbone cosmos only)
     action-only     no future frames at all: the VLA-style baseline with the same       (VLA baseline)
                     backbone, inputs and training budget
 
@@ -50,6 +53,8 @@ class Recipe:
     video_steps: int
     """Default frame denoising steps (0: frames are not predicted)."""
     summary: str
+    backbone: str = "any"
+    """The backbone the recipe needs ("any": every backbone that can mask attention as it says)."""
 
     @property
     def predicts_video(self) -> bool:
@@ -69,6 +74,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("features", "VPP, mimic-video (action decoder on video features)", "cv", "cva", "independent", "noisy",
            "together", ("policy", "video"), 10, 1,
            "one pass of the frame stream at pure noise; action tokens read its features at every layer"),
+    Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
+           "shared", "uniform", "together", ("policy",), 10, 10,
+           "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames",
+           backbone="cosmos"),
     Recipe("action-only", "VLA-style baseline (no video prediction)", "c", "ca", "action_only", "uniform", "together",
            ("policy",), 10, 0, "the same backbone, inputs and budget without future frames"),
 ]}
@@ -133,3 +142,7 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None) -> tuple[tor
     elif r.noise == "action_only":
         w_v = torch.zeros(b)
     return t_v, t_a, w_v, w_a
+
+
+OWN = tuple(n for n, r in RECIPES.items() if r.backbone == "any")
+"""The recipes our own transformer (backbone "wam") trains: all but the backbone-specific ones."""

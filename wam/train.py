@@ -23,13 +23,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wam import checkpoint, flow
+from wam import checkpoint, finetune, flow
+from wam.backbone import build
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.dataset import load_dataset
-from wam.model import WAMTransformer, count_parameters
+from wam.model import count_parameters
 from wam.recipes import draw_times
-from wam.text import embed
-from wam.windows import Batch, Normalizer, Windows
+from wam.windows import Batch, Normalizer, Windows, batch_to
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -47,18 +47,24 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     """
     b = batch.actions.shape[0]
     t_video, t_action, w_video, w_action = draw_times(model_cfg.recipe, b, g)
-    noise_v = torch.randn(batch.video.shape, generator=g)
-    noise_a = torch.randn(batch.actions.shape, generator=g)
+    noise_v = torch.randn(batch.video.shape, generator=g).to(batch.video.device)
+    noise_a = torch.randn(batch.actions.shape, generator=g).to(batch.video.device)
+    t_video, t_action = t_video.to(batch.video.device), t_action.to(batch.video.device)
+    w_video, w_action = w_video.to(batch.video.device), w_action.to(batch.video.device)
     labelled = batch.has_actions.float()
     t_action = t_action * labelled
     w_action = w_action * labelled
-    per = flow.losses(model, batch.video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
+    video, video_mask = batch.video, batch.video_mask
+    if hasattr(_unwrap(model), "pack_video"):  # cosmos-policy: future state and value ride in extra latent frames
+        video, video_mask = _unwrap(model).pack_video(batch)
+        noise_v = torch.randn(video.shape, generator=g).to(video.device)
+    per = flow.losses(model, video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
     am = batch.action_mask[..., None] * w_action[:, None, None]
     action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)
     if model_cfg.future_frames == 0:
         return {"loss": cfg.action_weight * action, "video": torch.zeros(()), "action": action.detach()}
-    vm = (batch.video_mask * w_video[:, None]).reshape(*batch.video_mask.shape, 1, 1, 1, 1)
+    vm = (video_mask * w_video[:, None]).reshape(*video_mask.shape, 1, 1, 1, 1)
     per_frame = per["video"][0, 0].numel()
     video = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
     loss = cfg.video_weight * video + cfg.action_weight * action
@@ -81,10 +87,19 @@ def default_eval_hook(cfg: TrainConfig, out: Path):
     return hook
 
 
-def _dist() -> tuple[int, int]:
+def _unwrap(model):
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _shared_helpers(model) -> dict:
+    """deepcopy memo that keeps a pretrained backbone's frozen helpers (VAE, text encoder) shared, not copied."""
+    return {id(h): h for h in (getattr(model, "codec", None), getattr(model, "text_encoder", None)) if h is not None}
+
+
+def _dist(device: str = "cpu") -> tuple[int, int]:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        # The model trains on the CPU here (gloo); a long timeout lets rank 0 run closed-loop evaluations.
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=2))
+        # gloo on the CPU, nccl on GPUs; a long timeout lets rank 0 run closed-loop evaluations.
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -95,20 +110,32 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
     from tqdm import tqdm
 
-    rank, world = _dist()
+    rank, world = _dist(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    from wam.policy import resolve_device
+
+    device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cfg.device == "cuda" and world > 1 else cfg.device)
     demos = load_dataset(cfg.data)
     normalizer = Normalizer.from_stats(demos.stats)
-    text = torch.from_numpy(embed(demos.instructions))
-    windows = Windows(demos, model_cfg, normalizer, text)
 
     torch.manual_seed(cfg.seed)
-    model = WAMTransformer(model_cfg)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    model = build(model_cfg)
+    finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
+    text = model.embed_text(demos.instructions)  # once per instruction
+    latents = None
+    if hasattr(model, "encode_frames"):  # a pretrained backbone trains on VAE latents, computed once per dataset
+        from wam.latents import dataset_latents
+
+        latents = dataset_latents(demos, model_cfg.cameras, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
+                                  progress=progress and rank == 0)
+    windows = Windows(demos, model_cfg, normalizer, text, latents)
+    model.to(device)
+    ema = copy.deepcopy(model, memo=_shared_helpers(model)).requires_grad_(False)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     out = Path(cfg.out)
@@ -137,7 +164,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                            "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
                            "action_free_episodes": int((~demos.has_actions).sum()),
                            "frames": len(windows)},
-                  "parameters": count_parameters(model), "world_size": world,
+                  "parameters": count_parameters(model), "world_size": world, **finetune.trainable(model),
                   "init": str(cfg.init) if cfg.init else None}
 
     def save(step: int) -> Path:
@@ -146,7 +173,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        print(f"training {count_parameters(model) / 1e6:.2f}M parameters ({model_cfg.recipe}) on {len(windows)} frames "
+        print(f"training {count_parameters(model) / 1e6:.2f}M of {finetune.trainable(model)['total'] / 1e6:.2f}M parameters "
+              f"({model_cfg.backbone}, {model_cfg.recipe}, {cfg.finetune}) on {len(windows)} frames "
               f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
     if eval_hook is None and cfg.eval_every:
         eval_hook = default_eval_hook(cfg, out)
@@ -160,20 +188,22 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     for step in range(start, cfg.steps):
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, step, rank]).generate_state(1)[0]))
         idx = torch.randint(len(windows), (cfg.batch_size,), generator=g).numpy()
-        batch = windows.get(idx, shift_px=cfg.augment_shift, generator=g)
-        terms = loss_terms(net, batch, cfg, model_cfg, g)
+        batch = batch_to(windows.get(idx, shift_px=cfg.augment_shift, generator=g), device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+            terms = loss_terms(net, batch, cfg, model_cfg, g)
 
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
         d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+                if pm.requires_grad:
+                    pe.lerp_(pm, 1 - d)
         seen += cfg.batch_size * world
         bar.update(1)
 

@@ -85,10 +85,15 @@ class Batch:
     actions: torch.Tensor  # (b, k, a) normalised
     action_mask: torch.Tensor  # (b, k)
     has_actions: torch.Tensor  # (b,) bool: False for samples from action-free episodes
+    future_state: torch.Tensor | None = None  # (b, state_dim) normalised state at the last future frame
+    steps_left: torch.Tensor | None = None  # (b,) steps from this frame to the episode's last
 
 
 class Windows:
-    def __init__(self, demos: Demonstrations, cfg: ModelConfig, normalizer: Normalizer, text: torch.Tensor):
+    def __init__(self, demos: Demonstrations, cfg: ModelConfig, normalizer: Normalizer, text: torch.Tensor,
+                 latents: torch.Tensor | None = None):
+        """latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame (latents.py); the windows
+        then carry latent context (Context.latents) and latent future frames instead of pixels."""
         missing = [c for c in cfg.cameras if c not in demos.cameras]
         if missing:
             raise ValueError(f"the model reads cameras {list(cfg.cameras)} but the dataset {demos.root} has "
@@ -107,6 +112,7 @@ class Windows:
         self.ep_from = demos.episode_from[ep]  # (N,) first index of each frame's episode
         self.ep_to = demos.episode_to[ep]  # (N,) one past its last
         self.labelled = torch.from_numpy(demos.has_actions[ep])  # (N,) bool
+        self.latents = latents
         self.n = len(ep)
 
     def __len__(self) -> int:
@@ -126,6 +132,17 @@ class Windows:
         act_i = np.minimum(act_i, hi[:, None] - 1)
 
         frames = np.concatenate([ctx_i, fut_i], axis=1)  # (b, c+f)
+        extras = {"future_state": self.norm.state(self.state[fut_i[:, -1] if fut_i.shape[1] else idx]),
+                  "steps_left": torch.from_numpy(hi - 1 - idx)}
+        if self.latents is not None:  # pretrained backbone: latent frames, no pixel augmentation
+            c = cfg.context_frames
+            lat = self.latents[torch.from_numpy(frames)].float()  # (b, c+f, v, z, h, w)
+            images = images_to_model(torch.from_numpy(self.images[:, ctx_i]).permute(1, 2, 0, 3, 4, 5))
+            context = Context(images=images, state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]],
+                              latents=lat[:, :c])
+            return Batch(context=context, video=lat[:, c:], video_mask=torch.from_numpy(fut_ok).float(),
+                         actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
+                         has_actions=self.labelled[idx], **extras)
         images = images_to_model(torch.from_numpy(self.images[:, frames]).permute(1, 2, 0, 3, 4, 5))  # (b, c+f, v, 3, H, W)
         if shift_px:
             images = shift(images, shift_px, generator)
@@ -136,7 +153,23 @@ class Windows:
         context = Context(images=images[:, :c], state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]])
         return Batch(context=context, video=future, video_mask=torch.from_numpy(fut_ok).float(),
                      actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
-                     has_actions=self.labelled[idx])
+                     has_actions=self.labelled[idx], **extras)
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    c = batch.context
+    ctx = Context(images=c.images.to(device), state=c.state.to(device), text=c.text.to(device),
+                  latents=None if c.latents is None else c.latents.to(device))
+    return Batch(context=ctx, video=batch.video.to(device), video_mask=batch.video_mask.to(device),
+                 actions=batch.actions.to(device), action_mask=batch.action_mask.to(device),
+                 has_actions=batch.has_actions.to(device), future_state=_to(batch.future_state, device),
+                 steps_left=_to(batch.steps_left, device))
+
+
+def _to(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if x is None else x.to(device)
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:

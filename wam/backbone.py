@@ -1,0 +1,34 @@
+"""Build the network a model config names: our transformer, or a pretrained diffusers backbone with its adapter.
+
+Every network follows the same protocol (model.Backbone): `forward(noisy_video, noisy_actions, t_video,
+t_action, context)`, `embed_text(texts)` and `video_shape(b)`; pretrained ones add `encode_frames` and
+`decode_frames` (their frames are VAE latents).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from wam.config import ModelConfig
+
+
+def build(cfg: ModelConfig) -> nn.Module:
+    if cfg.backbone == "wam":
+        from wam.model import WAMTransformer
+
+        return WAMTransformer(cfg)
+    from wam import pretrained
+
+    if cfg.image_size % 16:
+        raise ValueError(f"a pretrained backbone reads VAE latents (8x smaller) in 2x2 patches: image_size must be "
+                         f"a multiple of 16, got {cfg.image_size}")
+    comp = pretrained.load(cfg.backbone_path, cfg.backbone)
+    codec = pretrained.FrameCodec(comp.vae)
+    text = pretrained.TextEncoder(comp.tokenizer, comp.text_encoder, cfg.text_tokens)
+    if cfg.backbone == "wan":
+        from wam.wan import WanWAM
+
+        return WanWAM(cfg, comp.transformer, codec, text)
+    from wam.cosmos import CosmosWAM
+
+    return CosmosWAM(cfg, comp.transformer, codec, text)

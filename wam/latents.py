@@ -1,0 +1,57 @@
+"""VAE latents of a dataset's frames, computed once and cached beside the data.
+
+A pretrained backbone trains on latents, not pixels. Every frame of every camera the model reads is encoded
+once (pretrained.FrameCodec, one frame per latent frame) and saved to DATA/cache/latents-KEY.safetensors,
+where KEY names the VAE (its config and weight file) and the cameras; training windows then gather latents
+by frame index, like pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from wam.dataset import Demonstrations
+
+
+def cache_key(vae_dir: Path, cameras: tuple[str, ...]) -> str:
+    vae_dir = Path(vae_dir)
+    h = hashlib.sha256((vae_dir / "config.json").read_bytes())
+    for f in sorted(vae_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}".encode())
+    h.update(json.dumps(list(cameras)).encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_latents(demos: Demonstrations, cameras: tuple[str, ...], encode, vae_dir: Path,
+                    batch: int = 64, progress: bool = True) -> torch.Tensor:
+    """(N, v, z, h, w) float16 latents of every frame of `cameras`; read from the cache when it is there.
+    `encode`: (n, 3, H, W) in [-1, 1] -> (n, z, h, w)."""
+    from tqdm import tqdm
+
+    from wam.windows import images_to_model
+
+    path = Path(demos.root) / "cache" / f"latents-{cache_key(vae_dir, cameras)}.safetensors"
+    if path.is_file():
+        lat = load_file(path)["latents"]
+        if lat.shape[0] == len(demos.episode_index):
+            return lat
+    views = [demos.cameras.index(c) for c in cameras]
+    n = len(demos.episode_index)
+    chunks = []
+    for start in tqdm(range(0, n, batch), desc="VAE latents", unit="batch", disable=not progress):
+        frames = np.stack([demos.images[i, start:start + batch] for i in views], axis=1)  # (n, v, H, W, 3)
+        x = images_to_model(torch.from_numpy(frames)).flatten(0, 1)
+        lat = encode(x)
+        chunks.append(lat.reshape(-1, len(views), *lat.shape[1:]).half())
+    lat = torch.cat(chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"latents": lat.contiguous()}, tmp, metadata={"cameras": ",".join(cameras), "vae": str(vae_dir)})
+    tmp.replace(path)
+    return lat
