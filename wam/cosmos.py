@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from wam.config import ModelConfig
 from wam.model import Context
+from wam.pretrained import LatentAdapter
 
 SIGMA_CONDITIONING = 1e-4  # the Video2World pipeline's conditioning noise
 GAMMA = 0.99
@@ -46,13 +47,11 @@ def from_frame(frame: torch.Tensor, n: int) -> torch.Tensor:
     return flat[:, :copies * n].reshape(-1, copies, n).mean(1)
 
 
-class CosmosWAM(nn.Module):
+class CosmosWAM(LatentAdapter):
     def __init__(self, cfg: ModelConfig, transformer: nn.Module, codec=None, text_encoder=None):
-        super().__init__()
+        super().__init__(cfg, transformer, codec, text_encoder)
         if cfg.video_target != "velocity" or cfg.action_target != "velocity":
             raise ValueError("a Cosmos backbone predicts velocities: video_target and action_target must be 'velocity'")
-        self.cfg, self.backbone = cfg, transformer
-        self.codec, self.text_encoder = codec, text_encoder
         c = transformer.config
         self.z = c.in_channels - 1  # the last input channel is the condition mask
         self.patch = tuple(c.patch_size)
@@ -61,23 +60,8 @@ class CosmosWAM(nn.Module):
         h = cfg.image_size // 8
         if self.z * h * h * cfg.views < cfg.action_horizon * cfg.action_dim:
             raise ValueError("an action chunk must fit in one latent frame")
-        self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ the protocol
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
-        return self.text_encoder(texts)
-
-    def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
-        b, n, v = images.shape[:3]
-        lat = self.codec.encode(images.flatten(0, 2).float().cpu()).to(images.device)
-        return lat.reshape(b, n, v, *lat.shape[1:])
-
-    def decode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """(b, f + 2, v, z, h, w) -> the future frames (b, f, v, 3, H, W); the state and value frames are dropped."""
-        b, f, v = video.shape[0], self.cfg.future_frames, video.shape[2]
-        s = self.cfg.image_size
-        return self.codec.decode(video[:, :f].flatten(0, 2)).reshape(b, f, v, 3, s, s)
-
     def video_shape(self, b: int) -> tuple[int, ...]:
         h = self.cfg.image_size // 8
         return (b, self.cfg.future_frames + 2, self.cfg.views, self.z, h, h)

@@ -163,6 +163,36 @@ class FrameCodec:
         return out.float().cpu().clamp(-1, 1)
 
 
+class LatentAdapter(torch.nn.Module):
+    """What the Wan and Cosmos adapters share: the backbone, its frozen helpers (not part of the weights) and the
+    frame and text side of the protocol. Frames are VAE latents (b, n, v, z, h, w); the first
+    `cfg.future_frames` latent frames of a prediction are the future frames."""
+
+    def __init__(self, cfg, transformer: torch.nn.Module, codec: FrameCodec | None, text_encoder: TextEncoder | None):
+        super().__init__()
+        self.cfg, self.backbone = cfg, transformer
+        self.codec, self.text_encoder = codec, text_encoder
+        self.gradient_checkpointing = False
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        if self.text_encoder is None:
+            raise RuntimeError("this model was built without its text encoder")
+        return self.text_encoder(texts)
+
+    def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
+        """(b, n, v, 3, H, W) in [-1, 1] -> latents (b, n, v, z, h, w)."""
+        if self.codec is None:
+            raise RuntimeError("this model was built without its VAE")
+        b, n, v = images.shape[:3]
+        lat = self.codec.encode(images.flatten(0, 2).float().cpu()).to(images.device)
+        return lat.reshape(b, n, v, *lat.shape[1:])
+
+    def decode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """Predicted latents (b, >= f, v, z, h, w) -> the future frames (b, f, v, 3, H, W) in [-1, 1]."""
+        b, f, v, s = video.shape[0], self.cfg.future_frames, video.shape[2], self.cfg.image_size
+        return self.codec.decode(video[:, :f].flatten(0, 2)).reshape(b, f, v, 3, s, s)
+
+
 # ============================================================================ tiny random folders for tests
 TINY_WORDS = ("press the button from top close drawer reach goal to a put on open push pick place "
               "with gripper red green blue").split()

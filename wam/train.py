@@ -46,18 +46,16 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     action-free episodes train the frames only: their actions sit at pure noise and their loss is masked.
     """
     b = batch.actions.shape[0]
-    t_video, t_action, w_video, w_action = draw_times(model_cfg.recipe, b, g)
-    noise_v = torch.randn(batch.video.shape, generator=g).to(batch.video.device)
-    noise_a = torch.randn(batch.actions.shape, generator=g).to(batch.video.device)
-    t_video, t_action = t_video.to(batch.video.device), t_action.to(batch.video.device)
-    w_video, w_action = w_video.to(batch.video.device), w_action.to(batch.video.device)
-    labelled = batch.has_actions.float()
-    t_action = t_action * labelled
-    w_action = w_action * labelled
     video, video_mask = batch.video, batch.video_mask
     if hasattr(_unwrap(model), "pack_video"):  # cosmos-policy: future state and value ride in extra latent frames
         video, video_mask = _unwrap(model).pack_video(batch)
-        noise_v = torch.randn(video.shape, generator=g).to(video.device)
+    device = video.device
+    t_video, t_action, w_video, w_action = (x.to(device) for x in draw_times(model_cfg.recipe, b, g))
+    noise_v = torch.randn(video.shape, generator=g).to(device)
+    noise_a = torch.randn(batch.actions.shape, generator=g).to(device)
+    labelled = batch.has_actions.float()
+    t_action = t_action * labelled
+    w_action = w_action * labelled
     per = flow.losses(model, video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
     am = batch.action_mask[..., None] * w_action[:, None, None]

@@ -24,52 +24,27 @@ from torch.utils.checkpoint import checkpoint
 
 from wam.config import ModelConfig
 from wam.model import Context, FinalLayer
+from wam.pretrained import LatentAdapter
 
 
-class WanWAM(nn.Module):
+class WanWAM(LatentAdapter):
     def __init__(self, cfg: ModelConfig, transformer: nn.Module, codec=None, text_encoder=None):
-        super().__init__()
+        super().__init__(cfg, transformer, codec, text_encoder)
         if cfg.video_target != "velocity":
             raise ValueError("a Wan backbone predicts a velocity: video_target must be 'velocity'")
-        self.cfg, self.backbone = cfg, transformer
-        self.codec, self.text_encoder = codec, text_encoder  # frozen helpers, not part of the weights
         c = transformer.config
         d = c.num_attention_heads * c.attention_head_dim
-        self.head_dim, self.patch = c.attention_head_dim, tuple(c.patch_size)
+        self.patch = tuple(c.patch_size)
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
         self.action_in = nn.Linear(cfg.action_dim, d)
         self.pos_action = nn.Parameter(torch.randn(1, cfg.action_horizon, d) * 0.02)
         self.action_out = FinalLayer(d, cfg.action_dim)
         nn.init.zeros_(self.action_out.ada[-1].weight)
         nn.init.zeros_(self.action_out.ada[-1].bias)
-        self.gradient_checkpointing = False
-
-    # ------------------------------------------------------------------ the protocol
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
-        if self.text_encoder is None:
-            raise RuntimeError("this model was built without its text encoder")
-        return self.text_encoder(texts)
-
-    def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
-        """(b, n, v, 3, H, W) in [-1, 1] -> latents (b, n, v, z, h, w)."""
-        if self.codec is None:
-            raise RuntimeError("this model was built without its VAE")
-        b, n, v = images.shape[:3]
-        lat = self.codec.encode(images.flatten(0, 2).float().cpu()).to(images.device)
-        return lat.reshape(b, n, v, *lat.shape[1:])
-
-    def decode_frames(self, video: torch.Tensor) -> torch.Tensor:
-        """Predicted latents (b, f, v, z, h, w) -> frames (b, f, v, 3, H, W) in [-1, 1]."""
-        b, f, v = video.shape[:3]
-        return self.codec.decode(video.flatten(0, 2)).reshape(b, f, v, 3, *self.latent_hw(pixels=True))
-
-    def latent_hw(self, pixels: bool = False) -> tuple[int, int]:
-        s = self.cfg.image_size
-        return (s, s) if pixels else (s // 8, s // 8)
 
     def video_shape(self, b: int) -> tuple[int, ...]:
-        h, w = self.latent_hw()
-        return (b, self.cfg.future_frames, self.cfg.views, self.backbone.config.in_channels, h, w)
+        h = self.cfg.image_size // 8
+        return (b, self.cfg.future_frames, self.cfg.views, self.backbone.config.in_channels, h, h)
 
     # ------------------------------------------------------------------ the pure tensor function
     def forward(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
