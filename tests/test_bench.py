@@ -1,6 +1,9 @@
 """Tier 3: the recipes and latency benchmarks run end to end on the tiny preset and write what they promise."""
 
+import dataclasses
 import json
+
+import pytest
 
 from wam.bench_latency import PATHS, LatencyBenchConfig, bench_latency
 from wam.bench_recipes import RecipesBenchConfig, bench_recipes
@@ -45,3 +48,21 @@ def test_latency_bench_on_a_random_backbone_of_a_named_size(tmp_path):
     assert all(r["median_ms"] > 0 and "success" not in r for r in saved["paths"].values())
     assert saved["paths"][PATHS[0].name]["parameters"] < saved["paths"][PATHS[2].name]["parameters"]
     assert "tiny with random weights" in (tmp_path / "latency.md").read_text()
+
+
+def test_memory_bench_counts_the_real_classes_and_the_savings(tmp_path):
+    from wam.bench_memory import GIB, MemoryBenchConfig, Setting, bench_memory, estimate, trace
+
+    cfg = MemoryBenchConfig(out=tmp_path, batch_size=2, image_size=32, sizes="tiny", lora_rank=4)
+    result = bench_memory(cfg)
+    assert (tmp_path / "memory.md").read_text().count("| tiny |") == 2 and (tmp_path / "memory.json").exists()
+    full = trace(Setting("tiny", "full", 1, False, 24), cfg)
+    lora = trace(Setting("tiny", "lora", 1, False, 24), cfg)
+    assert lora["trained"] < full["trained"] == full["params"] < lora["params"]  # LoRA adds, and freezes the rest
+    ckpt = trace(Setting("tiny", "full", 1, True, 24), cfg)
+    assert 0 < ckpt["activations"] < full["activations"]
+    bigger = trace(Setting("tiny", "full", 1, False, 24), dataclasses.replace(cfg, batch_size=4))
+    assert bigger["activations"] > 1.5 * full["activations"]
+    sharded = estimate(Setting("tiny", "full", 4, False, 80), cfg)
+    assert sharded["weights"] == pytest.approx(full["params"] * 4 / 4 / GIB) and sharded["gathered"] > 0
+    assert all(r["total_gib"] > r["slack"] for r in result["rows"])

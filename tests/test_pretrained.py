@@ -18,7 +18,9 @@ from wam.model import Context
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
-    return {kind: pretrained.save_tiny(root / kind, kind) for kind in ("wan", "cosmos")}
+    folders = {kind: pretrained.save_tiny(root / kind, kind) for kind in ("wan", "cosmos")}
+    folders["wan2.2"] = pretrained.save_tiny(root / "wan2.2", "wan", vae="2.2")  # 16x VAE, as Wan 2.2 TI2V-5B's
+    return folders
 
 
 def _cfg(kind, folder):
@@ -58,6 +60,11 @@ def test_bad_folders_are_refused_with_the_file_named(folders, tmp_path):
         pretrained.load(wrong, "wan")
     with pytest.raises(ValueError, match="needs --backbone-path"):
         dataclasses.replace(preset("tiny").model, backbone="wan")
+    # the Wan 2.2 VAE makes frames 16x smaller, and the transformer reads 2x2 patches of them
+    with pytest.raises(ValueError, match="image_size must be a multiple of 32, got 48"):
+        build(dataclasses.replace(_cfg("wan", folders["wan2.2"]), image_size=48))
+    codec = pretrained.FrameCodec(pretrained.load(folders["wan2.2"], "wan", ("vae",)).vae)
+    assert codec.down == 16 and codec.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 4, 4)
 
 
 def test_wan_adapter_is_wans_own_forward_on_a_video(folders):
@@ -135,14 +142,14 @@ def test_cosmos_frames_pack_and_unpack():
     assert frame.shape == (3, 2, 4, 5, 5) and torch.allclose(from_frame(frame, 7), vec, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["wan", "cosmos"])
-def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("kind,folder", [("wan", "wan"), ("cosmos", "cosmos"), ("wan", "wan2.2")])
+def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, folder, tiny_dataset, tmp_path):
     """`wam train --backbone KIND --backbone-path DIR`, then one closed-loop Meta-World episode from the checkpoint."""
     from wam.checkpoint import load_model
     from wam.evaluate import EvalConfig, evaluate
     from wam.train import train
 
-    p = with_backbone(preset("tiny"), kind, folders[kind])
+    p = with_backbone(preset("tiny"), kind, folders[folder])
     model_cfg = dataclasses.replace(p.model, text_tokens=8)
     train_cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=3, ckpt_every=2,
                                     finetune="lora", lora_rank=4)

@@ -19,11 +19,13 @@ def build(cfg: ModelConfig) -> nn.Module:
         return WAMTransformer(cfg)
     from wam import pretrained
 
-    if cfg.image_size % 16:
-        raise ValueError(f"a pretrained backbone reads VAE latents (8x smaller) in 2x2 patches: image_size must be "
-                         f"a multiple of 16, got {cfg.image_size}")
     comp = pretrained.load(cfg.backbone_path, cfg.backbone)
     codec = pretrained.FrameCodec(comp.vae)
+    step = codec.down * comp.transformer.config.patch_size[1]
+    if cfg.image_size % step:
+        raise ValueError(f"{cfg.backbone_path}: its VAE makes frames {codec.down}x smaller and its transformer reads "
+                         f"{comp.transformer.config.patch_size[1]}x{comp.transformer.config.patch_size[1]} patches: "
+                         f"image_size must be a multiple of {step}, got {cfg.image_size}")
     text = pretrained.TextEncoder(comp.tokenizer, comp.text_encoder, cfg.text_tokens)
     if cfg.backbone == "wan":
         from wam.wan import WanWAM

@@ -3,7 +3,10 @@
     config.json             model / train / sampler configs, dataset facts (cameras, tasks, seeds), step
     model.safetensors       EMA weights (used for evaluation and serving) + normalisation statistics
     train_state.safetensors raw weights and AdamW state, for exact resume
+    train_state/            the same, sharded, from an FSDP run (torch.distributed.checkpoint; fsdp.py)
 
+Weights that a run does not train (a frozen or LoRA fine-tune's pretrained backbone) are not saved: loading
+rebuilds the model from the backbone folder, whose fingerprint the config records, and reads the rest.
 Folders are written under NAME.tmp and renamed into place, so a crash never leaves a half checkpoint.
 """
 
@@ -15,41 +18,76 @@ import shutil
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
 from wam.config import ModelConfig, model_from_dict
 
 
-def save(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         normalizer, config: dict, step: int) -> Path:
+def served_weights(model: torch.nn.Module, ema: dict[str, torch.Tensor], keep: bool = True) -> dict[str, torch.Tensor]:
+    """What evaluation and serving load: the state dict without frozen weights, trained ones from the EMA, as
+    whole CPU tensors. With a sharded model every rank must call it (it gathers one tensor at a time); only
+    ranks with `keep` hold on to the result."""
+    from wam.fsdp import full
+
+    frozen, out = frozen_names(model), {}
+    for k, v in model.state_dict().items():
+        if k not in frozen:
+            t = full(ema[k] if k in ema else v)
+            if keep:
+                out[k] = t.detach().cpu().contiguous().clone()
+    return out
+
+
+def frozen_names(model: torch.nn.Module) -> set[str]:
+    """Parameters a run does not train: they come from the backbone folder, not from the checkpoint."""
+    return {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def save(path: Path, *, model: torch.nn.Module, ema: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+         normalizer, config: dict, step: int, sharded: bool = False) -> Path:
+    """Write the checkpoint PATH. `ema`: EMA copies of the trained parameters, by name. With `sharded`
+    (an FSDP model) every rank calls this: the shards are written by all, the rest by rank 0."""
     path = Path(path)
+    lead = not sharded or dist.get_rank() == 0
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().clone() for k, v in ema.state_dict().items()}
-    save_file({**weights, **normalizer.tensors()}, tmp / "model.safetensors", metadata={"format": "pt", "step": str(step)})
-    state = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for i, s in opt["state"].items():
-        for k, v in s.items():
-            state[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().contiguous().clone()
-    save_file(state, tmp / "train_state.safetensors")
-    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
-    (tmp / "config.json").write_text(json.dumps({**config, "step": step, "optimizer_groups": groups}, indent=2))
-    # Swap in: there is always one complete checkpoint on disk, PATH or PATH.old (see `latest`).
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    if lead:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    served = served_weights(model, ema, keep=lead)
+    if sharded:
+        from wam import fsdp
+
+        dist.barrier()  # the folder exists before anyone writes into it
+        fsdp.save(tmp / "train_state", model, optimizer, ema)
+    if lead:
+        save_file({**served, **normalizer.tensors()}, tmp / "model.safetensors", metadata={"format": "pt", "step": str(step)})
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
+        if not sharded:
+            frozen = frozen_names(model)
+            state = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in frozen}
+            for i, s in optimizer.state_dict()["state"].items():
+                for k, v in s.items():
+                    state[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().contiguous().clone()
+            save_file(state, tmp / "train_state.safetensors")
+        (tmp / "config.json").write_text(json.dumps({**config, "step": step, "optimizer_groups": groups}, indent=2))
+        # Swap in: there is always one complete checkpoint on disk, PATH or PATH.old (see `latest`).
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    if sharded:
+        dist.barrier()
     return path
 
 
 def latest(path: Path) -> Path | None:
     """PATH if it is a complete checkpoint, else PATH.old left by a save that was cut off, else None."""
     for candidate in (Path(path), Path(path).with_name(Path(path).name + ".old")):
-        if (candidate / "config.json").is_file() and (candidate / "train_state.safetensors").is_file():
+        if (candidate / "config.json").is_file() and ((candidate / "train_state.safetensors").is_file()
+                                                      or (candidate / "train_state" / ".metadata").is_file()):
             return candidate
     return None
 
@@ -98,23 +136,43 @@ def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     train = config.get("train", {})
     finetune.apply(model, train.get("finetune", "full"), train.get("lora_rank", 16))  # the same modules (LoRA layers)
     weights = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
-    _load_strict(model, weights, file)
+    frozen = frozen_names(model)
+    check_backbone(config, frozen)
+    _load_strict(model, weights, file, frozen)
     model.eval().requires_grad_(False)
     return model, Normalizer.from_tensors(tensors), config
 
 
-def load_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     model_cfg: ModelConfig) -> int:
-    """Restore weights, EMA and optimizer in place; returns the step to continue from."""
+def load_train_state(path: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                     model_cfg: ModelConfig, sharded: bool = False) -> int:
+    """Restore weights, EMA and optimizer in place; returns the step to continue from. `sharded`: the model
+    is FSDP-sharded and every rank calls this."""
+    path = Path(path)
     config = read_config(path)
     saved = model_from_dict(config["model"])
     if saved != model_cfg:
         diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"] if getattr(saved, k) != getattr(model_cfg, k)}
         raise ValueError(f"checkpoint {path} was trained with a different model config (saved, requested): {diff}")
-    ema_w = {k: v for k, v in load_file(Path(path) / "model.safetensors").items() if not k.startswith("normalizer.")}
-    _load_strict(ema, ema_w, Path(path) / "model.safetensors")
-    state = load_file(Path(path) / "train_state.safetensors")
-    _load_strict(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, Path(path) / "train_state.safetensors")
+    frozen = frozen_names(model)
+    check_backbone(config, frozen)
+    if (path / "train_state").is_dir() != sharded:
+        raise ValueError(f"{path} was written by a{'n FSDP' if not sharded else ' single-process or DDP'} run: "
+                         f"resume it with --train.parallel {'fsdp' if not sharded else 'ddp'}")
+    if sharded:
+        from wam import fsdp
+
+        fsdp.load(path / "train_state", model, optimizer, ema)
+        return int(config["step"])
+    served = load_file(path / "model.safetensors")
+    missing = sorted(set(ema) - set(served))
+    if missing:
+        raise ValueError(f"{path / 'model.safetensors'} has no EMA weights for {missing[:5]}")
+    with torch.no_grad():
+        for k, v in ema.items():
+            v.copy_(served[k])
+    state = load_file(path / "train_state.safetensors")
+    _load_strict(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, path / "train_state.safetensors",
+                 frozen)
     opt_state: dict[int, dict] = {}
     for k, v in state.items():
         if k.startswith("optim."):
@@ -124,6 +182,20 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, o
     groups = [{**g, **saved_g} for g, saved_g in zip(sd["param_groups"], config["optimizer_groups"])]
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     return int(config["step"])
+
+
+def check_backbone(config: dict, frozen: set[str]) -> None:
+    """Frozen weights come from the backbone folder: refuse a folder that is not the one the run trained on."""
+    want = config.get("backbone_fingerprint")
+    if not frozen or want is None:
+        return
+    from wam.pretrained import fingerprint
+
+    root = config["model"]["backbone_path"]
+    got = fingerprint(root)
+    if got != want:
+        raise ValueError(f"{root}/transformer is not the backbone this checkpoint was fine-tuned from (fingerprint "
+                         f"{got}, trained on {want}): its frozen weights are read from that folder, not saved")
 
 
 def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> list[str]:
@@ -139,19 +211,21 @@ def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> lis
         raise ValueError(f"cannot initialise from {path}: its model config differs (saved, requested): {diff}")
     weights = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.startswith("normalizer.")}
     own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
+    missing = sorted(set(own) - set(weights) - frozen_names(model))
     if missing:
         raise ValueError(f"cannot initialise from {path}: it has no weights for {missing[:5]}")
     dropped = sorted(set(weights) - set(own))
-    model.load_state_dict({k: weights[k] for k in own})
+    model.load_state_dict({k: weights[k] for k in own if k in weights}, strict=False)
     return dropped
 
 
-def _load_strict(module: torch.nn.Module, weights: dict, file: Path) -> None:
+def _load_strict(module: torch.nn.Module, weights: dict, file: Path, frozen: set[str] = frozenset()) -> None:
+    """Load `weights` and check they are exactly the module's, but for `frozen` parameters, which may be left out
+    (they come from the backbone folder)."""
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    missing, unexpected = sorted(set(own) - set(weights) - frozen), sorted(set(weights) - set(own))
     bad = [k for k in own if k in weights and own[k].shape != weights[k].shape]
     if missing or unexpected or bad:
         raise ValueError(f"{file} does not match the model config: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}, shape mismatch {[(k, tuple(weights[k].shape), tuple(own[k].shape)) for k in bad[:5]]}")
-    module.load_state_dict(weights)
+    module.load_state_dict(weights, strict=False)

@@ -7,6 +7,7 @@
     wam imagine runs/mine/last --data runs/data/mine --episode 0
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
+    wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
     wam demo --out runs/demo
 """
 
@@ -97,9 +98,11 @@ def cmd_imagine(argv: list[str]) -> None:
 
 def cmd_bench(argv: list[str]) -> None:
     from wam.bench_latency import LatencyBenchConfig, bench_latency
+    from wam.bench_memory import MemoryBenchConfig, bench_memory
     from wam.bench_recipes import RecipesBenchConfig, bench_recipes
 
-    benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency)}
+    benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
+               "memory": (MemoryBenchConfig, bench_memory)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

@@ -163,6 +163,9 @@ class TrainConfig:
     """Where training runs ("cuda" on a GPU machine; under torchrun each rank takes cuda:LOCAL_RANK)."""
     precision: Literal["float32", "bfloat16"] = "float32"
     """bfloat16: forward and backward under autocast (weights and optimizer state stay float32)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: "ddp" keeps a whole copy of the model on each rank; "fsdp" shards weights, gradients and
+    AdamW state over the ranks, one transformer block at a time (FSDP2, fsdp.py), with sharded checkpoints."""
     init: Path | None = None
     """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
     recipe), with a fresh optimizer, schedule and the new data's normalisation."""
@@ -173,6 +176,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,13 @@ class CosmosWAM(LatentAdapter):
         self.patch = tuple(c.patch_size)
         if cfg.state_dim == 0:
             raise ValueError("the cosmos-policy recipe writes the robot state into latent frames: state_dim must be > 0")
-        h = cfg.image_size // 8
+        h = self.latent_size
         if self.z * h * h * cfg.views < cfg.action_horizon * cfg.action_dim:
             raise ValueError("an action chunk must fit in one latent frame")
 
     # ------------------------------------------------------------------ the protocol
     def video_shape(self, b: int) -> tuple[int, ...]:
-        h = self.cfg.image_size // 8
+        h = self.latent_size
         return (b, self.cfg.future_frames + 2, self.cfg.views, self.z, h, h)
 
     def value_of(self, video: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ per instruction); `FrameCodec` encodes frames to normalised VAE latents and deco
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,22 @@ def load(root: str | Path, kind: str, parts: tuple[str, ...] = ("transformer", "
 
 
 # ============================================================================ text and frames
+def fingerprint(root: str | Path, part: str = "transformer") -> str:
+    """A cheap identity of a component's weights: its config, the names and sizes of its weight files, and their
+    first and last MiB (the safetensors header and data at both ends). Checkpoints of frozen or LoRA
+    fine-tunes record it, since they leave the frozen weights in this folder rather than copy them."""
+    folder = Path(root) / part
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            head = fh.read(1 << 20)
+            fh.seek(max(0, size - (1 << 20)))
+            tail = fh.read()
+        h.update(f"{f.name}:{size}".encode() + head + tail)
+    return h.hexdigest()[:16]
+
+
 class TextEncoder:
     """Instructions -> (n, tokens, d) embeddings as the pipelines make them: padded to `tokens`, with the
     positions after each instruction's end set to zero."""
@@ -137,6 +154,12 @@ class TextEncoder:
         return (out * mask[..., None]).float().cpu()
 
 
+def vae_downsampling(config) -> int:
+    """Spatial compression of an AutoencoderKLWan: 2 per stage after the first, times its pixel patchify (the
+    Wan 2.2 VAE folds 2x2 pixels into channels first: 16x in all; Wan 2.1's and Cosmos's: 8x)."""
+    return 2 ** (len(config["dim_mult"]) - 1) * (config.get("patch_size") or 1)
+
+
 class FrameCodec:
     """Frames <-> normalised latents of a Wan VAE, one frame at a time (each frame its own 1-frame clip, so a
     dataset's latents are computed once per frame and any window can be assembled from them)."""
@@ -144,20 +167,20 @@ class FrameCodec:
     def __init__(self, vae: torch.nn.Module):
         self.vae = vae.eval().requires_grad_(False)
         self.z = vae.config.z_dim
-        self.down = 2 ** (len(vae.config.dim_mult) - 1)
+        self.down = vae_downsampling(vae.config)
         self.mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         self.std = torch.tensor(vae.config.latents_std, dtype=torch.float32).reshape(1, -1, 1, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(n, 3, H, W) in [-1, 1] -> (n, z, H/8, W/8), normalised as the pipelines do (mean 0, std 1)."""
+        """(n, 3, H, W) in [-1, 1] -> (n, z, H/down, W/down), normalised as the pipelines do (mean 0, std 1)."""
         device, dtype = self.vae.device, self.vae.dtype
         mu = self.vae.encode(images[:, :, None].to(device, dtype)).latent_dist.mean[:, :, 0].float().cpu()
         return (mu - self.mean) / self.std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(n, z, h, w) normalised latents -> (n, 3, 8h, 8w) in [-1, 1]."""
+        """(n, z, h, w) normalised latents -> (n, 3, down*h, down*w) in [-1, 1]."""
         x = latents.float().cpu() * self.std + self.mean
         out = self.vae.decode(x[:, :, None].to(self.vae.device, self.vae.dtype)).sample[:, :, 0]
         return out.float().cpu().clamp(-1, 1)
@@ -173,6 +196,7 @@ class LatentAdapter(torch.nn.Module):
         self.cfg, self.backbone = cfg, transformer
         self.codec, self.text_encoder = codec, text_encoder
         self.gradient_checkpointing = False
+        self.latent_size = cfg.image_size // (codec.down if codec is not None else 8)  # h = w of a latent frame
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         if self.text_encoder is None:
@@ -198,8 +222,9 @@ TINY_WORDS = ("press the button from top close drawer reach goal to a put on ope
               "with gripper red green blue").split()
 
 
-def save_tiny(root: str | Path, kind: str, seed: int = 0) -> Path:
-    """A diffusers folder of `kind` with tiny random configs of the real classes (for tests and dry runs)."""
+def save_tiny(root: str | Path, kind: str, seed: int = 0, vae: str = "2.1") -> Path:
+    """A diffusers folder of `kind` with tiny random configs of the real classes (for tests and dry runs).
+    vae "2.2": the Wan 2.2 VAE's structure (residual, 2x2 pixel patchify first: 16x smaller frames)."""
     import diffusers
     import transformers
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
@@ -207,9 +232,10 @@ def save_tiny(root: str | Path, kind: str, seed: int = 0) -> Path:
     root = Path(root)
     torch.manual_seed(seed)
     text_dim, z = 16, 4
+    wan22 = dict(is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16)
     vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
                                      temperal_downsample=[False, True, True], latents_mean=[0.0] * z,
-                                     latents_std=[1.0] * z)
+                                     latents_std=[1.0] * z, **(wan22 if vae == "2.2" else {}))
     if kind == "wan":
         transformer = diffusers.WanTransformer3DModel(
             patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=z, out_channels=z,

@@ -5,13 +5,13 @@ loss and throughput, a periodic closed-loop evaluation hook, and checkpoints (se
 
 Resume is exact: every random draw of step `i` (batch indices, augmentation, noise levels, noise) comes
 from a generator seeded by (seed, i, rank), so a resumed run replays the same batches and, on CPU, the same
-loss curve. Under `torchrun --nproc_per_node=N` it runs DDP (gloo on CPU, nccl on GPU); each rank draws
-its own batch of `batch_size`.
+loss curve. Under `torchrun --nproc_per_node=N` it runs DDP (gloo on CPU, nccl on GPU), or with
+`--train.parallel fsdp` shards the model over the ranks (FSDP2, fsdp.py); each rank draws its own batch of
+`batch_size`. The EMA holds copies of the trained parameters only (not a frozen backbone).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import math
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wam import checkpoint, finetune, flow
+from wam import checkpoint, finetune, flow, fsdp
 from wam.backbone import build
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.dataset import load_dataset
@@ -89,13 +89,11 @@ def _unwrap(model):
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _shared_helpers(model) -> dict:
-    """deepcopy memo that keeps a pretrained backbone's frozen helpers (VAE, text encoder) shared, not copied."""
-    return {id(h): h for h in (getattr(model, "codec", None), getattr(model, "text_encoder", None)) if h is not None}
-
-
-def _dist(device: str = "cpu") -> tuple[int, int]:
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+def _dist(device: str = "cpu", parallel: str = "ddp") -> tuple[int, int]:
+    launched = "WORLD_SIZE" in os.environ
+    if parallel == "fsdp" and not launched and not dist.is_initialized():
+        raise ValueError("--train.parallel fsdp runs under torchrun: torchrun --nproc_per_node=N -m wam.cli train ...")
+    if launched and (int(os.environ["WORLD_SIZE"]) > 1 or parallel == "fsdp") and not dist.is_initialized():
         # gloo on the CPU, nccl on GPUs; a long timeout lets rank 0 run closed-loop evaluations.
         dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
     if dist.is_initialized():
@@ -108,7 +106,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
     from tqdm import tqdm
 
-    rank, world = _dist(cfg.device)
+    rank, world = _dist(cfg.device, cfg.parallel)
+    sharded = cfg.parallel == "fsdp"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     from wam.policy import resolve_device
@@ -121,40 +120,51 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     model = build(model_cfg)
     finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
     text = model.embed_text(demos.instructions)  # once per instruction
+    if getattr(model, "text_encoder", None) is not None:
+        model.text_encoder = None  # not needed again in training (umT5-XXL alone is 23 GB of host memory)
     latents = None
     if hasattr(model, "encode_frames"):  # a pretrained backbone trains on VAE latents, computed once per dataset
         from wam.latents import dataset_latents
 
-        latents = dataset_latents(demos, model_cfg.cameras, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
-                                  progress=progress and rank == 0)
+        def encode() -> torch.Tensor:
+            return dataset_latents(demos, model_cfg.cameras, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
+                                   progress=progress and rank == 0)
+
+        if rank == 0:
+            latents = encode()
+        if world > 1:  # rank 0 writes the cache, then the others read it
+            dist.barrier()
+        if rank != 0:
+            latents = encode()
     windows = Windows(demos, model_cfg, normalizer, text, latents)
     model.to(device)
-    ema = copy.deepcopy(model, memo=_shared_helpers(model)).requires_grad_(False)
+    out = Path(cfg.out)
+    last = out / "last"
+    found = checkpoint.latest(last) if cfg.resume else None
+    if cfg.init is not None and found is None:
+        dropped = checkpoint.load_init(cfg.init, model, model_cfg)
+        if rank == 0:
+            print(f"initialised from {cfg.init}" + (f" (not used: {', '.join(dropped)})" if dropped else ""))
+    if sharded:
+        fsdp.shard(model, cfg.precision)
+    ema = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    out = Path(cfg.out)
-    last = out / "last"
     start = 0
-    found = checkpoint.latest(last) if cfg.resume else None
-    if cfg.init is not None and found is None:
-        dropped = checkpoint.load_init(cfg.init, model, model_cfg)
-        ema.load_state_dict(model.state_dict())
-        if rank == 0:
-            print(f"initialised from {cfg.init}" + (f" (not used: {', '.join(dropped)})" if dropped else ""))
     if found is not None:
         saved = checkpoint.read_config(found)
         checkpoint.check_resumable(saved, cfg, frames=len(windows), episodes=len(demos.seeds))
-        start = checkpoint.load_train_state(found, model, ema, optimizer, model_cfg)
+        start = checkpoint.load_train_state(found, model, ema, optimizer, model_cfg, sharded=sharded)
         normalizer = checkpoint.load_normalizer(found)  # the statistics the run started with
         windows.norm = normalizer
         if rank == 0:
             print(f"resumed from {found} at step {start}")
     net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model_cfg.future_frames == 0)
-           if world > 1 else model)
+           if world > 1 and not sharded else model)
 
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
                   "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
@@ -164,14 +174,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                            "frames": len(windows)},
                   "parameters": count_parameters(model), "world_size": world, **finetune.trainable(model),
                   "init": str(cfg.init) if cfg.init else None}
+    if checkpoint.frozen_names(model):  # frozen weights stay in the backbone folder: record which folder
+        from wam.pretrained import fingerprint
 
-    def save(step: int) -> Path:
+        run_config["backbone_fingerprint"] = fingerprint(model_cfg.backbone_path)
+
+    def save(step: int) -> Path:  # by rank 0, or by every rank when sharded
         return checkpoint.save(last, model=model, ema=ema, optimizer=optimizer, normalizer=normalizer,
-                               config=run_config, step=step)
+                               config=run_config, step=step, sharded=sharded)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        print(f"training {count_parameters(model) / 1e6:.2f}M of {finetune.trainable(model)['total'] / 1e6:.2f}M parameters "
+        print(f"training {count_parameters(model) / 1e6:.3g}M of {finetune.trainable(model)['total'] / 1e6:.3g}M parameters "
               f"({model_cfg.backbone}, {model_cfg.recipe}, {cfg.finetune}) on {len(windows)} frames "
               f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
     if eval_hook is None and cfg.eval_every:
@@ -195,13 +209,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+        grad_norm = fsdp.full(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                             cfg.grad_clip))
         optimizer.step()
         d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                if pm.requires_grad:
-                    pe.lerp_(pm, 1 - d)
+            for n, p in model.named_parameters():
+                if p.requires_grad:
+                    ema[n].lerp_(p.detach(), 1 - d)
         seen += cfg.batch_size * world
         bar.update(1)
 
@@ -215,12 +230,13 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.4f}", act=f"{row['action']:.4f}", vid=f"{row['video']:.4f}",
                             sps=f"{rate:.0f}")
-        if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            save(done)
-        if rank == 0 and eval_hook is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            result = eval_hook(done, save(done))
-            with metrics_file.open("a") as f:
-                f.write(json.dumps({"step": done, "eval": result}) + "\n")
+        evaluate_now = eval_hook is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps
+        if done % cfg.ckpt_every == 0 or done == cfg.steps or evaluate_now:
+            ckpt = save(done) if rank == 0 or sharded else None
+            if rank == 0 and evaluate_now:
+                result = eval_hook(done, ckpt)
+                with metrics_file.open("a") as f:
+                    f.write(json.dumps({"step": done, "eval": result}) + "\n")
         if world > 1 and done % cfg.ckpt_every == 0:
             dist.barrier()
     bar.close()

@@ -43,7 +43,7 @@ class WanWAM(LatentAdapter):
         nn.init.zeros_(self.action_out.ada[-1].bias)
 
     def video_shape(self, b: int) -> tuple[int, ...]:
-        h = self.cfg.image_size // 8
+        h = self.latent_size
         return (b, self.cfg.future_frames, self.cfg.views, self.backbone.config.in_channels, h, h)
 
     # ------------------------------------------------------------------ the pure tensor function
