@@ -30,14 +30,19 @@ from pathlib import Path
 
 import torch
 
+from wam.bench_latency import SIZES
+
 GIB = 1024**3
-WAN_SIZES = {  # WanTransformer3DModel config.json of the released checkpoints (what differs between them)
-    "wan2.1-1.3b": dict(num_attention_heads=12, ffn_dim=8960, num_layers=30),
-    "wan2.1-14b": dict(num_attention_heads=40, ffn_dim=13824, num_layers=40),
-    "tiny": dict(num_attention_heads=2, ffn_dim=64, num_layers=2),  # for tests
-}
-WAN_COMMON = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
-                  freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+WAN_COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
+                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+
+
+def wan_config(size: str) -> dict:
+    """WanTransformer3DModel's config at a named size: what the sizes differ in comes from the latency bench's
+    table of the released checkpoints (width, depth, heads, MLP hidden); the rest is common to them."""
+    width, depth, heads, hidden = SIZES[size]
+    return dict(WAN_COMMON, num_attention_heads=heads, attention_head_dim=width // heads, ffn_dim=hidden,
+                num_layers=depth)
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,9 @@ class MemoryBenchConfig:
     def __post_init__(self):
         if self.batch_size < 1 or self.image_size % 16:
             raise ValueError(f"need batch_size >= 1 and image_size a multiple of 16, got {self.batch_size}, {self.image_size}")
-        unknown = set(self.sizes.split(",")) - set(WAN_SIZES)
+        unknown = set(self.sizes.split(",")) - set(SIZES)
         if unknown:
-            raise ValueError(f"unknown sizes {sorted(unknown)}; known: {', '.join(WAN_SIZES)}")
+            raise ValueError(f"unknown sizes {sorted(unknown)}; known: {', '.join(SIZES)}")
 
 
 def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
@@ -91,7 +96,7 @@ def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
     model_cfg = dataclasses.replace(with_backbone(preset("default"), "wan", "-").model, image_size=cfg.image_size)
     sharded = setting.ranks > 1
     with torch.device("meta"):  # shapes only; LoRA layers are inserted by peft as in a real run
-        model = WanWAM(model_cfg, diffusers.WanTransformer3DModel(**WAN_COMMON, **WAN_SIZES[setting.size]))
+        model = WanWAM(model_cfg, diffusers.WanTransformer3DModel(**wan_config(setting.size)))
         finetune.apply(model, setting.finetune, cfg.lora_rank)
     mode = FakeTensorMode()
     with mode:
@@ -105,7 +110,7 @@ def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
                 if buf is not None:
                     module._buffers[name] = torch.empty(buf.shape, dtype=buf.dtype)
         transformer = model.backbone
-        blocks = model.backbone.blocks
+        blocks = model.blocks
         counts = {"params": sum(p.numel() for p in model.parameters()),
                   "trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "block_params": sum(p.numel() for p in blocks[0].parameters()),

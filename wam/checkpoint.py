@@ -62,11 +62,12 @@ def save(path: Path, *, model: torch.nn.Module, ema: dict[str, torch.Tensor], op
         fsdp.save(tmp / "train_state", model, optimizer, ema)
     if lead:
         save_file({**served, **normalizer.tensors()}, tmp / "model.safetensors", metadata={"format": "pt", "step": str(step)})
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
+        opt = optimizer.state_dict()
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
         if not sharded:
             frozen = frozen_names(model)
             state = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in frozen}
-            for i, s in optimizer.state_dict()["state"].items():
+            for i, s in opt["state"].items():
                 for k, v in s.items():
                     state[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().contiguous().clone()
             save_file(state, tmp / "train_state.safetensors")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from wam.config import ModelConfig
 from wam.model import Context
@@ -54,7 +53,6 @@ class CosmosWAM(LatentAdapter):
             raise ValueError("a Cosmos backbone predicts velocities: video_target and action_target must be 'velocity'")
         c = transformer.config
         self.z = c.in_channels - 1  # the last input channel is the condition mask
-        self.patch = tuple(c.patch_size)
         if cfg.state_dim == 0:
             raise ValueError("the cosmos-policy recipe writes the robot state into latent frames: state_dim must be > 0")
         h = self.latent_size
@@ -62,6 +60,10 @@ class CosmosWAM(LatentAdapter):
             raise ValueError("an action chunk must fit in one latent frame")
 
     # ------------------------------------------------------------------ the protocol
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.backbone.transformer_blocks
+
     def video_shape(self, b: int) -> tuple[int, ...]:
         h = self.latent_size
         return (b, self.cfg.future_frames + 2, self.cfg.views, self.z, h, h)
@@ -85,7 +87,7 @@ class CosmosWAM(LatentAdapter):
                 t_action: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         b, frame = noisy_video.shape[0], noisy_video.shape[2:]  # frame: (v, z, h, w)
-        ctx = context.latents if context.latents is not None else self.encode_frames(context.images)
+        ctx = self.context_latents(context)
         f = cfg.future_frames
         state = to_frame(context.state[:, : cfg.state_dim], frame)[:, None]
         action = to_frame(noisy_actions.flatten(1), frame)[:, None]
@@ -122,12 +124,8 @@ class CosmosWAM(LatentAdapter):
         temb, emb = (e.reshape(b, T, 1, -1).expand(-1, -1, per_frame, -1).flatten(1, 2) for e in (temb, emb))
         if bb.config.use_crossattn_projection:
             text = bb.crossattn_proj(text)
-        for block in bb.transformer_blocks:
-            args = (hidden, text.to(hidden.dtype), emb, temb, rope, extra, None)
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                hidden = checkpoint(block, *args, use_reentrant=False)
-            else:
-                hidden = block(*args)
+        for block in self.blocks:
+            hidden = self.run_block(block, hidden, text.to(hidden.dtype), emb, temb, rope, extra, None)
         hidden = bb.proj_out(bb.norm_out(hidden, emb, temb))  # (b, n, ph*pw*pt*z), Cosmos's own order
         hidden = hidden.reshape(b, T // pt, h // ph, v * w // pw, ph, pw, pt, z)
         out = hidden.permute(0, 7, 1, 6, 2, 4, 3, 5).reshape(b, z, T, h, v * w)

@@ -28,16 +28,6 @@ from torch.distributed.tensor import DTensor
 TRAINABLE = StateDictOptions(ignore_frozen_params=True)
 
 
-def blocks(model: nn.Module) -> nn.ModuleList:
-    """The repeated transformer blocks: the unit of sharding (and of gradient checkpointing)."""
-    for owner, name in ((model, "blocks"), (getattr(model, "backbone", None), "blocks"),
-                        (getattr(model, "backbone", None), "transformer_blocks")):
-        found = getattr(owner, name, None)
-        if isinstance(found, nn.ModuleList):
-            return found
-    raise TypeError(f"{type(model).__name__} has no ModuleList of transformer blocks to shard")
-
-
 def shard(model: nn.Module, precision: str = "float32") -> nn.Module:
     """Shard `model` in place over the default process group (call after fine-tuning layers are added)."""
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -45,7 +35,7 @@ def shard(model: nn.Module, precision: str = "float32") -> nn.Module:
     # The networks return views (reshapes) of their outputs; the loss (flow.losses) never changes them in place,
     # which is what FSDP2's warning about views is for.
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
-    for block in blocks(model):
+    for block in model.blocks:  # every network names its repeated blocks `blocks`
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)  # the rest: embeddings, heads, norms
     return model

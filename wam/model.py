@@ -25,7 +25,7 @@ with the forward signature (a diffusers Wan or Cosmos adapter, later) can stand 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import torch
@@ -59,6 +59,11 @@ class Context:
     state: torch.Tensor  # (b, state_dim), normalised
     text: torch.Tensor  # (b, text_dim) sentence embedding; (b, tokens, text_dim) for pretrained backbones
     latents: torch.Tensor | None = None  # (b, c, v, z, h, w) VAE latents of the images (pretrained backbones)
+
+    def apply(self, fn) -> "Context":
+        """The same context with `fn` applied to each of its tensors (moved to a device, expanded, ...)."""
+        return Context(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                          for f in fields(self)})
 
 
 # ============================================================================ embeddings

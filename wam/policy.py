@@ -96,8 +96,7 @@ class WAMPolicy:
         if n > 1:  # N candidate chunks from N noises, in one batch
             if not hasattr(self.model, "value_of"):
                 raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
-            ctx = Context(*(None if x is None else x.expand(n, *x.shape[1:]) for x in
-                            (ctx.images, ctx.state, ctx.text, ctx.latents)))
+            ctx = ctx.apply(lambda x: x.expand(n, *x.shape[1:]))
         inpaint = None
         if guide is not None and len(guide.actions):
             n = min(len(guide.actions), cfg.action_horizon)

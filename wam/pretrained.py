@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 KINDS = {  # what each backbone's folder must hold: component -> accepted class names
     "wan": {"transformer": ("WanTransformer3DModel",), "vae": ("AutoencoderKLWan",),
@@ -197,6 +198,22 @@ class LatentAdapter(torch.nn.Module):
         self.codec, self.text_encoder = codec, text_encoder
         self.gradient_checkpointing = False
         self.latent_size = cfg.image_size // (codec.down if codec is not None else 8)  # h = w of a latent frame
+        self.patch = tuple(transformer.config.patch_size)
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        """The backbone's repeated transformer blocks (the unit of gradient checkpointing, sharding, compiling)."""
+        raise NotImplementedError
+
+    def run_block(self, block: torch.nn.Module, *args) -> torch.Tensor:
+        """One backbone block; with gradient checkpointing it is recomputed in the backward pass."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def context_latents(self, context) -> torch.Tensor:
+        """The context's VAE latents: cached ones (training) or the frames encoded now."""
+        return context.latents if context.latents is not None else self.encode_frames(context.images)
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         if self.text_encoder is None:

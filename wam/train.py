@@ -27,7 +27,6 @@ from wam import checkpoint, finetune, flow, fsdp
 from wam.backbone import build
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.dataset import load_dataset
-from wam.model import count_parameters
 from wam.recipes import draw_times
 from wam.windows import Batch, Normalizer, Windows, batch_to
 
@@ -147,11 +146,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             print(f"initialised from {cfg.init}" + (f" (not used: {', '.join(dropped)})" if dropped else ""))
     if sharded:
         fsdp.shard(model, cfg.precision)
-    ema = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    ema = {n: p.detach().clone() for n, p in trained.items()}
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
+    for name, p in trained.items():
+        (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     start = 0
@@ -166,13 +165,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=model_cfg.future_frames == 0)
            if world > 1 and not sharded else model)
 
+    counts = finetune.trainable(model)
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
                   "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
                            "instructions": demos.instructions, "tasks": sorted(set(demos.env_tasks)),
                            "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
                            "action_free_episodes": int((~demos.has_actions).sum()),
                            "frames": len(windows)},
-                  "parameters": count_parameters(model), "world_size": world, **finetune.trainable(model),
+                  "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
     if checkpoint.frozen_names(model):  # frozen weights stay in the backbone folder: record which folder
         from wam.pretrained import fingerprint
@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        print(f"training {count_parameters(model) / 1e6:.3g}M of {finetune.trainable(model)['total'] / 1e6:.3g}M parameters "
+        print(f"training {counts['trainable'] / 1e6:.3g}M of {counts['total'] / 1e6:.3g}M parameters "
               f"({model_cfg.backbone}, {model_cfg.recipe}, {cfg.finetune}) on {len(windows)} frames "
               f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
     if eval_hook is None and cfg.eval_every:
@@ -209,14 +209,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        grad_norm = fsdp.full(torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                             cfg.grad_clip))
+        grad_norm = fsdp.full(torch.nn.utils.clip_grad_norm_(list(trained.values()), cfg.grad_clip))
         optimizer.step()
         d = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                if p.requires_grad:
-                    ema[n].lerp_(p.detach(), 1 - d)
+            for n, p in trained.items():
+                ema[n].lerp_(p.detach(), 1 - d)
         seen += cfg.batch_size * world
         bar.update(1)
 

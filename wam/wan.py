@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from wam.config import ModelConfig
 from wam.model import Context, FinalLayer
@@ -34,13 +33,16 @@ class WanWAM(LatentAdapter):
             raise ValueError("a Wan backbone predicts a velocity: video_target must be 'velocity'")
         c = transformer.config
         d = c.num_attention_heads * c.attention_head_dim
-        self.patch = tuple(c.patch_size)
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
         self.action_in = nn.Linear(cfg.action_dim, d)
         self.pos_action = nn.Parameter(torch.randn(1, cfg.action_horizon, d) * 0.02)
         self.action_out = FinalLayer(d, cfg.action_dim)
         nn.init.zeros_(self.action_out.ada[-1].weight)
         nn.init.zeros_(self.action_out.ada[-1].bias)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.backbone.blocks
 
     def video_shape(self, b: int) -> tuple[int, ...]:
         h = self.latent_size
@@ -51,7 +53,7 @@ class WanWAM(LatentAdapter):
                 t_action: torch.Tensor, context: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """noisy_video (b, f, v, z, h, w) latents, noisy_actions (b, k, a), t (b,) -> (video velocity, action output)."""
         cfg = self.cfg
-        ctx = context.latents if context.latents is not None else self.encode_frames(context.images)
+        ctx = self.context_latents(context)
         lat = torch.cat([ctx.to(noisy_video.dtype), noisy_video], dim=1)  # (b, c+f, v, z, h, w)
         b, n_frames, v, z, h, w = lat.shape
         video = lat.permute(0, 3, 1, 4, 2, 5).reshape(b, z, n_frames, h, v * w)  # views side by side
@@ -86,11 +88,8 @@ class WanWAM(LatentAdapter):
         temb, proj, text, _ = bb.condition_embedder(timestep.flatten(), text.to(x.dtype), None,
                                                     timestep_seq_len=x.shape[1])
         proj = proj.unflatten(2, (6, -1))  # (b, n, 6, d)
-        for block in bb.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, text, proj, rope, use_reentrant=False)
-            else:
-                x = block(x, text, proj, rope)
+        for block in self.blocks:
+            x = self.run_block(block, x, text, proj, rope)
         shift, scale = (bb.scale_shift_table[None] + temb[:, :n_video, None]).chunk(2, dim=2)  # (b, n_video, 1, d)
         vid = (bb.norm_out(x[:, :n_video].float()) * (1 + scale[:, :, 0]) + shift[:, :, 0]).type_as(x)
         return self._unpatchify(bb.proj_out(vid), n_frames, h, w), x[:, n_video:], temb

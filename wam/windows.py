@@ -7,7 +7,7 @@ action chunk t .. t+k-1 (masked past the end), the state at t and the instructio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -159,17 +159,9 @@ class Windows:
 def batch_to(batch: Batch, device: torch.device) -> Batch:
     if device.type == "cpu":
         return batch
-    c = batch.context
-    ctx = Context(images=c.images.to(device), state=c.state.to(device), text=c.text.to(device),
-                  latents=None if c.latents is None else c.latents.to(device))
-    return Batch(context=ctx, video=batch.video.to(device), video_mask=batch.video_mask.to(device),
-                 actions=batch.actions.to(device), action_mask=batch.action_mask.to(device),
-                 has_actions=batch.has_actions.to(device), future_state=_to(batch.future_state, device),
-                 steps_left=_to(batch.steps_left, device))
-
-
-def _to(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if x is None else x.to(device)
+    tensors = {f.name: getattr(batch, f.name) for f in fields(batch) if f.name != "context"}
+    return replace(batch, context=batch.context.apply(lambda x: x.to(device)),
+                   **{k: v.to(device) for k, v in tensors.items() if v is not None})
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
