@@ -12,7 +12,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """Two real scripted episodes each of two tasks, at the tiny preset's cameras and size."""
-    from wam.collect import CollectConfig, collect
+    from wam.data.collect import CollectConfig, collect
     from wam.config import preset
 
     m = preset("tiny").model

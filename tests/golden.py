@@ -28,7 +28,7 @@ TRAIN_RECIPES = ("decoupled", "action-only")
 
 
 def collect_tiny(root: Path) -> Path:
-    from wam.collect import CollectConfig, collect
+    from wam.data.collect import CollectConfig, collect
     from wam.config import preset
 
     m = preset("tiny").model
@@ -38,7 +38,7 @@ def collect_tiny(root: Path) -> Path:
 
 def _model(name: str):
     from wam.config import preset, with_recipe
-    from wam.model import WAMTransformer
+    from wam.models.transformer import WAMTransformer
 
     torch.manual_seed(0)
     model = WAMTransformer(with_recipe(preset("tiny"), name).model)
@@ -59,7 +59,7 @@ def sampled() -> dict:
     """Actions (b=2, k, a) and a summary of the frames that each recipe's fixed-seed tiny model samples."""
     from wam import modes
     from wam.config import SamplerConfig
-    from wam.windows import fake_batch
+    from wam.testing import fake_batch
 
     out = {}
     for name, (steps, video_steps) in SAMPLER_STEPS.items():
@@ -76,7 +76,7 @@ def policy() -> dict:
     observation of a fixed-seed tiny decoupled model."""
     from wam.config import SamplerConfig
     from wam.policy import WAMPolicy
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     model = _model("decoupled")
     cfg = model.cfg

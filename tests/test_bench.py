@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from wam.bench_latency import PATHS, LatencyBenchConfig, bench_latency
-from wam.bench_recipes import RecipesBenchConfig, bench_recipes
+from wam.bench.latency import PATHS, LatencyBenchConfig, bench_latency
+from wam.bench.recipes import RecipesBenchConfig, bench_recipes
 
 
 def test_recipes_then_latency_bench_write_their_tables(tiny_dataset, tmp_path):
@@ -51,7 +51,7 @@ def test_latency_bench_on_a_random_backbone_of_a_named_size(tmp_path):
 
 
 def test_memory_bench_counts_the_real_classes_and_the_savings(tmp_path):
-    from wam.bench_memory import GIB, MemoryBenchConfig, Setting, bench_memory, estimate, trace
+    from wam.bench.memory import GIB, MemoryBenchConfig, Setting, bench_memory, estimate, trace
 
     cfg = MemoryBenchConfig(out=tmp_path, batch_size=2, image_size=32, sizes="tiny", lora_rank=4)
     result = bench_memory(cfg)

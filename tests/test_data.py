@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from wam.config import ModelConfig
-from wam.dataset import DatasetWriter, Episode, load_dataset
-from wam.windows import Normalizer, Windows
+from wam.data.dataset import DatasetWriter, Episode, load_dataset
+from wam.data.transforms import Normalizer
+from wam.data.windows import Windows
 
 CAMS = ("oblique", "top")
 

@@ -27,7 +27,7 @@ def _losses(out):
 
 
 def test_collected_dataset_has_only_successful_episodes(tiny_dataset):
-    from wam.dataset import load_dataset
+    from wam.data.dataset import load_dataset
 
     d = load_dataset(tiny_dataset)
     assert len(d.seeds) == 4 and sorted(set(d.env_tasks)) == ["button-press-topdown-v3", "drawer-close-v3"]
@@ -66,7 +66,7 @@ def test_train_checkpoint_resume_is_exact(tiny_dataset, tmp_path):
 
 
 def test_expert_failures_are_discarded_and_never_look_complete(tmp_path):
-    from wam.collect import CollectConfig, collect
+    from wam.data.collect import CollectConfig, collect
 
     out = tmp_path / "never"
     with pytest.raises(RuntimeError, match="succeeded too rarely"):  # 3 steps are too few for any expert
@@ -140,7 +140,7 @@ def test_torchrun_ddp_two_processes(tiny_dataset, tmp_path):
 def test_random_start_diversifies_the_first_recorded_state():
     import numpy as np
 
-    from wam.collect import expert_episode
+    from wam.data.collect import expert_episode
 
     plain = [expert_episode("drawer-close-v3", s, ("top",), 32, 0.0, 300) for s in range(3)]
     moved = [expert_episode("drawer-close-v3", s, ("top",), 32, 0.0, 300, random_start=15) for s in range(3)]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from wam.env import MetaWorldEnv
-from wam.tasks import INSTRUCTIONS, instruction, parse_tasks
+from wam.envs.metaworld import MetaWorldEnv
+from wam.envs.tasks import INSTRUCTIONS, instruction, parse_tasks
 
 
 def test_every_task_has_a_written_instruction():

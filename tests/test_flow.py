@@ -7,7 +7,7 @@ import torch
 
 from wam import flow
 from wam.evaluate import wilson
-from wam.model import Context
+from wam.models.base import Context
 
 
 def test_path_endpoints_and_velocity():

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from wam.config import preset, with_backbone
-from wam.pretrained import save_tiny
+from wam.testing import save_tiny
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 

@@ -44,8 +44,8 @@ def test_imagine_refuses_a_recipe_without_a_world_model(tiny_dataset, tmp_path):
 
 
 def test_video_pretraining_on_action_free_episodes_then_fine_tuning(tiny_dataset, tmp_path):
-    from wam.collect import CollectConfig, collect
-    from wam.dataset import load_dataset
+    from wam.data.collect import CollectConfig, collect
+    from wam.data.dataset import load_dataset
 
     m = P.model
     video = collect(CollectConfig(out=tmp_path / "video", tasks="reach-v3", episodes=1, cameras=m.cameras,

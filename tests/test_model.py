@@ -7,8 +7,8 @@ import torch
 
 from wam import flow
 from wam.config import ModelConfig, preset
-from wam.model import ACTION, CONTEXT, VIDEO, WAMTransformer, patchify, unpatchify
-from wam.windows import fake_batch
+from wam.models.transformer import ACTION, CONTEXT, VIDEO, WAMTransformer, patchify, unpatchify
+from wam.testing import fake_batch
 
 CFG = preset("tiny").model
 

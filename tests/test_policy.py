@@ -137,9 +137,9 @@ def test_compiled_policy_gives_the_same_actions():
     import torch
 
     from wam.config import SamplerConfig, preset
-    from wam.model import WAMTransformer
+    from wam.models.transformer import WAMTransformer
     from wam.policy import WAMPolicy
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     cfg = preset("tiny").model
     norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
@@ -162,9 +162,9 @@ def _random_policy(sampler):
     import torch
 
     from wam.config import preset
-    from wam.model import WAMTransformer
+    from wam.models.transformer import WAMTransformer
     from wam.policy import WAMPolicy
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     cfg = preset("tiny").model
     torch.manual_seed(0)

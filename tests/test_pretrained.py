@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from wam import finetune, flow, pretrained
+from wam import finetune, flow
+from wam.models.folders import LayoutError
+from wam.models.folders import load as load_folder
+from wam.models.latent import FrameCodec
+from wam.testing import save_tiny
 from wam.backbone import build
 from wam.config import preset, with_backbone
-from wam.model import Context
+from wam.models.base import Context
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
-    folders = {kind: pretrained.save_tiny(root / kind, kind) for kind in ("wan", "cosmos")}
-    folders["wan2.2"] = pretrained.save_tiny(root / "wan2.2", "wan", vae="2.2")  # 16x VAE, as Wan 2.2 TI2V-5B's
+    folders = {kind: save_tiny(root / kind, kind) for kind in ("wan", "cosmos")}
+    folders["wan2.2"] = save_tiny(root / "wan2.2", "wan", vae="2.2")  # 16x VAE, as Wan 2.2 TI2V-5B's
     return folders
 
 
@@ -41,29 +45,29 @@ def _inputs(model, b=2, seed=0):
 
 
 def test_bad_folders_are_refused_with_the_file_named(folders, tmp_path):
-    with pytest.raises(pretrained.LayoutError, match="model_index.json is missing"):
-        pretrained.load(tmp_path, "wan")
+    with pytest.raises(LayoutError, match="model_index.json is missing"):
+        load_folder(tmp_path, "wan")
     broken = shutil.copytree(folders["wan"], tmp_path / "no-text")
     shutil.rmtree(broken / "text_encoder")
-    with pytest.raises(pretrained.LayoutError, match="text_encoder is missing"):
-        pretrained.load(broken, "wan")
-    with pytest.raises(pretrained.LayoutError, match="declares 'WanTransformer3DModel'; a 'cosmos' backbone expects"):
-        pretrained.load(folders["wan"], "cosmos")
+    with pytest.raises(LayoutError, match="text_encoder is missing"):
+        load_folder(broken, "wan")
+    with pytest.raises(LayoutError, match="declares 'WanTransformer3DModel'; a 'cosmos' backbone expects"):
+        load_folder(folders["wan"], "cosmos")
     no_weights = shutil.copytree(folders["wan"], tmp_path / "no-weights")
     (no_weights / "vae/diffusion_pytorch_model.safetensors").unlink()
-    with pytest.raises(pretrained.LayoutError, match="vae holds no weights"):
-        pretrained.load(no_weights, "wan")
+    with pytest.raises(LayoutError, match="vae holds no weights"):
+        load_folder(no_weights, "wan")
     wrong = shutil.copytree(folders["wan"], tmp_path / "wrong-config")
     config = json.loads((wrong / "transformer/config.json").read_text())
     (wrong / "transformer/config.json").write_text(json.dumps({**config, "ffn_dim": 64}))
-    with pytest.raises(pretrained.LayoutError, match="do not load into WanTransformer3DModel"):
-        pretrained.load(wrong, "wan")
+    with pytest.raises(LayoutError, match="do not load into WanTransformer3DModel"):
+        load_folder(wrong, "wan")
     with pytest.raises(ValueError, match="needs --backbone-path"):
         dataclasses.replace(preset("tiny").model, backbone="wan")
     # the Wan 2.2 VAE makes frames 16x smaller, and the transformer reads 2x2 patches of them
     with pytest.raises(ValueError, match="image_size must be a multiple of 32, got 48"):
         build(dataclasses.replace(_cfg("wan", folders["wan2.2"]), image_size=48))
-    codec = pretrained.FrameCodec(pretrained.load(folders["wan2.2"], "wan", ("vae",)).vae)
+    codec = FrameCodec(load_folder(folders["wan2.2"], "wan", ("vae",)).vae)
     assert codec.down == 16 and codec.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 4, 4)
 
 
@@ -81,7 +85,7 @@ def test_cosmos_adapter_is_cosmos_own_forward(folders, tmp_path):
     """Same check for Cosmos (its forward needs torchvision only for the padding mask: compared without one)."""
     from diffusers import CosmosTransformer3DModel
 
-    from wam.cosmos import CosmosWAM
+    from wam.models.cosmos import CosmosWAM
 
     torch.manual_seed(0)
     bb = CosmosTransformer3DModel(in_channels=5, out_channels=4, num_attention_heads=2, attention_head_dim=12,
@@ -135,7 +139,7 @@ def test_adapter_learns_and_every_finetune_mode_trains_what_it_says(folders, kin
 
 
 def test_cosmos_frames_pack_and_unpack():
-    from wam.cosmos import from_frame, to_frame
+    from wam.models.cosmos import from_frame, to_frame
 
     vec = torch.randn(3, 7)
     frame = to_frame(vec, (2, 4, 5, 5))
@@ -172,7 +176,7 @@ def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, fo
 def test_best_of_n_executes_the_chunk_with_the_highest_value(folders):
     from wam.config import SamplerConfig
     from wam.policy import WAMPolicy
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     model = build(_cfg("cosmos", folders["cosmos"]))
     cfg = model.cfg

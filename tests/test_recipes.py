@@ -8,10 +8,11 @@ import torch
 
 from wam import flow, modes
 from wam.config import ModelConfig, TrainConfig, preset, with_recipe
-from wam.model import ACTION, CONTEXT, VIDEO, Context, WAMTransformer
+from wam.models.transformer import ACTION, CONTEXT, VIDEO, WAMTransformer
+from wam.models.base import Context
 from wam.recipes import MODES, OWN, RECIPES, check_mode, draw_times
 from wam.train import loss_terms
-from wam.windows import fake_batch
+from wam.testing import fake_batch
 
 TINY = preset("tiny")
 

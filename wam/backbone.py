@@ -14,23 +14,24 @@ from wam.config import ModelConfig
 
 def build(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone == "wam":
-        from wam.model import WAMTransformer
+        from wam.models.transformer import WAMTransformer
 
         return WAMTransformer(cfg)
-    from wam import pretrained
+    from wam.models import folders
+    from wam.models.latent import FrameCodec, TextEncoder
 
-    comp = pretrained.load(cfg.backbone_path, cfg.backbone)
-    codec = pretrained.FrameCodec(comp.vae)
+    comp = folders.load(cfg.backbone_path, cfg.backbone)
+    codec = FrameCodec(comp.vae)
     step = codec.down * comp.transformer.config.patch_size[1]
     if cfg.image_size % step:
         raise ValueError(f"{cfg.backbone_path}: its VAE makes frames {codec.down}x smaller and its transformer reads "
                          f"{comp.transformer.config.patch_size[1]}x{comp.transformer.config.patch_size[1]} patches: "
                          f"image_size must be a multiple of {step}, got {cfg.image_size}")
-    text = pretrained.TextEncoder(comp.tokenizer, comp.text_encoder, cfg.text_tokens)
+    text = TextEncoder(comp.tokenizer, comp.text_encoder, cfg.text_tokens)
     if cfg.backbone == "wan":
-        from wam.wan import WanWAM
+        from wam.models.wan import WanWAM
 
         return WanWAM(cfg, comp.transformer, codec, text)
-    from wam.cosmos import CosmosWAM
+    from wam.models.cosmos import CosmosWAM
 
     return CosmosWAM(cfg, comp.transformer, codec, text)

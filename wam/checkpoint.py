@@ -108,7 +108,7 @@ def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
 
 
 def load_normalizer(path: Path):
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     return Normalizer.from_tensors(load_file(Path(path) / "model.safetensors"))
 
@@ -125,7 +125,7 @@ def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     """(EMA model in eval mode, normalizer, config dict) from a checkpoint folder."""
     from wam import finetune
     from wam.backbone import build
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     config = read_config(path)
     cfg = model_from_dict(config["model"])
@@ -190,7 +190,7 @@ def check_backbone(config: dict, frozen: set[str]) -> None:
     want = config.get("backbone_fingerprint")
     if not frozen or want is None:
         return
-    from wam.pretrained import fingerprint
+    from wam.models.folders import fingerprint
 
     root = config["model"]["backbone_path"]
     got = fingerprint(root)

@@ -55,7 +55,7 @@ def _pop(argv: list[str], flag: str, default: str | None) -> tuple[str | None, l
 
 
 def cmd_collect(argv: list[str]) -> None:
-    from wam.collect import CollectConfig, collect
+    from wam.data.collect import CollectConfig, collect
 
     cfg = tyro.cli(CollectConfig, args=argv, prog="wam collect")
     print(f"dataset written to {collect(cfg)}")
@@ -97,9 +97,9 @@ def cmd_imagine(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
-    from wam.bench_latency import LatencyBenchConfig, bench_latency
-    from wam.bench_memory import MemoryBenchConfig, bench_memory
-    from wam.bench_recipes import RecipesBenchConfig, bench_recipes
+    from wam.bench.latency import LatencyBenchConfig, bench_latency
+    from wam.bench.memory import MemoryBenchConfig, bench_memory
+    from wam.bench.recipes import RecipesBenchConfig, bench_recipes
 
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
                "memory": (MemoryBenchConfig, bench_memory)}

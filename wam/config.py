@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from wam.env import check_cameras
+from wam.envs.metaworld import check_cameras
 from wam.recipes import recipe
 
 Target = Literal["data", "velocity"]

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import replace
 
-from wam.collect import DEFAULT_TASKS, CollectConfig, collect
+from wam.data.collect import DEFAULT_TASKS, CollectConfig, collect
 from wam.config import preset
 from wam.evaluate import EvalConfig, evaluate, print_table
 from wam.train import train

@@ -18,7 +18,7 @@ import numpy as np
 import tyro
 
 from wam.config import SamplerConfig, to_dict
-from wam.env import MAX_EPISODE_STEPS
+from wam.envs.metaworld import MAX_EPISODE_STEPS
 
 EVAL_SEED = 100_000
 
@@ -106,9 +106,9 @@ def _init_worker(checkpoint: str, sampler: SamplerConfig, threads: int, delay: i
 
 def rollout(job: dict) -> dict:
     """One episode; returns success, steps, latencies and (optionally) writes a video."""
-    from wam.env import MetaWorldEnv
+    from wam.envs.metaworld import MetaWorldEnv
     from wam.runtime import AsyncChunkExecutor, ChunkExecutor
-    from wam.tasks import instruction
+    from wam.envs.tasks import instruction
     from wam.video import write_mp4
 
     policy = _WORKER["policy"]
@@ -143,7 +143,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from wam.checkpoint import read_config
-    from wam.tasks import parse_tasks
+    from wam.envs.tasks import parse_tasks
 
     config = read_config(cfg.checkpoint)
     trained = config["data"]["tasks"]

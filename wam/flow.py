@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from wam.model import Backbone, Context
+from wam.models.base import Backbone, Context
 
 T_EPS = 1e-3  # x-prediction divides by (1 - t): keep away from t = 1
 

@@ -59,7 +59,7 @@ class _Recorded:
     """Real frames, states and actions of a dataset episode."""
 
     def __init__(self, root: Path, episode: int, cfg):
-        from wam.dataset import load_dataset
+        from wam.data.dataset import load_dataset
 
         demos = load_dataset(root)
         if not 0 <= episode < len(demos.episode_from):
@@ -90,8 +90,8 @@ class _Simulated:
     """Meta-World executing the imagined policy's actions, open loop, to show where they really lead."""
 
     def __init__(self, task: str, seed: int, cfg):
-        from wam.env import MetaWorldEnv
-        from wam.tasks import instruction
+        from wam.envs.metaworld import MetaWorldEnv
+        from wam.envs.tasks import instruction
 
         self.env = MetaWorldEnv(task, cfg.cameras, cfg.image_size)
         obs = self.env.reset(seed)
@@ -116,10 +116,10 @@ def imagine(cfg: ImagineConfig) -> dict:
     from wam import modes
     from wam.checkpoint import load_model
     from wam.config import SamplerConfig
-    from wam.model import Context
+    from wam.models.base import Context
     from wam.text import embed
     from wam.video import write_mp4
-    from wam.windows import images_from_model, images_to_model
+    from wam.data.transforms import images_from_model, images_to_model
 
     model, norm, config = load_model(Path(cfg.checkpoint))
     m = model.cfg

@@ -15,7 +15,7 @@ import torch
 
 from wam import flow
 from wam.config import SamplerConfig
-from wam.model import Context
+from wam.models.base import Context
 from wam.recipes import check_mode, recipe
 
 

@@ -19,8 +19,8 @@ import torch
 
 from wam import modes
 from wam.config import SamplerConfig
-from wam.model import Context
-from wam.windows import images_from_model, images_to_model
+from wam.models.base import Context
+from wam.data.transforms import images_from_model, images_to_model
 
 
 @dataclass

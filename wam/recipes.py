@@ -1,6 +1,6 @@
 """World-Action Model recipes: the published ways of training and sampling one model, selected by name.
 
-A recipe is a handful of facts about the same transformer (model.py), not a different network:
+A recipe is a handful of facts about the same transformer (models/transformer.py), not a different network:
     attention   which token groups the future-frame tokens and the action tokens may read
                 (c context, v future frames, a actions; context tokens always read only the context)
     noise       how training draws the noise levels of future frames and actions, and which losses count

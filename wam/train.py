@@ -26,9 +26,10 @@ import torch.distributed as dist
 from wam import checkpoint, finetune, flow, fsdp
 from wam.backbone import build
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
-from wam.dataset import load_dataset
+from wam.data.dataset import load_dataset
 from wam.recipes import draw_times
-from wam.windows import Batch, Normalizer, Windows, batch_to
+from wam.data.windows import Batch, Windows, batch_to
+from wam.data.transforms import Normalizer
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -123,7 +124,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         model.text_encoder = None  # not needed again in training (umT5-XXL alone is 23 GB of host memory)
     latents = None
     if hasattr(model, "encode_frames"):  # a pretrained backbone trains on VAE latents, computed once per dataset
-        from wam.latents import dataset_latents
+        from wam.data.latents import dataset_latents
 
         def encode() -> torch.Tensor:
             return dataset_latents(demos, model_cfg.cameras, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
     if checkpoint.frozen_names(model):  # frozen weights stay in the backbone folder: record which folder
-        from wam.pretrained import fingerprint
+        from wam.models.folders import fingerprint
 
         run_config["backbone_fingerprint"] = fingerprint(model_cfg.backbone_path)
 

@@ -14,67 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from wam.config import ModelConfig
-from wam.dataset import Demonstrations
-from wam.model import Context
-
-
-class Normalizer:
-    """State: zero mean, unit std. Actions: min/max -> [-1, 1]. Travels inside every checkpoint."""
-
-    KEYS = ("state_mean", "state_std", "action_min", "action_max")
-
-    def __init__(self, state_mean, state_std, action_min, action_max):
-        self.state_mean = torch.as_tensor(state_mean, dtype=torch.float32)
-        self.state_std = torch.as_tensor(state_std, dtype=torch.float32).clamp_min(1e-4)
-        self.action_min = torch.as_tensor(action_min, dtype=torch.float32)
-        self.action_max = torch.as_tensor(action_max, dtype=torch.float32)
-        span = self.action_max - self.action_min
-        self.action_max = torch.where(span < 1e-4, self.action_min + 1.0, self.action_max)
-
-    @classmethod
-    def from_stats(cls, stats: dict) -> "Normalizer":
-        s, a = stats["observation.state"], stats["action"]
-        return cls(s["mean"], s["std"], a["min"], a["max"])
-
-    def state(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.state_mean) / self.state_std
-
-    def actions(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * (x - self.action_min) / (self.action_max - self.action_min) - 1
-
-    def unactions(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 1) / 2 * (self.action_max - self.action_min) + self.action_min
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {f"normalizer.{k}": getattr(self, k).clone() for k in self.KEYS}
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Normalizer":
-        missing = [k for k in cls.KEYS if f"normalizer.{k}" not in tensors]
-        if missing:
-            raise ValueError(f"checkpoint has no normalisation statistics {missing}; it was not written by wam")
-        return cls(*(tensors[f"normalizer.{k}"] for k in cls.KEYS))
-
-
-def images_to_model(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]"""
-    return x.movedim(-1, -3).float() / 127.5 - 1
-
-
-def images_from_model(x: torch.Tensor) -> np.ndarray:
-    """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)"""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).numpy()
-
-
-def shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Random-shift augmentation (pad with edge pixels, crop back; DrQ). images (b, n, v, 3, H, W): one shift
-    per sample and view, shared by its n frames, so context and future frames stay aligned."""
-    b, n, v, ch, H, W = images.shape
-    x = images.permute(0, 2, 1, 3, 4, 5).reshape(b * v, n * ch, H, W)
-    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2, b * v), generator=generator).tolist()
-    x = torch.stack([x[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(b * v)])
-    return x.reshape(b, v, n, ch, H, W).permute(0, 2, 1, 3, 4, 5)
+from wam.data.dataset import Demonstrations
+from wam.data.transforms import Normalizer, images_to_model, shift
+from wam.models.base import Context
 
 
 @dataclass
@@ -92,7 +34,7 @@ class Batch:
 class Windows:
     def __init__(self, demos: Demonstrations, cfg: ModelConfig, normalizer: Normalizer, text: torch.Tensor,
                  latents: torch.Tensor | None = None):
-        """latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame (latents.py); the windows
+        """latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame (data/latents.py); the windows
         then carry latent context (Context.latents) and latent future frames instead of pixels."""
         missing = [c for c in cfg.cameras if c not in demos.cameras]
         if missing:
@@ -164,12 +106,3 @@ def batch_to(batch: Batch, device: torch.device) -> Batch:
                    **{k: v.to(device) for k, v in tensors.items() if v is not None})
 
 
-def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
-    """A random batch with the shapes the config declares (for tests)."""
-    g = torch.Generator().manual_seed(seed)
-    s, H = cfg.future_size, cfg.image_size
-    ctx = Context(images=torch.rand(b, cfg.context_frames, cfg.views, 3, H, H, generator=g) * 2 - 1,
-                  state=torch.randn(b, cfg.state_dim, generator=g), text=torch.randn(b, cfg.text_dim, generator=g))
-    return Batch(context=ctx, video=torch.rand(b, cfg.future_frames, cfg.views, 3, s, s, generator=g) * 2 - 1,
-                 video_mask=torch.ones(b, cfg.future_frames), actions=torch.rand(b, cfg.action_horizon, cfg.action_dim, generator=g) * 2 - 1,
-                 action_mask=torch.ones(b, cfg.action_horizon), has_actions=torch.ones(b, dtype=torch.bool))

@@ -31,14 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wam.bench.common import SIZES
 from wam.config import SamplerConfig, preset, to_dict, with_recipe
-
-
-SIZES = {  # width, depth, heads, MLP hidden: the transformers of the real checkpoints (their config.json)
-    "wan2.1-1.3b": (1536, 30, 12, 8960),
-    "wan2.1-14b": (5120, 40, 40, 13824),
-    "tiny": (32, 2, 2, 64),  # for tests
-}
 
 
 @dataclass(frozen=True)
@@ -98,9 +92,9 @@ def time_policy(checkpoint: Path, sampler: SamplerConfig, calls: int, warmup: in
     import torch
 
     from wam.checkpoint import read_config
-    from wam.env import MetaWorldEnv
+    from wam.envs.metaworld import MetaWorldEnv
     from wam.policy import WAMPolicy
-    from wam.tasks import instruction
+    from wam.envs.tasks import instruction
 
     torch.set_num_threads(threads)
     policy = WAMPolicy.from_checkpoint(checkpoint, sampler)
@@ -125,9 +119,9 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
     """Milliseconds of policy.infer on a random-weight model of `size` set up for `path`; and its parameters."""
     import torch
 
-    from wam.model import WAMTransformer, count_parameters
+    from wam.models.transformer import WAMTransformer, count_parameters
     from wam.policy import WAMPolicy
-    from wam.windows import Normalizer
+    from wam.data.transforms import Normalizer
 
     torch.set_num_threads(cfg.threads)
     p = preset("default")
@@ -186,11 +180,11 @@ def _write(out: Path, result: dict) -> dict:
 
 def _fast_path_checkpoint(cfg: LatencyBenchConfig, settings: dict) -> Path:
     """Train the decoupled WAM with actions_see_frames=False on the recipes bench's data, steps and seed."""
-    from wam.bench_recipes import _run
+    from wam.bench.common import train_and_evaluate
 
     base = with_recipe(preset(settings["preset"]), "decoupled")
     p = dataclasses.replace(base, model=dataclasses.replace(base.model, actions_see_frames=False))
-    row = _run("fast-path", cfg.out / "fast-path", p, Path(settings["data"]), settings["steps"], 1, cfg.workers,
+    row = train_and_evaluate("fast-path", cfg.out / "fast-path", p, Path(settings["data"]), settings["steps"], 1, cfg.workers,
                evaluate_it=False)
     return Path(row["checkpoint"])
 

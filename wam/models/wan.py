@@ -12,8 +12,8 @@ output norm and projection); what a WAM needs is added around them:
     outputs       Wan's output head on the future latent tokens (its velocity, noise - data, negated into
                   ours), an adaLN action head on the action tokens
 
-Frames are normalised VAE latents (pretrained.FrameCodec), one frame per latent frame; training reads them
-from a per-dataset cache (latents.py). The instruction is the text encoder's per-token embedding.
+Frames are normalised VAE latents (latent.FrameCodec), one frame per latent frame; training reads them
+from a per-dataset cache (data/latents.py). The instruction is the text encoder's per-token embedding.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from wam.config import ModelConfig
-from wam.model import Context, FinalLayer
-from wam.pretrained import LatentAdapter
+from wam.models.base import Context
+from wam.models.transformer import FinalLayer
+from wam.models.latent import LatentAdapter
 
 
 class WanWAM(LatentAdapter):

@@ -1,7 +1,7 @@
 """`wam bench memory`: estimated GPU memory per rank for fine-tuning a Wan backbone of the real size.
 
 Nothing here runs on a GPU or needs the real weights. The model is diffusers' `WanTransformer3DModel` at the
-real checkpoint's config, with our adapter (wan.py) and LoRA layers (finetune.py), built on fake tensors
+real checkpoint's config, with our adapter (models/wan.py) and LoRA layers (finetune.py), built on fake tensors
 (shapes without storage), and one training step is traced on fake tensors too:
 
     weights      every parameter, float32 (divided over the ranks under FSDP)
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from wam.bench_latency import SIZES
+from wam.bench.common import SIZES
 
 GIB = 1024**3
 WAN_COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
@@ -90,8 +90,8 @@ def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
 
     from wam import finetune
     from wam.config import preset, with_backbone
-    from wam.model import Context
-    from wam.wan import WanWAM
+    from wam.models.base import Context
+    from wam.models.wan import WanWAM
 
     model_cfg = dataclasses.replace(with_backbone(preset("default"), "wan", "-").model, image_size=cfg.image_size)
     sharded = setting.ranks > 1

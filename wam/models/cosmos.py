@@ -15,7 +15,7 @@ successful demonstrations only it measures progress, not the chance of success (
 its own rollouts, failures included). `WAMPolicy` uses it for best-of-N: N chunks sampled from N noises in one
 batch, the one with the highest predicted value executed (`SamplerConfig.best_of`).
 
-`wam/model.py`'s interface holds: "video" here is (b, f + 2, v, z, h, w), the future latents followed by the
+`wam/models/base.py`'s interface holds: "video" here is (b, f + 2, v, z, h, w), the future latents followed by the
 future-state and value frames; `pack_video(batch)` builds that training target.
 """
 
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from wam.config import ModelConfig
-from wam.model import Context
-from wam.pretrained import LatentAdapter
+from wam.models.base import Context
+from wam.models.latent import LatentAdapter
 
 SIGMA_CONDITIONING = 1e-4  # the Video2World pipeline's conditioning noise
 GAMMA = 0.99

@@ -6,7 +6,7 @@ policy never does.
 
 Variations: `reset(seed)` seeds Meta-World's own sampler (`seeded_rand_vec`), so a seed names one
 object/goal placement, reproducibly, with Meta-World's own rejection rules. Demonstrations and evaluation
-draw seeds from disjoint ranges (see `collect.py` and `evaluate.py`).
+draw seeds from disjoint ranges (see `data/collect.py` and `evaluate.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import atexit
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -77,12 +76,6 @@ def _register_cleanup() -> None:
         _CLEANUP_REGISTERED = True
 
 
-class Env(Protocol):
-    def reset(self, seed: int) -> dict[str, np.ndarray]: ...
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]: ...
-    def close(self) -> None: ...
-
-
 class MetaWorldEnv:
     """One Meta-World v3 task rendered from `cameras` at `image_size` px. `step` returns (obs, success)."""
 
@@ -90,7 +83,7 @@ class MetaWorldEnv:
         import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-        from wam.tasks import check_task
+        from wam.envs.tasks import check_task
 
         self.task = check_task(task)
         self.cameras = check_cameras(tuple(cameras))

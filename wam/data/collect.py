@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from wam.dataset import DatasetWriter, Episode
-from wam.env import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
-from wam.tasks import instruction, parse_tasks
+from wam.data.dataset import DatasetWriter, Episode
+from wam.envs.metaworld import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
+from wam.envs.tasks import instruction, parse_tasks
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
 START_LOW, START_HIGH = np.array([-0.15, -0.1, -0.08]), np.array([0.15, 0.1, 0.08])  # random-start box, metres

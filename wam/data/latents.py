@@ -1,7 +1,7 @@
 """VAE latents of a dataset's frames, computed once and cached beside the data.
 
 A pretrained backbone trains on latents, not pixels. Every frame of every camera the model reads is encoded
-once (pretrained.FrameCodec, one frame per latent frame) and saved to DATA/cache/latents-KEY.safetensors,
+once (models/latent.FrameCodec, one frame per latent frame) and saved to DATA/cache/latents-KEY.safetensors,
 where KEY names the VAE (its config and weight file) and the cameras; training windows then gather latents
 by frame index, like pixels.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wam.dataset import Demonstrations
+from wam.data.dataset import Demonstrations
 
 
 def cache_key(vae_dir: Path, cameras: tuple[str, ...]) -> str:
@@ -34,7 +34,7 @@ def dataset_latents(demos: Demonstrations, cameras: tuple[str, ...], encode, vae
     `encode`: (n, 3, H, W) in [-1, 1] -> (n, z, h, w)."""
     from tqdm import tqdm
 
-    from wam.windows import images_to_model
+    from wam.data.transforms import images_to_model
 
     path = Path(demos.root) / "cache" / f"latents-{cache_key(vae_dir, cameras)}.safetensors"
     if path.is_file():

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wam.collect import DEFAULT_TASKS, CollectConfig, collect
-from wam.config import Preset, preset, to_dict, with_recipe
-from wam.recipes import OWN, RECIPES, recipe
+from wam.bench.common import collect_once, train_and_evaluate
+from wam.data.collect import DEFAULT_TASKS
+from wam.config import Preset, preset, with_recipe
+from wam.recipes import OWN, recipe
 
 PRETRAIN_TASKS = ("button-press-v3,button-press-wall-v3,button-press-topdown-wall-v3,coffee-button-v3,drawer-open-v3,"
                   "door-close-v3,reach-wall-v3,push-v3,window-close-v3,faucet-open-v3,plate-slide-v3,handle-press-v3")
@@ -56,58 +56,16 @@ class RecipesBenchConfig:
             raise ValueError("steps, episodes, pretrain_steps, finetune_demos and finetune_steps must be >= 1")
 
 
-def _collect(out: Path, p: Preset, tasks: str, episodes: int, workers: int, action_free: bool = False) -> Path:
-    if (out / "meta/info.json").exists():
-        info = json.loads((out / "meta/info.json").read_text())
-        if info["total_episodes"] == episodes * len(tasks.split(",")):
-            print(f"reusing {out}")
-            return out
-    return collect(CollectConfig(out=out, tasks=tasks, episodes=episodes, cameras=p.model.cameras,
-                                 image_size=p.model.image_size, action_noise=p.collect_noise,
-                                 random_start=p.collect_random_start, action_free=action_free, workers=workers,
-                                 overwrite=True))
-
-
-def _run(name: str, out: Path, p: Preset, data: Path, steps: int, episodes: int, workers: int, init: Path | None = None,
-         evaluate_it: bool = True, max_steps: int = 200) -> dict:
-    """Train (unless done) and evaluate (unless done) one configuration; returns its summary row."""
-    from wam.evaluate import EvalConfig, evaluate
-    from wam.train import train
-
-    train_cfg = dataclasses.replace(p.train, data=data, out=out / "train", steps=steps, init=init)
-    done = out / "row.json"
-    if done.exists():
-        row = json.loads(done.read_text())
-        if row["train"] == to_dict(train_cfg) and row["episodes"] == episodes:
-            print(f"reusing {out}")
-            return row
-    t = time.perf_counter()
-    ckpt = train(train_cfg, p.model, p.sampler)
-    train_s = time.perf_counter() - t
-    row = {"name": name, "recipe": p.model.recipe, "train": to_dict(train_cfg), "train_s": train_s,
-           "episodes": episodes, "checkpoint": str(ckpt)}
-    if evaluate_it:
-        summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=episodes, out=out / "eval", videos=2, workers=workers,
-                                      max_steps=max_steps))
-        row.update({"mean_success": summary["mean_success"], "parameters": summary["parameters"],
-                    "median_ms": summary["median_ms_per_chunk"], "p90_ms": summary["p90_ms_per_chunk"],
-                    "sampler": summary["sampler"],
-                    "tasks": {t: {k: r[k] for k in ("success_rate", "ci95", "successes", "episodes", "median_ms")}
-                              for t, r in summary["tasks"].items()}})
-    done.write_text(json.dumps(row, indent=2))
-    return row
-
-
 def bench_recipes(cfg: RecipesBenchConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base = preset(cfg.preset)
-    data = cfg.data or _collect(out / "data", base, DEFAULT_TASKS, base.collect_episodes, cfg.workers)
+    data = cfg.data or collect_once(out / "data", base, DEFAULT_TASKS, base.collect_episodes, cfg.workers)
     names = cfg.recipes.split(",")
     rows = {}
     for i, name in enumerate(names):
         print(f"\n[{i + 1}/{len(names)}] recipe {name}: {recipe(name).follows}, {cfg.steps} steps", flush=True)
-        rows[name] = _run(name, out / name, with_recipe(base, name), data, cfg.steps, cfg.episodes, cfg.workers,
+        rows[name] = train_and_evaluate(name, out / name, with_recipe(base, name), data, cfg.steps, cfg.episodes, cfg.workers,
                           max_steps=cfg.max_steps)
     result = {"command": ("wam bench recipes " + _flags(cfg)).strip(), "preset": cfg.preset, "steps": cfg.steps,
               "max_steps": cfg.max_steps,
@@ -126,13 +84,13 @@ def _pretraining(cfg: RecipesBenchConfig, base: Preset, out: Path) -> dict:
     print(f"\n[video pretraining] action-free episodes of {len(cfg.pretrain_tasks.split(','))} other tasks, "
           f"then {cfg.finetune_demos} labelled demos per target task", flush=True)
     p = with_recipe(base, "decoupled")
-    video = _collect(out / "data-video", base, cfg.pretrain_tasks, cfg.pretrain_episodes, cfg.workers, action_free=True)
-    few = _collect(out / "data-few", base, DEFAULT_TASKS, cfg.finetune_demos, cfg.workers)
-    pre = _run("pretrain", out / "pretrain", p, video, cfg.pretrain_steps, cfg.episodes, cfg.workers, evaluate_it=False)
+    video = collect_once(out / "data-video", base, cfg.pretrain_tasks, cfg.pretrain_episodes, cfg.workers, action_free=True)
+    few = collect_once(out / "data-few", base, DEFAULT_TASKS, cfg.finetune_demos, cfg.workers)
+    pre = train_and_evaluate("pretrain", out / "pretrain", p, video, cfg.pretrain_steps, cfg.episodes, cfg.workers, evaluate_it=False)
     rows = {
-        "from_scratch": _run("from_scratch", out / "from-scratch", p, few, cfg.finetune_steps, cfg.episodes, cfg.workers,
+        "from_scratch": train_and_evaluate("from_scratch", out / "from-scratch", p, few, cfg.finetune_steps, cfg.episodes, cfg.workers,
                              max_steps=cfg.max_steps),
-        "video_pretrained": _run("video_pretrained", out / "finetuned", p, few, cfg.finetune_steps, cfg.episodes,
+        "video_pretrained": train_and_evaluate("video_pretrained", out / "finetuned", p, few, cfg.finetune_steps, cfg.episodes,
                                  cfg.workers, init=Path(pre["checkpoint"]), max_steps=cfg.max_steps),
     }
     return {"recipe": "decoupled", "pretrain_tasks": cfg.pretrain_tasks.split(","),

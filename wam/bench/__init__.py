@@ -1,0 +1,1 @@
+"""Benchmarks: one file each (`wam bench recipes | latency | memory`), sharing only common.py."""

@@ -1,0 +1,1 @@
+"""The networks: our transformer, the Wan and Cosmos adapters, their shared latent side, folder loading."""
