@@ -90,6 +90,36 @@ def policy() -> dict:
     return {"actions": out.actions.flatten().tolist(), "frames": _summary(out.frames)}
 
 
+def closed_loop() -> dict:
+    """Executed actions and success flags of the fixed-seed tiny decoupled model in Meta-World, in closed loop
+    (frame history, chunk execution, the real simulator), synchronous and asynchronous."""
+    from wam.config import SamplerConfig
+    from wam.envs.metaworld import MetaWorldEnv
+    from wam.policy import WAMPolicy
+    from wam.runtime import AsyncChunkExecutor, ChunkExecutor
+    from wam.data.transforms import Normalizer
+
+    model = _model("decoupled")
+    cfg = model.cfg
+    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    pol = WAMPolicy(model, norm, {}, SamplerConfig(steps=3, execute=3))
+    env = MetaWorldEnv("drawer-close-v3", cfg.cameras, cfg.image_size)
+    out = {}
+    for name, runner in (("sync", ChunkExecutor(pol, 3)), ("async", AsyncChunkExecutor(pol, 2, 1, 1))):
+        runner.reset("push the drawer closed")
+        pol.generator.manual_seed(100_000)
+        obs = env.reset(100_000)
+        actions, fresh = [], []
+        for _ in range(14):
+            action, new = runner.act(obs)
+            actions.append(np.asarray(action, np.float64).tolist())
+            fresh.append(bool(new))
+            obs, _ = env.step(action)
+        out[name] = {"actions": actions, "fresh": fresh}
+    env.close()
+    return out
+
+
 def losses(data: Path) -> dict:
     """Per-step losses of `train` on the tiny preset and the tiny dataset, for a few recipes."""
     from wam.config import preset, with_recipe
@@ -107,7 +137,8 @@ def losses(data: Path) -> dict:
 
 
 def compute(data: Path) -> dict:
-    return {"torch": torch.__version__, "sampled": sampled(), "policy": policy(), "losses": losses(data)}
+    return {"torch": torch.__version__, "sampled": sampled(), "policy": policy(), "closed_loop": closed_loop(),
+            "losses": losses(data)}
 
 
 if __name__ == "__main__":

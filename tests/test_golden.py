@@ -36,6 +36,13 @@ def test_policy_output_matches_the_golden_values():
     _close(got["frames"], PINNED["policy"]["frames"], "policy frames")
 
 
+def test_closed_loop_actions_match_the_golden_values():
+    got = golden.closed_loop()
+    for name, want in PINNED["closed_loop"].items():
+        assert got[name]["fresh"] == want["fresh"], name
+        _close(got[name]["actions"], want["actions"], f"{name} closed-loop actions")
+
+
 def test_training_losses_match_the_golden_values(tiny_dataset):
     got = golden.losses(tiny_dataset)
     for name, rows in PINNED["losses"].items():
