@@ -75,8 +75,9 @@ def policy() -> dict:
     """What the WAM policy (normalisation, image conversion, sampler, unnormalisation) returns for one fixed
     observation of a fixed-seed tiny decoupled model."""
     from wam.config import SamplerConfig
-    from wam.policy import WAMPolicy
     from wam.data.transforms import Normalizer
+    from wam.policy import WAMPolicy
+    from wam.types import Observation
 
     model = _model("decoupled")
     cfg = model.cfg
@@ -85,8 +86,8 @@ def policy() -> dict:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (cfg.context_frames, cfg.views, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     state = rng.standard_normal(4).astype(np.float32)
-    pol.reset("push the drawer closed")
-    out = pol.infer({"images": images, "state": state})
+    out = pol.infer(Observation(images={c: images[:, i] for i, c in enumerate(cfg.cameras)}, state=state,
+                                prompt="push the drawer closed"))
     return {"actions": out.actions.flatten().tolist(), "frames": _summary(out.frames)}
 
 
@@ -94,27 +95,28 @@ def closed_loop() -> dict:
     """Executed actions and success flags of the fixed-seed tiny decoupled model in Meta-World, in closed loop
     (frame history, chunk execution, the real simulator), synchronous and asynchronous."""
     from wam.config import SamplerConfig
-    from wam.envs.metaworld import MetaWorldEnv
-    from wam.policy import WAMPolicy
-    from wam.runtime import AsyncChunkExecutor, ChunkExecutor
     from wam.data.transforms import Normalizer
+    from wam.envs import make_env
+    from wam.policy import WAMPolicy
+    from wam.runtime import AsyncChunkExecutor, ChunkExecutor, FrameHistory
 
     model = _model("decoupled")
     cfg = model.cfg
     norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     pol = WAMPolicy(model, norm, {}, SamplerConfig(steps=3, execute=3))
-    env = MetaWorldEnv("drawer-close-v3", cfg.cameras, cfg.image_size)
+    env = make_env("metaworld:drawer-close-v3", cfg.cameras, cfg.image_size)
     out = {}
     for name, runner in (("sync", ChunkExecutor(pol, 3)), ("async", AsyncChunkExecutor(pol, 2, 1, 1))):
-        runner.reset("push the drawer closed")
-        pol.generator.manual_seed(100_000)
-        obs = env.reset(100_000)
+        runner = FrameHistory(runner)
+        runner.reset(100_000)
+        obs = env.reset(100_000).replace(prompt="push the drawer closed")
         actions, fresh = [], []
         for _ in range(14):
-            action, new = runner.act(obs)
-            actions.append(np.asarray(action, np.float64).tolist())
-            fresh.append(bool(new))
-            obs, _ = env.step(action)
+            step = runner.infer(obs)
+            actions.append(np.asarray(step.actions[0], np.float64).tolist())
+            fresh.append(step.fresh)
+            obs, _ = env.step(step.actions[0])
+            obs = obs.replace(prompt="push the drawer closed")
         out[name] = {"actions": actions, "fresh": fresh}
     env.close()
     return out

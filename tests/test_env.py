@@ -26,14 +26,15 @@ def test_unknown_task_lists_the_valid_ones():
 def test_reset_step_and_seeded_variations():
     env = MetaWorldEnv("reach-v3", ("oblique", "top"), 32)
     a = env.reset(3)
-    assert a["images"].shape == (2, 32, 32, 3) and a["images"].dtype == np.uint8 and a["state"].shape == (4,)
+    assert set(a.images) == {"oblique", "top"} and a.state.shape == (4,) and a.prompt == instruction("reach-v3")
+    assert all(x.shape == (32, 32, 3) and x.dtype == np.uint8 for x in a.images.values())
     goal_a = env._env._target_pos.copy()
     env.reset(4)
     goal_b = env._env._target_pos.copy()
     env.reset(3)
     assert np.allclose(env._env._target_pos, goal_a) and not np.allclose(goal_a, goal_b)
     obs, success = env.step(np.zeros(4))
-    assert obs["images"].shape == (2, 32, 32, 3) and success in (True, False)
+    assert obs.images["top"].shape == (32, 32, 3) and success in (True, False)
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros(3))
     env.close()
@@ -48,3 +49,55 @@ def test_scripted_expert_solves_drawer_close():
             break
     env.close()
     assert success
+
+
+# ----------------------------------------------------------------------------- envs by name, one rollout loop
+def test_make_env_by_name_and_its_errors():
+    from wam.envs import make_env
+
+    env = make_env("metaworld:drawer-close-v3", ("top",), 32)
+    assert env.reset(0).prompt == instruction("drawer-close-v3")
+    env.close()
+    with pytest.raises(ValueError, match="expected KIND:TASK, e.g. metaworld:reach-v3"):
+        make_env("reach-v3", ("top",), 32)
+    with pytest.raises(ValueError, match="unknown env kind 'mujoco'.*registered kinds are: metaworld"):
+        make_env("mujoco:reach-v3", ("top",), 32)
+    with pytest.raises(ValueError, match="unknown Meta-World task 'reach'"):
+        make_env("metaworld:reach", ("top",), 32)
+
+
+class _Expert:
+    """Meta-World's scripted expert as a Policy (it reads the simulator's full state, as no policy may)."""
+
+    def __init__(self, env):
+        from wam.types import PolicyMetadata
+
+        self.env = env
+        self.metadata = PolicyMetadata(cameras=("top",), image_size=(32, 32), context_offsets=(0,), state_dim=4,
+                                       action_dim=4, action_horizon=1)
+        self.seeds = []
+
+    def reset(self, seed=None):
+        self.seeds.append(seed)
+
+    def infer(self, obs):
+        from wam.types import PolicyOutput
+
+        obs.check(self.metadata)
+        return PolicyOutput(actions=self.env.expert_action()[None], frames=None, timing={"infer_ms": 0.5})
+
+
+def test_rollout_runs_any_policy_until_success_and_records_as_a_wrapper():
+    from wam.envs import make_env
+    from wam.rollout import Recorder, rollout
+
+    env = make_env("metaworld:drawer-close-v3", ("top",), 32)
+    expert = _Expert(env)
+    recorder = Recorder(expert)
+    r = rollout(env, recorder, seed=0, max_steps=300)
+    assert r.success and 1 < r.steps < 300 and expert.seeds == [0]
+    assert len(r.infer_ms) == r.steps and r.infer_ms[0] == 0.5
+    assert recorder.video().shape == (r.steps, 32, 32, 3)
+    cut = rollout(env, expert, seed=0, max_steps=3)
+    assert not cut.success and cut.steps == 3
+    env.close()

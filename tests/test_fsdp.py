@@ -24,6 +24,7 @@ def losses(run: Path) -> list[float]:
 
 @pytest.mark.parametrize("kind", ["wan", "wam"])
 def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp_path):
+    pytest.importorskip("diffusers", reason="needs the pretrained extra: pip install 'wam[pretrained]'")
     from wam.checkpoint import load_model
 
     folder = save_tiny(tmp_path / "backbone", "wan")
@@ -81,6 +82,7 @@ def test_fsdp_refusals(tiny_dataset, tmp_path):
 
 def test_lora_checkpoints_leave_the_frozen_backbone_out(tiny_dataset, tmp_path):
     """A single-process LoRA run saves the adapters, the action stream and the EMA of those only."""
+    pytest.importorskip("diffusers", reason="needs the pretrained extra: pip install 'wam[pretrained]'")
     from wam.checkpoint import load_model
     from wam.train import train
 

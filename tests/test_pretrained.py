@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from wam import finetune, flow
+pytest.importorskip("diffusers", reason="the pretrained backbones need the extra: pip install 'wam[pretrained]'")
+
+from wam import finetune, flow  # noqa: E402
 from wam.models.folders import LayoutError
 from wam.models.folders import load as load_folder
 from wam.models.latent import FrameCodec
-from wam.testing import save_tiny
+from wam.testing import fake_observation, save_tiny
 from wam.backbone import build
 from wam.config import preset, with_backbone
 from wam.models.base import Context
@@ -181,18 +183,15 @@ def test_best_of_n_executes_the_chunk_with_the_highest_value(folders):
     model = build(_cfg("cosmos", folders["cosmos"]))
     cfg = model.cfg
     norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
-    obs = {"images": np.zeros((cfg.context_frames, cfg.views, cfg.image_size, cfg.image_size, 3), np.uint8),
-           "state": np.zeros(4, np.float32)}
     seen = []
     value_of = model.value_of
     model.value_of = lambda video: seen.append(value_of(video)) or seen[-1]  # record the candidates' values
     policy = WAMPolicy(model, norm, {}, SamplerConfig(steps=2, best_of=4, decode_frames=False), seed=0)
-    policy.reset("close the drawer")
+    obs = fake_observation(policy.metadata, prompt="close the drawer")
     out = policy.infer(obs)
     assert out.actions.shape == (cfg.action_horizon, cfg.action_dim) and out.frames is None
     assert seen[0].shape == (4,) and len(set(seen[0].tolist())) == 4  # four different candidates
     assert out.value == pytest.approx(seen[0].max().item())
     policy = WAMPolicy(build(_cfg("wan", folders["wan"])), norm, {}, SamplerConfig(best_of=2))
-    policy.reset("reach the goal")
     with pytest.raises(ValueError, match="predicts a value"):
         policy.infer(obs)

@@ -7,6 +7,7 @@ seeds from 0 up, and the checkpoint records the range it was trained on, so an o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -77,65 +78,81 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def compose_frame(real: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
-    """Real views (v, H, W, 3) side by side on top; each predicted future frame (f, v, s, s, 3) as a row below."""
-    top = np.concatenate(list(real), axis=1)
-    if predicted is None:
-        return top
-    H = real.shape[1]
-    rep = H // predicted.shape[2]
-    rows = [np.concatenate([np.kron(p, np.ones((rep, rep, 1), np.uint8)) for p in frame], axis=1) for frame in predicted]
-    return np.concatenate([top, *rows], axis=0)
+# ------------------------------------------------------------------------------ episodes in worker processes
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One evaluation episode, as sent to a worker process."""
+
+    env: str  # e.g. "metaworld:reach-v3" (envs.make_env)
+    task: str
+    seed: int
+    max_steps: int
+    prompt: str | None = None  # replaces the environment's instruction
+    video: str | None = None  # write the rollout video here
 
 
-# ------------------------------------------------------------------------------ one rollout
-_WORKER: dict = {}
+@dataclass(frozen=True)
+class EpisodeResult:
+    task: str
+    seed: int
+    success: bool
+    steps: int
+    ms: list[float]
+    video: str | None
 
 
-def _init_worker(checkpoint: str, sampler: SamplerConfig, threads: int, delay: int = 0, blend: int = 0) -> None:
-    import torch
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker process builds once: the policy from the checkpoint, the way chunks are executed."""
 
-    from wam.policy import WAMPolicy
-
-    if threads:
-        torch.set_num_threads(threads)
-    _WORKER["policy"] = WAMPolicy.from_checkpoint(checkpoint, sampler)
-    _WORKER["envs"] = {}
-    _WORKER["timing"] = (delay, blend)
+    checkpoint: str
+    sampler: SamplerConfig
+    threads: int = 0  # torch threads per worker (0: torch's default)
+    delay: int = 0
+    blend: int = 0
 
 
-def rollout(job: dict) -> dict:
-    """One episode; returns success, steps, latencies and (optionally) writes a video."""
-    from wam.envs.metaworld import MetaWorldEnv
-    from wam.runtime import AsyncChunkExecutor, ChunkExecutor
-    from wam.envs.tasks import instruction
-    from wam.video import write_mp4
+class Worker:
+    """A policy and the environments it has been evaluated in, kept for the life of the process."""
 
-    policy = _WORKER["policy"]
-    cfg = policy.cfg
-    task = job["task"]
-    env = _WORKER["envs"].get(task) or _WORKER["envs"].setdefault(task, MetaWorldEnv(task, cfg.cameras, cfg.image_size))
-    delay, blend = _WORKER["timing"]
-    runner = (AsyncChunkExecutor(policy, policy.sampler.execute, delay, blend) if delay or blend
-              else ChunkExecutor(policy, policy.sampler.execute))
-    runner.reset(job["instruction"] or instruction(task))
-    policy.generator.manual_seed(job["seed"])
-    obs = env.reset(job["seed"])
-    frames, ms, success, steps = [], [], False, 0
-    for steps in range(1, job["max_steps"] + 1):
-        action, fresh = runner.act(obs)
-        if fresh:
-            ms.append(runner.last.ms)
-        if job["video"]:
-            frames.append(compose_frame(obs["images"], runner.last.frames))
-        obs, success = env.step(action)
-        if success:
-            break
-    if job["video"]:
-        frames.append(compose_frame(obs["images"], runner.last.frames))
-        write_mp4(job["video"], np.stack(frames), fps=20)
-    return {"task": task, "seed": job["seed"], "success": bool(success), "steps": steps, "ms": ms,
-            "video": job["video"]}
+    def __init__(self, setup: WorkerSetup):
+        import torch
+
+        from wam.policy import WAMPolicy
+        from wam.runtime import closed_loop
+
+        if setup.threads:
+            torch.set_num_threads(setup.threads)
+        self.policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler)
+        self.runner = closed_loop(self.policy, self.policy.sampler.execute, setup.delay, setup.blend)
+        self.envs: dict = {}
+
+    def run(self, job: EpisodeJob) -> EpisodeResult:
+        from wam.envs import make_env
+        from wam.rollout import Recorder, rollout
+        from wam.video import write_mp4
+
+        meta = self.policy.metadata
+        if job.env not in self.envs:
+            self.envs[job.env] = make_env(job.env, meta.cameras, meta.image_size[0])
+        policy = Recorder(self.runner) if job.video else self.runner
+        r = rollout(self.envs[job.env], policy, job.seed, job.max_steps, prompt=job.prompt)
+        if job.video:
+            write_mp4(job.video, policy.video(), fps=20)
+        return EpisodeResult(task=job.task, seed=job.seed, success=r.success, steps=r.steps, ms=r.infer_ms,
+                             video=job.video)
+
+
+_worker: Worker | None = None  # one per process of the pool
+
+
+def _init_worker(setup: WorkerSetup) -> None:
+    global _worker
+    _worker = Worker(setup)
+
+
+def _run_job(job: EpisodeJob) -> EpisodeResult:
+    return _worker.run(job)
 
 
 # ------------------------------------------------------------------------------ the evaluation
@@ -162,26 +179,28 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     for task in tasks:
         for i in range(cfg.episodes):
             video = str(out / "videos" / f"{task}-{cfg.seed + i}.mp4") if cfg.videos < 0 or i < cfg.videos else None
-            jobs.append({"task": task, "seed": cfg.seed + i, "max_steps": cfg.max_steps,
-                         "instruction": cfg.instruction, "video": video})
+            jobs.append(EpisodeJob(env=f"metaworld:{task}", task=task, seed=cfg.seed + i, max_steps=cfg.max_steps,
+                                   prompt=cfg.instruction, video=video))
 
     workers = min(cfg.workers, len(jobs))
-    init = (str(cfg.checkpoint), sampler, 1 if workers > 1 else 0, cfg.delay, cfg.blend)  # one thread per worker
-    results = []
+    setup = WorkerSetup(checkpoint=str(cfg.checkpoint), sampler=sampler, threads=1 if workers > 1 else 0,
+                        delay=cfg.delay, blend=cfg.blend)  # one thread per worker
+    episodes: list[EpisodeResult] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     if workers > 1:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init) as pool:
-            for r in pool.imap(rollout, jobs):
-                results.append(r)
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(setup,)) as pool:
+            for r in pool.imap(_run_job, jobs):
+                episodes.append(r)
                 bar.update(1)
-                bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")
+                bar.set_postfix(success=f"{np.mean([x.success for x in episodes]):.2f}")
     else:
-        _init_worker(*init)
+        worker = Worker(setup)
         for job in jobs:
-            results.append(rollout(job))
+            episodes.append(worker.run(job))
             bar.update(1)
-            bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")
+            bar.set_postfix(success=f"{np.mean([x.success for x in episodes]):.2f}")
     bar.close()
+    results = [dataclasses.asdict(r) for r in episodes]
 
     per_task = {}
     for task in tasks:

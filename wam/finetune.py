@@ -30,7 +30,9 @@ def apply(model: nn.Module, mode: str, rank: int = 16, alpha: int | None = None,
     if mode == "frozen":
         backbone.requires_grad_(False)
     elif mode == "lora":
-        from peft import LoraConfig
+        from wam.extras import require
+
+        LoraConfig = require("peft", "--train.finetune lora").LoraConfig
 
         backbone.requires_grad_(False)
         backbone.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True,

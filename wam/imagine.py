@@ -89,20 +89,23 @@ class _Recorded:
 class _Simulated:
     """Meta-World executing the imagined policy's actions, open loop, to show where they really lead."""
 
-    def __init__(self, task: str, seed: int, cfg):
-        from wam.envs.metaworld import MetaWorldEnv
-        from wam.envs.tasks import instruction
+    def __init__(self, env_name: str, seed: int, cfg):
+        from wam.envs import make_env
 
-        self.env = MetaWorldEnv(task, cfg.cameras, cfg.image_size)
+        self.cameras = cfg.cameras
+        self.env = make_env(env_name, cfg.cameras, cfg.image_size)
         obs = self.env.reset(seed)
-        self.frames, self.states = [obs["images"]], [obs["state"]]
-        self.instruction = instruction(task)
+        self.frames, self.states = [self._views(obs)], [obs.state]
+        self.instruction = obs.prompt
+
+    def _views(self, obs) -> np.ndarray:
+        return np.stack([obs.images[c] for c in self.cameras])  # (v, H, W, 3)
 
     def execute(self, actions: np.ndarray) -> None:
         for a in actions:
             obs, _ = self.env.step(a)
-            self.frames.append(obs["images"])
-            self.states.append(obs["state"])
+            self.frames.append(self._views(obs))
+            self.states.append(obs.state)
 
     def frame(self, t: int) -> np.ndarray:
         return self.frames[min(t, len(self.frames) - 1)]
@@ -130,7 +133,7 @@ def imagine(cfg: ImagineConfig) -> dict:
     sampler = SamplerConfig(steps=saved.steps, execute=saved.execute,
                             video_steps=cfg.steps if cfg.steps else saved.video_steps)
     source = (_Recorded(Path(cfg.data), cfg.episode, m) if cfg.data is not None
-              else _Simulated(cfg.task or config["data"]["tasks"][0], cfg.seed, m))
+              else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
     text = torch.from_numpy(embed([source.instruction]))
     horizon = min(cfg.horizon, source.length - 1) if isinstance(source, _Recorded) else cfg.horizon
     chunk = m.future_offsets[-1]  # env steps covered by one prediction

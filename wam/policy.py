@@ -1,69 +1,47 @@
-"""Policies and the chunk executor.
+"""The World-Action Model as a policy.
 
-`Policy` is the small protocol every policy follows: `reset(instruction)` and `infer(obs)`. `infer` takes
-an observation whose images already stack the context frames the policy declares (`context_offsets`) and
-returns an action chunk and, for a World-Action Model, the predicted future frames: a first-class output.
-
-The closed-loop wrappers around any policy (synchronous and asynchronous chunk execution) are in runtime.py.
+`WAMPolicy` follows the `Policy` protocol (types.py): `metadata` declares what it reads and returns, `infer(obs)`
+takes one `Observation` (the context frames of every camera it reads, the state and the prompt) and returns the
+action chunk and the predicted future frames, a first-class output. The prompt's embedding is cached by its
+text. The closed-loop wrappers around any policy (frame history, synchronous and asynchronous chunk
+execution) are in runtime.py.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from wam import modes
 from wam.config import SamplerConfig
-from wam.models.base import Context
 from wam.data.transforms import images_from_model, images_to_model
+from wam.models.base import Context
+from wam.recipes import recipe
+from wam.types import Observation, PolicyMetadata, PolicyOutput
 
-
-@dataclass
-class PolicyOutput:
-    actions: np.ndarray  # (k, a) in the environment's units
-    frames: np.ndarray | None  # (f, v, s, s, 3) uint8 predicted future frames, or None
-    ms: float  # wall-clock milliseconds of this inference
-    value: float | None = None  # the predicted value of the executed chunk, for models that predict one
-
-
-@dataclass
-class Guide:
-    """Actions a new chunk should agree with (its first len(actions) steps), with a weight each in [0, 1]:
-    1 holds the action exactly (it is already being executed), less pulls it softly (runtime.py)."""
-
-    actions: np.ndarray  # (n, a) in the environment's units
-    weights: np.ndarray  # (n,)
-
-
-class Policy(Protocol):
-    context_offsets: tuple[int, ...]
-
-    def reset(self, instruction: str) -> None: ...
-    def infer(self, obs: dict[str, np.ndarray]) -> PolicyOutput: ...
-    # A policy that can inpaint its chunk also sets `accepts_guide = True` and takes infer(obs, guide=Guide).
+TEXT_CACHE = 256  # prompts whose embeddings a policy keeps
 
 
 class WAMPolicy:
-    """A trained World-Action Model as a policy. obs: images uint8 (c, v, H, W, 3), state float (4,)."""
+    """A trained World-Action Model as a policy (see the module docstring)."""
 
     def __init__(self, model, normalizer, config: dict, sampler: SamplerConfig | None = None, seed: int = 0):
         self.model, self.norm, self.config = model, normalizer, config
         self.cfg = model.cfg
         self.sampler = sampler or SamplerConfig(**config.get("sampler", {}))
-        self.context_offsets = self.cfg.context_offsets
         self.generator = torch.Generator().manual_seed(seed)
-        self._text: torch.Tensor | None = None
+        self._text: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.device = resolve_device(self.sampler.device)
         model.to(self.device).eval()
         if self.sampler.compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
             for block in model.blocks:
                 block.compile(dynamic=False, mode=mode)
+        self._metadata = self._declare()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0) -> "WAMPolicy":
@@ -72,24 +50,47 @@ class WAMPolicy:
         model, normalizer, config = load_model(Path(path))
         return cls(model, normalizer, config, sampler, seed)
 
-    def reset(self, instruction: str) -> None:
-        self._text = self.model.embed_text([instruction]).to(self.device)  # once per episode, not per chunk
+    # ------------------------------------------------------------------ the protocol
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self._metadata
 
-    accepts_guide = True
+    def _declare(self) -> PolicyMetadata:
+        cfg, data = self.cfg, self.config.get("data", {})
+        return PolicyMetadata(
+            cameras=tuple(cfg.cameras), image_size=(cfg.image_size, cfg.image_size),
+            context_offsets=tuple(cfg.context_offsets), state_dim=cfg.state_dim, action_dim=cfg.action_dim,
+            action_horizon=cfg.action_horizon, state_names=tuple(data.get("state_names") or ())[:cfg.state_dim],
+            action_names=tuple(data.get("action_names") or ()), fps=data.get("fps"), recipe=cfg.recipe,
+            modes=recipe(cfg.recipe).modes, future_offsets=tuple(cfg.future_offsets) if self._predicts_frames() else (),
+            future_size=cfg.future_size if self._predicts_frames() else None, accepts_guide=True)
+
+    def _predicts_frames(self) -> bool:
+        return bool(modes.video_steps(self.sampler, self.cfg.recipe))
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def embed(self, prompt: str) -> torch.Tensor:
+        """The prompt's text embedding (1, ...), computed once per distinct prompt."""
+        if prompt not in self._text:
+            self._text[prompt] = self.model.embed_text([prompt]).to(self.device)
+            if len(self._text) > TEXT_CACHE:
+                self._text.popitem(last=False)
+        self._text.move_to_end(prompt)
+        return self._text[prompt]
 
     @torch.inference_mode()
-    def infer(self, obs: dict[str, np.ndarray], guide: Guide | None = None) -> PolicyOutput:
-        if self._text is None:
-            raise RuntimeError("call reset(instruction) before infer()")
+    def infer(self, obs: Observation) -> PolicyOutput:
         cfg = self.cfg
-        images = np.asarray(obs["images"])
-        want = (cfg.context_frames, cfg.views, cfg.image_size, cfg.image_size, 3)
-        if images.shape != want:
-            raise ValueError(f"expected images of shape {want} (context frames, views, H, W, 3), got {images.shape}")
+        obs = obs.check(self._metadata)
+        text = self.embed(obs.prompt)
         start = time.perf_counter()
-        ctx = Context(images=images_to_model(torch.from_numpy(images))[None].to(self.device),
-                      state=self.norm.state(torch.as_tensor(obs["state"], dtype=torch.float32))[None].to(self.device),
-                      text=self._text)
+        frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
+        state = self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0)
+        ctx = Context(images=images_to_model(torch.from_numpy(frames_in))[None].to(self.device),  # (1, c, v, 3, H, W)
+                      state=state[None].to(self.device), text=text)
         if hasattr(self.model, "encode_frames"):  # a pretrained backbone: the context's VAE latents, once per chunk
             ctx.latents = self.model.encode_frames(ctx.images)
         n = self.sampler.best_of
@@ -98,6 +99,7 @@ class WAMPolicy:
                 raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
             ctx = ctx.apply(lambda x: x.expand(n, *x.shape[1:]))
         inpaint = None
+        guide = obs.guide
         if guide is not None and len(guide.actions):
             n = min(len(guide.actions), cfg.action_horizon)
             known = torch.zeros(1, cfg.action_horizon, cfg.action_dim)
@@ -113,12 +115,12 @@ class WAMPolicy:
             best = int(values.argmax())
             frames, actions, value = frames[best:best + 1], actions[best:best + 1], float(values[best])
         actions = self.norm.unactions(actions[0].float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
-        frames = frames[:1].float() if modes.video_steps(self.sampler, cfg.recipe) else None
+        frames = frames[:1].float() if self._predicts_frames() else None
         if frames is not None and hasattr(self.model, "decode_frames"):  # latents -> pixels, only when asked
             frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None
         frames = images_from_model(frames[0].cpu()) if frames is not None else None
         ms = (time.perf_counter() - start) * 1000
-        return PolicyOutput(actions=actions, frames=frames, ms=ms, value=value)
+        return PolicyOutput(actions=actions, frames=frames, value=value, timing={"infer_ms": ms})
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,71 +1,103 @@
-"""Closed-loop runtimes: wrappers around any `Policy` that turn action chunks into one action per control step.
+"""Closed-loop runtimes: `Policy` wrappers around any `Policy` (types.py), each itself a policy, so they stack
+and can be served (as openpi's ActionChunkBroker is a policy around a policy).
+
+`FrameHistory` takes one frame per camera per step and hands the policy inside the context frames its
+`context_offsets` ask for; before the episode has them, the first frame stands in (as in the training windows).
+It must see every step, so it goes outside a chunk executor: `FrameHistory(ChunkExecutor(policy, k))`
+(`closed_loop` builds that stack).
 
 `ChunkExecutor` is synchronous: when its queue runs out it calls `infer` (the robot waits) and executes the
-first `execute` actions of the chunk.
+first `execute` actions of the chunk, one per step.
 
 `AsyncChunkExecutor` infers the next chunk while the current one executes, as a real-time controller must.
 Time is counted in control steps. An inference started at step s reads the observation of step s and takes
 `delay` steps, so its chunk is switched in at s + delay, from its action `delay` on (the first `delay` actions
 were meant for steps the old chunk already covered). A new inference starts every `replan` steps. At the
 boundary the chunks are made to agree in the manner of real-time chunking (Black et al. 2025): for a policy
-that accepts a `guide` (inpainting), the new chunk is sampled with its first `delay` actions held to the ones
-being executed and the next `blend` softly pulled towards the old chunk; for any other policy the two chunks
-are cross-faded over `blend` steps. In simulation `delay` is a fixed number of steps (reproducible); on a
-robot it is the inference latency divided by the control period.
+that accepts a guide (inpainting, `metadata.accepts_guide`), the new chunk is sampled with its first `delay`
+actions held to the ones being executed and the next `blend` softly pulled towards the old chunk; for any
+other policy the two chunks are cross-faded over `blend` steps. In simulation `delay` is a fixed number of
+steps (reproducible); on a robot it is the inference latency divided by the control period.
+
+The chunk executors return one action per step (`actions` of shape (1, a)), the predicted frames of the chunk
+being executed, `fresh` when a new chunk was switched in at this step (with the inner policy's timing), and
+their own wall-clock time as `timing["step_ms"]`.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from wam.policy import Guide, Policy, PolicyOutput
+from wam.types import Guide, Observation, Policy, PolicyMetadata, PolicyOutput
 
 
-class _History:
-    """The frames a policy's `context_offsets` ask for; before the episode has them, the first frame stands
-    in (as in the training windows)."""
+class FrameHistory:
+    """Stacks the frames the wrapped policy's `context_offsets` ask for, from one frame per camera per step."""
 
-    def __init__(self, offsets: tuple[int, ...]):
-        self.offsets = offsets
-        self.frames: deque = deque(maxlen=1 - min(offsets))
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        inner = policy.metadata
+        self.offsets = inner.context_offsets
+        self._metadata = inner.replace(context_offsets=(0,))
+        self.frames: deque = deque(maxlen=1 - min(self.offsets))
 
-    def clear(self) -> None:
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self._metadata
+
+    def reset(self, seed: int | None = None) -> None:
         self.frames.clear()
+        self.policy.reset(seed)
 
-    def add(self, images: np.ndarray) -> None:
-        self.frames.append(images)
-
-    def context(self) -> np.ndarray:
+    def infer(self, obs: Observation) -> PolicyOutput:
+        obs = obs.check(self._metadata)
+        self.frames.append(obs.images)
         hist = list(self.frames)
-        return np.stack([hist[max(0, len(hist) - 1 + o)] for o in self.offsets])
+        picked = [hist[max(0, len(hist) - 1 + o)] for o in self.offsets]
+        stacked = {c: np.stack([frame[c] for frame in picked]) for c in self._metadata.cameras}
+        if len(self.offsets) == 1:
+            stacked = {c: x[0] for c, x in stacked.items()}
+        return self.policy.infer(obs.replace(images=stacked))
+
+
+def _step_output(chunk: PolicyOutput, action: np.ndarray, fresh: bool, start: float) -> PolicyOutput:
+    timing = dict(chunk.timing) if fresh else {}
+    timing["step_ms"] = (time.perf_counter() - start) * 1000
+    return PolicyOutput(actions=np.asarray(action, np.float32)[None], frames=chunk.frames, value=chunk.value,
+                        timing=timing, fresh=fresh)
 
 
 class ChunkExecutor:
     """Runs any policy in closed loop: re-plans every `execute` steps, open loop in between."""
 
     def __init__(self, policy: Policy, execute: int):
+        if execute < 1:
+            raise ValueError(f"execute must be >= 1, got {execute}")
         self.policy, self.execute = policy, execute
-        self.history = _History(policy.context_offsets)
+        self._metadata = policy.metadata.replace(action_horizon=1, accepts_guide=False)
         self.queue: deque = deque()
         self.last: PolicyOutput | None = None
 
-    def reset(self, instruction: str) -> None:
-        self.policy.reset(instruction)
-        self.history.clear()
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self._metadata
+
+    def reset(self, seed: int | None = None) -> None:
+        self.policy.reset(seed)
         self.queue.clear()
         self.last = None
 
-    def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, bool]:
-        """The next action, and whether a new chunk was inferred for it."""
-        self.history.add(obs["images"])
+    def infer(self, obs: Observation) -> PolicyOutput:
+        start = time.perf_counter()
         fresh = not self.queue
         if fresh:
-            self.last = self.policy.infer({"images": self.history.context(), "state": obs["state"]})
+            self.last = self.policy.infer(obs)
             self.queue.extend(self.last.actions[: self.execute])
-        return self.queue.popleft(), fresh
+        return _step_output(self.last, self.queue.popleft(), fresh, start)
 
 
 @dataclass
@@ -84,25 +116,27 @@ class AsyncChunkExecutor:
         if delay > replan:
             raise ValueError(f"delay ({delay}) must not exceed replan ({replan}): one inference runs at a time")
         self.policy, self.replan, self.delay, self.blend = policy, replan, delay, blend
-        self.guided = bool(getattr(policy, "accepts_guide", False))
-        self.history = _History(policy.context_offsets)
+        self.guided = policy.metadata.accepts_guide
+        self._metadata = policy.metadata.replace(action_horizon=1, accepts_guide=False)
         self.reset_state()
 
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self._metadata
+
     def reset_state(self) -> None:
-        self.history.clear()
         self.step = 0
         self.current: _Chunk | None = None
         self.pending: _Chunk | None = None
         self.previous: _Chunk | None = None  # the chunk being cross-faded out
         self.switched_at = -1
         self.next_switch = 0
-        self.last: PolicyOutput | None = None
 
-    def reset(self, instruction: str) -> None:
-        self.policy.reset(instruction)
+    def reset(self, seed: int | None = None) -> None:
+        self.policy.reset(seed)
         self.reset_state()
 
-    def _infer(self, obs: dict[str, np.ndarray]) -> _Chunk:
+    def _infer(self, obs: Observation) -> _Chunk:
         s = self.step
         guide = None
         if self.guided and self.current is not None:
@@ -113,8 +147,7 @@ class AsyncChunkExecutor:
                 weights = np.array([1.0 if j < self.delay else 1 - (j - self.delay + 1) / (self.blend + 1)
                                     for j in range(n)], np.float32)[ok]
                 guide = Guide(actions=self.current.actions[idx[ok]], weights=weights)
-        ctx = {"images": self.history.context(), "state": obs["state"]}
-        out = self.policy.infer(ctx, guide=guide) if guide is not None else self.policy.infer(ctx)
+        out = self.policy.infer(obs.replace(guide=guide))
         if len(out.actions) < self.replan + self.delay:
             raise ValueError(f"the policy returned {len(out.actions)} actions; replan + delay = "
                              f"{self.replan + self.delay} are needed to cover the steps until the next chunk arrives")
@@ -124,17 +157,16 @@ class AsyncChunkExecutor:
         self.previous, self.current, self.pending = self.current, self.pending, None
         self.switched_at = self.step
         self.next_switch += self.replan
-        self.last = self.current.output
 
-    def act(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, bool]:
-        """The action for this control step, and whether a new chunk was switched in at it.
+    def infer(self, obs: Observation) -> PolicyOutput:
+        """The action for this control step; `fresh` when a new chunk was switched in at it.
 
         Chunks are switched in every `replan` steps; the inference for the switch at step T starts at T - delay."""
-        self.history.add(obs["images"])
+        start = time.perf_counter()
         s, before = self.step, self.switched_at
         if self.current is None:  # episode start: nothing to execute yet, the robot waits for the first chunk
             self.current = self._infer(obs)
-            self.switched_at, self.next_switch, self.last = s, s + self.replan, self.current.output
+            self.switched_at, self.next_switch = s, s + self.replan
         elif self.pending is not None and s == self.next_switch:
             self._switch()
         if self.pending is None and s == self.next_switch - self.delay:
@@ -149,4 +181,11 @@ class AsyncChunkExecutor:
                 w = (j + 1) / (self.blend + 1)
                 action = (1 - w) * self.previous.actions[i] + w * action
         self.step += 1
-        return action, self.switched_at != before
+        return _step_output(self.current.output, action, self.switched_at != before, start)
+
+
+def closed_loop(policy: Policy, execute: int, delay: int = 0, blend: int = 0) -> Policy:
+    """One action per control step from one frame per camera per step: the frame history outside, then
+    synchronous chunk execution (delay = blend = 0) or asynchronous execution with real-time chunking."""
+    runner = (AsyncChunkExecutor(policy, execute, delay, blend) if delay or blend else ChunkExecutor(policy, execute))
+    return FrameHistory(runner)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wam.config import ModelConfig
 from wam.data.windows import Batch
 from wam.models.base import Context
 from wam.models.folders import KINDS
+from wam.types import Observation, PolicyMetadata
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
@@ -25,6 +27,14 @@ def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
                  action_mask=torch.ones(b, cfg.action_horizon), has_actions=torch.ones(b, dtype=torch.bool))
 
 
+def fake_observation(spec: PolicyMetadata, seed: int = 0, prompt: str = "close the drawer") -> Observation:
+    """A random observation with exactly the keys, dtypes and shapes a policy declares."""
+    rng = np.random.default_rng(seed)
+    images = {c: rng.integers(0, 256, spec.image_shape(), dtype=np.uint8) for c in spec.cameras}
+    state = rng.standard_normal(spec.state_dim).astype(np.float32) if spec.state_dim else None
+    return Observation(images=images, state=state, prompt=prompt)
+
+
 TINY_WORDS = ("press the button from top close drawer reach goal to a put on open push pick place "
               "with gripper red green blue").split()
 
@@ -32,8 +42,11 @@ TINY_WORDS = ("press the button from top close drawer reach goal to a put on ope
 def save_tiny(root: str | Path, kind: str, seed: int = 0, vae: str = "2.1") -> Path:
     """A diffusers folder of `kind` with tiny random configs of the real classes (for tests and dry runs).
     vae "2.2": the Wan 2.2 VAE's structure (residual, 2x2 pixel patchify first: 16x smaller frames)."""
-    import diffusers
     import transformers
+
+    from wam.extras import require
+
+    diffusers = require("diffusers", "save_tiny")
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     root = Path(root)

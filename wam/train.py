@@ -169,6 +169,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     counts = finetune.trainable(model)
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
                   "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
+                           "state_names": demos.info["features"]["observation.state"].get("names"),
+                           "action_names": demos.info["features"]["action"].get("names"),
                            "instructions": demos.instructions, "tasks": sorted(set(demos.env_tasks)),
                            "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
                            "action_free_episodes": int((~demos.has_actions).sum()),

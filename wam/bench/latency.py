@@ -33,6 +33,7 @@ import numpy as np
 
 from wam.bench.common import SIZES
 from wam.config import SamplerConfig, preset, to_dict, with_recipe
+from wam.types import Observation
 
 
 @dataclass(frozen=True)
@@ -92,36 +93,40 @@ def time_policy(checkpoint: Path, sampler: SamplerConfig, calls: int, warmup: in
     import torch
 
     from wam.checkpoint import read_config
-    from wam.envs.metaworld import MetaWorldEnv
+    from wam.envs import make_env
     from wam.policy import WAMPolicy
-    from wam.envs.tasks import instruction
 
     torch.set_num_threads(threads)
     policy = WAMPolicy.from_checkpoint(checkpoint, sampler)
     cfg = policy.cfg
-    task = read_config(checkpoint)["data"]["tasks"][0]
-    env = MetaWorldEnv(task, cfg.cameras, cfg.image_size)
-    obs = env.reset(100_000)
+    env = make_env(f"metaworld:{read_config(checkpoint)['data']['tasks'][0]}", cfg.cameras, cfg.image_size)
+    obs = _context(env.reset(100_000), cfg.context_frames)  # the first frame stands in for the history
     env.close()
-    policy.reset(instruction(task))
-    frames = np.stack([obs["images"]] * cfg.context_frames)
     for _ in range(warmup):
-        policy.infer({"images": frames, "state": obs["state"]})
+        policy.infer(obs)
     ms = []
     for _ in range(calls):
         start = time.perf_counter()
-        policy.infer({"images": frames, "state": obs["state"]})
+        policy.infer(obs)
         ms.append((time.perf_counter() - start) * 1000)
     return ms
+
+
+def _context(obs: Observation, frames: int) -> Observation:
+    """The observation with its current frame repeated as every context frame."""
+    if frames == 1:
+        return obs
+    return obs.replace(images={c: np.stack([x] * frames) for c, x in obs.images.items()})
 
 
 def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tuple[list[float], int]:
     """Milliseconds of policy.infer on a random-weight model of `size` set up for `path`; and its parameters."""
     import torch
 
+    from wam.data.transforms import Normalizer
     from wam.models.transformer import WAMTransformer, count_parameters
     from wam.policy import WAMPolicy
-    from wam.data.transforms import Normalizer
+    from wam.testing import fake_observation
 
     torch.set_num_threads(cfg.threads)
     p = preset("default")
@@ -138,14 +143,10 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
     identity = Normalizer(np.zeros(model_cfg.state_dim), np.ones(model_cfg.state_dim), -np.ones(model_cfg.action_dim),
                           np.ones(model_cfg.action_dim))
     policy = WAMPolicy(model, identity, {}, sampler)
-    policy.reset("press the button from the top")
-    rng = np.random.default_rng(0)
-    obs = {"images": rng.integers(0, 256, (model_cfg.context_frames, model_cfg.views, model_cfg.image_size,
-                                           model_cfg.image_size, 3), dtype=np.uint8),
-           "state": rng.standard_normal(model_cfg.state_dim).astype(np.float32)}
+    obs = fake_observation(policy.metadata, prompt="press the button from the top")
     for _ in range(cfg.warmup):
         policy.infer(obs)
-    ms = [policy.infer(obs).ms for _ in range(cfg.calls)]
+    ms = [policy.infer(obs).infer_ms for _ in range(cfg.calls)]
     return ms, count_parameters(model)
 
 

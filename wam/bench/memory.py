@@ -84,7 +84,9 @@ class MemoryBenchConfig:
 
 def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
     """Parameter counts and saved-activation bytes of one training step, on fake tensors."""
-    import diffusers
+    from wam.extras import require
+
+    diffusers = require("diffusers", "wam bench memory")
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.multiprocessing.reductions import StorageWeakRef
 

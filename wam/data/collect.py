@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wam.data.dataset import DatasetWriter, Episode
+from wam.envs import make_env
 from wam.envs.metaworld import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
 
@@ -66,13 +67,13 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
                    action_noise: float, max_steps: int, random_start: int = 0) -> Episode | None:
     """Roll out the scripted expert on variation `seed`; None if it did not succeed."""
     key = (task, cameras, image_size)
-    env = _ENVS.get(key) or _ENVS.setdefault(key, MetaWorldEnv(task, cameras, image_size))
+    env = _ENVS.get(key) or _ENVS.setdefault(key, make_env(f"metaworld:{task}", cameras, image_size))
     rng = np.random.default_rng([seed, 7])
     obs = env.reset(seed)
     if random_start:  # steer the hand to a random point near its start before recording
-        target = obs["state"][:3] + rng.uniform(START_LOW, START_HIGH)
+        target = obs.state[:3] + rng.uniform(START_LOW, START_HIGH)
         for _ in range(random_start):
-            move = np.clip(10.0 * (target - obs["state"][:3]), -1, 1)
+            move = np.clip(10.0 * (target - obs.state[:3]), -1, 1)
             obs, success = env.step(np.append(move, -1.0).astype(np.float32))
             if success:  # solved by chance: not a demonstration
                 return None
@@ -82,8 +83,8 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
         executed = action.copy()
         if action_noise > 0:
             executed[:3] += rng.normal(0.0, action_noise, 3)
-        images.append(obs["images"])
-        states.append(obs["state"])
+        images.append(np.stack([obs.images[c] for c in cameras]))
+        states.append(obs.state)
         actions.append(np.clip(action, -1, 1))
         obs, success = env.step(executed)
         successes.append(success)

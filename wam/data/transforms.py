@@ -28,7 +28,9 @@ class Normalizer:
         return cls(s["mean"], s["std"], a["min"], a["max"])
 
     def state(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.state_mean) / self.state_std
+        """The first x.shape[-1] state entries, normalised (a model may read fewer than the data holds)."""
+        d = x.shape[-1]
+        return (x - self.state_mean[:d]) / self.state_std[:d]
 
     def actions(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * (x - self.action_min) / (self.action_max - self.action_min) - 1

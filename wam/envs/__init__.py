@@ -1,1 +1,47 @@
-"""Environments: the Env protocol and Meta-World v3 with its tasks."""
+"""Environments by name: `make_env("metaworld:reach-v3", cameras, image_size)`.
+
+A name is KIND:TASK. Each kind is a factory registered with `register_env`, imported only when used (Meta-World
+and MuJoCo load only for a `metaworld:` env). Every env follows `wam.types.Env`. Room is left for other kinds
+(a dataset replay, an imagined env inside a world model) as one `register_env` call each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from wam.types import Env
+
+EnvFactory = Callable[[str, tuple[str, ...], int], Env]
+"""(task, cameras, image_size) -> Env"""
+
+ENVS: dict[str, EnvFactory] = {}
+
+
+def register_env(kind: str, factory: EnvFactory) -> None:
+    if ":" in kind or not kind:
+        raise ValueError(f"an env kind is a non-empty name without ':', got {kind!r}")
+    ENVS[kind] = factory
+
+
+def parse_env_name(name: str) -> tuple[str, str]:
+    """'KIND:TASK' -> (kind, task), with an error naming the registered kinds."""
+    kind, sep, task = str(name).partition(":")
+    if not sep or not kind or not task:
+        raise ValueError(f"env name {name!r}: expected KIND:TASK, e.g. metaworld:reach-v3 (kinds: {', '.join(ENVS)})")
+    if kind not in ENVS:
+        raise ValueError(f"unknown env kind {kind!r} in {name!r}; registered kinds are: {', '.join(ENVS)}")
+    return kind, task
+
+
+def make_env(name: str, cameras: tuple[str, ...], image_size: int) -> Env:
+    kind, task = parse_env_name(name)
+    return ENVS[kind](task, tuple(cameras), image_size)
+
+
+def _metaworld(task: str, cameras: tuple[str, ...], image_size: int) -> Env:
+    from wam.envs.metaworld import MetaWorldEnv
+
+    return MetaWorldEnv(task, cameras, image_size)
+
+
+register_env("metaworld", _metaworld)

@@ -1,8 +1,9 @@
 """Meta-World v3 as a `wam` environment: fast offscreen rendering, seeded task variations, scripted experts.
 
-An observation is a dict: `images` uint8 (v, H, W, 3) from the configured cameras and `state` float32 (4,)
-(hand xyz and gripper opening, `obs[:4]`). The scripted expert sees Meta-World's full state vector; the
-policy never does.
+An observation is a `wam.types.Observation`: `images` uint8 (H, W, 3) by camera name, `state` float32 (4,)
+(hand xyz and gripper opening, `obs[:4]`) and the task's written instruction as `prompt`. The scripted expert
+sees Meta-World's full state vector; the policy never does. `make_env("metaworld:TASK", ...)` (envs/__init__.py)
+builds one by name.
 
 Variations: `reset(seed)` seeds Meta-World's own sampler (`seeded_rand_vec`), so a seed names one
 object/goal placement, reproducibly, with Meta-World's own rejection rules. Demonstrations and evaluation
@@ -17,6 +18,8 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
+
+from wam.types import Observation
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -83,9 +86,10 @@ class MetaWorldEnv:
         import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-        from wam.envs.tasks import check_task
+        from wam.envs.tasks import check_task, instruction
 
         self.task = check_task(task)
+        self.instruction = instruction(task)
         self.cameras = check_cameras(tuple(cameras))
         self.image_size = image_size
         env = ALL_V3_ENVIRONMENTS[task]()
@@ -121,12 +125,12 @@ class MetaWorldEnv:
                 self._cams.append(name)
 
     # ---------------------------------------------------------------- protocol
-    def reset(self, seed: int) -> dict[str, np.ndarray]:
+    def reset(self, seed: int) -> Observation:
         self._env.seed(int(seed))
         self._raw, _ = self._env.reset()
         return self._observe()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], bool]:
+    def step(self, action: np.ndarray) -> tuple[Observation, bool]:
         if self._raw is None:
             raise RuntimeError("call reset(seed) before step()")
         action = np.asarray(action, dtype=np.float32).reshape(-1)
@@ -151,12 +155,13 @@ class MetaWorldEnv:
             self._expert = ENV_POLICY_MAP[self.task]()
         return np.asarray(self._expert.get_action(self._raw), dtype=np.float32)
 
-    def render(self) -> np.ndarray:
-        frames = []
-        for cam in self._cams:
+    def render(self) -> dict[str, np.ndarray]:
+        """camera -> (H, W, 3) uint8"""
+        frames = {}
+        for name, cam in zip(self.cameras, self._cams):
             self._renderer.update_scene(self._env.data, camera=cam)
-            frames.append(self._renderer.render())
-        return np.stack(frames)  # (v, H, W, 3)
+            frames[name] = self._renderer.render()
+        return frames
 
-    def _observe(self) -> dict[str, np.ndarray]:
-        return {"images": self.render(), "state": self._raw[:STATE_DIM].astype(np.float32)}
+    def _observe(self) -> Observation:
+        return Observation(images=self.render(), state=self._raw[:STATE_DIM].astype(np.float32), prompt=self.instruction)

@@ -83,8 +83,11 @@ class Components:
 def load(root: str | Path, kind: str, parts: tuple[str, ...] = ("transformer", "vae", "text_encoder", "tokenizer"),
          dtype: torch.dtype = torch.float32) -> Components:
     """The pretrained components of a diffusers folder, through the libraries' own from_pretrained."""
-    import diffusers
     import transformers
+
+    from wam.extras import require
+
+    diffusers = require("diffusers", f"a pretrained {kind!r} backbone")
 
     check_layout(root, kind, parts)
     root = str(root)
