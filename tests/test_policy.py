@@ -2,6 +2,8 @@
 frame history and chunk execution as policies around a policy (with a stub that records what it was asked),
 and the WAM policy itself."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -238,7 +240,7 @@ def test_wam_policy_declares_its_inputs_and_checks_them():
     assert meta.context_offsets == cfg.context_offsets and meta.state_dim == 4 and meta.fps == 80
     assert meta.action_horizon == cfg.action_horizon and meta.future_offsets == cfg.future_offsets
     assert meta.recipe == "decoupled" and "world_model" in meta.modes and meta.accepts_guide
-    assert meta.to_dict()["cameras"] == list(cfg.cameras)
+    assert json.loads(json.dumps(meta.to_dict()))["cameras"] == list(cfg.cameras)  # JSON-ready
     with pytest.raises(ObservationError, match=r"observation/state: expected float32 \(4,\) \(hand_x, hand_y"):
         policy.infer(obs.replace(state=np.zeros(7, np.float32)))  # was a raw torch size error
     single = obs.replace(images={c: x[-1] for c, x in obs.images.items()})
