@@ -101,3 +101,29 @@ def test_rollout_runs_any_policy_until_success_and_records_as_a_wrapper():
     cut = rollout(env, expert, seed=0, max_steps=3)
     assert not cut.success and cut.steps == 3
     env.close()
+
+
+def test_benchmark_names_are_metaworlds_own_task_sets():
+    import metaworld.env_dict as mw
+
+    from wam.envs.tasks import BENCHMARKS
+
+    assert set(BENCHMARKS["MT10"]) == set(mw.MT10_V3) and set(BENCHMARKS["MT50"]) == set(mw.MT50_V3)
+    for n in ("ML10", "ML45"):
+        for split in ("train", "test"):
+            assert set(BENCHMARKS[f"{n}-{split}"]) == set(getattr(mw, f"{n}_V3")[split]), (n, split)
+    assert parse_tasks("MT10") == BENCHMARKS["MT10"] and len(parse_tasks("MT50")) == 50
+    assert parse_tasks("reach-v3,ML10-test")[0] == "reach-v3" and len(parse_tasks("ML10-test,drawer-open-v3")) == 5
+    with pytest.raises(ValueError, match="pass ML45-train or ML45-test"):
+        parse_tasks("ML45")
+    with pytest.raises(ValueError, match="or a benchmark: MT10, MT50, ML10-train"):
+        parse_tasks("MT11")
+
+
+def test_collect_help_lists_the_benchmarks(capsys):
+    from wam.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["collect", "--help"])
+    out = capsys.readouterr().out
+    assert "MT10" in out and "ML45-test" in out

@@ -29,7 +29,8 @@ class CollectConfig:
     out: Path = Path("runs/data/metaworld")
     """Dataset folder to create (LeRobotDataset v3.0 layout)."""
     tasks: str = DEFAULT_TASKS
-    """Comma-separated Meta-World v3 task names."""
+    """Comma-separated Meta-World v3 task names, or benchmarks: MT10, MT50, ML10-train, ML10-test, ML45-train,
+    ML45-test (see wam/envs/tasks.py)."""
     episodes: int = 50
     """Successful expert episodes per task."""
     cameras: tuple[str, ...] = ("oblique", "top")

@@ -59,11 +59,26 @@ INSTRUCTIONS: dict[str, str] = {
 
 TASKS: tuple[str, ...] = tuple(INSTRUCTIONS)
 
+_ML10_TRAIN = ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3", "button-press-topdown-v3",
+               "peg-insert-side-v3", "window-open-v3", "sweep-v3", "basketball-v3")
+_ML45_TEST = ("bin-picking-v3", "box-close-v3", "hand-insert-v3", "door-lock-v3", "door-unlock-v3")
+BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "MT10": ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
+             "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3"),
+    "MT50": TASKS,
+    "ML10-train": _ML10_TRAIN,
+    "ML10-test": ("drawer-open-v3", "door-close-v3", "shelf-place-v3", "sweep-into-v3", "lever-pull-v3"),
+    "ML45-train": tuple(t for t in TASKS if t not in _ML45_TEST),
+    "ML45-test": _ML45_TEST,
+}
+"""Meta-World's own task sets (metaworld.env_dict's MT10_V3, MT50_V3, ML10_V3 and ML45_V3; checked by the tests)."""
+
 
 def check_task(name: str) -> str:
     if name not in INSTRUCTIONS:
         valid = ", ".join(TASKS)
-        raise ValueError(f"unknown Meta-World task {name!r}; valid tasks are: {valid}")
+        raise ValueError(f"unknown Meta-World task {name!r}; valid tasks are: {valid}; or a benchmark: "
+                         f"{', '.join(BENCHMARKS)}")
     return name
 
 
@@ -72,9 +87,19 @@ def instruction(name: str) -> str:
 
 
 def parse_tasks(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """'a,b' or a sequence -> a tuple of validated task names (order kept, duplicates removed)."""
+    """'a,b' or a sequence -> a tuple of validated task names (order kept, duplicates removed). An entry may be
+    one of Meta-World's benchmark names (MT10, MT50, ML10-train, ML10-test, ML45-train, ML45-test): its tasks."""
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     names = [n for n in names if n]
     if not names:
-        raise ValueError("no task given; pass one or more Meta-World task names, e.g. reach-v3,drawer-close-v3")
-    return tuple(dict.fromkeys(check_task(n) for n in names))
+        raise ValueError("no task given; pass one or more Meta-World task names, e.g. reach-v3,drawer-close-v3, "
+                         f"or a benchmark: {', '.join(BENCHMARKS)}")
+    tasks = []
+    for n in names:
+        if n in BENCHMARKS:
+            tasks.extend(BENCHMARKS[n])
+        elif n.upper() in ("ML10", "ML45"):
+            raise ValueError(f"{n!r} has a train and a test set: pass {n.upper()}-train or {n.upper()}-test")
+        else:
+            tasks.append(check_task(n))
+    return tuple(dict.fromkeys(tasks))
