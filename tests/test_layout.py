@@ -80,3 +80,10 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(wam.extras.EXTRAS, "wam_no_such_module", "pretrained")
     with pytest.raises(ModuleNotFoundError, match=r"a pretrained backbone needs wam_no_such_module.*pip install 'wam\[pretrained\]'"):
         wam.extras.require("wam_no_such_module", "a pretrained backbone")
+
+
+def test_machine_speed_is_one_positive_number():
+    from wam.machine import describe, matmul_gflops
+
+    assert 0.01 < matmul_gflops(size=64, seconds=0.05) < 1e6
+    assert "GFLOP/s (fp32 matmul" in describe()

@@ -6,6 +6,8 @@ import json
 import time
 from dataclasses import replace
 
+import torch
+
 from wam.data.collect import DEFAULT_TASKS, CollectConfig, collect
 from wam.config import preset
 from wam.evaluate import EvalConfig, evaluate, print_table
@@ -22,6 +24,11 @@ def demo(cfg) -> str:
         print(f"\n[{i}/{len(stages)}] {what}", flush=True)
         return time.perf_counter()
 
+    from wam.machine import matmul_gflops
+
+    threads = torch.get_num_threads()
+    speed = matmul_gflops()
+    print(f"machine: {speed:.0f} GFLOP/s (fp32 matmul on {threads} threads; compare with the README's timing table)")
     t = stage(1, f"collecting {p.collect_episodes} scripted demonstrations per task of {DEFAULT_TASKS}")
     data = out / "data"
     if (data / "meta/info.json").exists():
@@ -41,10 +48,15 @@ def demo(cfg) -> str:
     summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, out=out / "eval", workers=cfg.workers))
     times["eval_s"] = time.perf_counter() - t
     times["total_s"] = sum(times.values())
-    (out / "eval" / "timing.json").write_text(json.dumps(times, indent=2))
+    rows = [json.loads(r) for r in (out / "train" / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r]
+    sps = sum(rates) / len(rates) if rates else float("nan")
+    (out / "eval" / "timing.json").write_text(json.dumps({**times, "train_samples_per_s": sps,
+                                                          "machine_gflops": speed, "threads": threads}, indent=2))
 
     print_table(summary)
-    print(f"\nstage times: " + ", ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in times.items()))
+    print("\nstage times: " + ", ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in times.items()))
+    print(f"training throughput: {sps:.0f} samples/s; machine: {speed:.0f} GFLOP/s fp32 matmul on {threads} threads")
     report = out / "eval" / "report.html"
     print(f"checkpoint: {ckpt}\nreport: {report}")
     return str(report)
