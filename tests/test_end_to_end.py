@@ -106,6 +106,7 @@ def test_evaluate_from_checkpoint_in_the_simulator(tiny_dataset, tmp_path):
 
 def test_cli_collect_train_eval(tmp_path, capsys):
     from wam.cli import main
+    from wam.config import SamplerConfig
 
     data, run = tmp_path / "data", tmp_path / "run"
     main(["collect", "--tasks", "drawer-close-v3", "--episodes", "1", "--image-size", "32", "--workers", "1",
@@ -117,7 +118,8 @@ def test_cli_collect_train_eval(tmp_path, capsys):
     main(["train", "--preset", "tiny", "--recipe", "flash", "--train.data", str(data), "--train.out", str(tmp_path / "flash"),
           "--train.steps", "1", "--sampler.steps", "3"])
     saved = json.loads((tmp_path / "flash/last/config.json").read_text())
-    assert saved["model"]["recipe"] == "flash" and saved["sampler"]["steps"] == 3 and saved["sampler"]["video_steps"] == 1
+    assert saved["model"]["recipe"] == "flash" and saved["sampler"]["steps"] == 3 and saved["sampler"]["video_steps"] is None
+    assert SamplerConfig(**saved["sampler"]).resolve("flash").video_steps == 1  # the recipe's default, resolved
     with pytest.raises(ValueError, match="valid recipes are: joint, decoupled"):
         main(["train", "--preset", "tiny", "--recipe", "magic"])
     with pytest.raises(SystemExit) as exit_:  # the CLI prints the config error and exits with 2

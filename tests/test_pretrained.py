@@ -14,7 +14,7 @@ from wam.models.folders import LayoutError
 from wam.models.folders import load as load_folder
 from wam.models.latent import FrameCodec
 from wam.testing import save_tiny
-from wam.backbone import build
+from wam.backbones import build
 from wam.config import preset, with_backbone
 from wam.models.base import Context
 
@@ -62,7 +62,7 @@ def test_bad_folders_are_refused_with_the_file_named(folders, tmp_path):
     (wrong / "transformer/config.json").write_text(json.dumps({**config, "ffn_dim": 64}))
     with pytest.raises(LayoutError, match="do not load into WanTransformer3DModel"):
         load_folder(wrong, "wan")
-    with pytest.raises(ValueError, match="needs --backbone-path"):
+    with pytest.raises(ValueError, match="wan needs --model.backbone-path/--backbone-path DIR"):
         dataclasses.replace(preset("tiny").model, backbone="wan")
     # the Wan 2.2 VAE makes frames 16x smaller, and the transformer reads 2x2 patches of them
     with pytest.raises(ValueError, match="image_size must be a multiple of 32, got 48"):

@@ -124,7 +124,7 @@ def read_config(path: Path) -> dict:
 def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     """(EMA model in eval mode, normalizer, config dict) from a checkpoint folder."""
     from wam import finetune
-    from wam.backbone import build
+    from wam.backbones import build
     from wam.data.transforms import Normalizer
 
     config = read_config(path)
@@ -150,7 +150,7 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: dict[str, torch.Te
     is FSDP-sharded and every rank calls this."""
     path = Path(path)
     config = read_config(path)
-    saved = model_from_dict(config["model"])
+    saved, model_cfg = model_from_dict(config["model"]), model_cfg.resolved()
     if saved != model_cfg:
         diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"] if getattr(saved, k) != getattr(model_cfg, k)}
         raise ValueError(f"checkpoint {path} was trained with a different model config (saved, requested): {diff}")
@@ -205,7 +205,7 @@ def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> lis
     new model lacks (the frame stream, for an action-only model) are dropped and returned by name."""
     path = Path(path)
     config = read_config(path)
-    saved = model_from_dict(config["model"])
+    saved, model_cfg = model_from_dict(config["model"]), model_cfg.resolved()
     diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"]
             if k not in ("recipe", "future_frames") and getattr(saved, k) != getattr(model_cfg, k)}
     if diff:
