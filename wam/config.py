@@ -6,10 +6,14 @@ Architecture (`ModelConfig`), training (`TrainConfig`) and evaluation (`EvalConf
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -300,6 +304,34 @@ def with_backbone(p: Preset, kind: str, path: str | Path | None) -> Preset:
     its default recipe and targets come with it unless the preset names others."""
     return dataclasses.replace(p, model=dataclasses.replace(p.model, backbone=kind,
                                                             backbone_path=str(path) if path else None))
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstrings under a dataclass's fields (what tyro shows as their help), read from its source."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {node.target.id: inspect.cleandoc(doc.value.value) for node, doc in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+            and isinstance(doc.value.value, str)}
+
+
+def overrides_of(cls, name: str, aliases: dict[str, tuple[str, ...]] | None = None) -> type:
+    """A frozen dataclass with every field of `cls`, each optional with default None ("keep the base's"), and the
+    help of cls's own field docstrings; `aliases` adds flag spellings per field (old flags kept working)."""
+    hints, docs, aliases = typing.get_type_hints(cls), field_docs(cls), aliases or {}
+    return dataclasses.make_dataclass(name, [
+        (f.name, Annotated[Optional[hints[f.name]], tyro.conf.DisallowNone,
+                           tyro.conf.arg(help=docs.get(f.name, "") + " (not given: the checkpoint's)",
+                                         aliases=aliases.get(f.name))], dataclasses.field(default=None))
+        for f in dataclasses.fields(cls)], frozen=True)
+
+
+SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides")
+"""SamplerConfig's fields, each None unless given: what `wam eval --sampler.FIELD` changes on a checkpoint's sampler."""
+
+
+def apply(base, overrides):
+    """`base` (a config) with the fields that `overrides` (from overrides_of) sets, the others kept."""
+    return dataclasses.replace(base, **{k: v for k, v in dataclasses.asdict(overrides).items() if v is not None})
 
 
 def to_dict(cfg) -> dict:

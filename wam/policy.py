@@ -66,10 +66,12 @@ class WAMPolicy:
                 block.compile(dynamic=False, mode=mode)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0) -> "WAMPolicy":
+    def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0,
+                        backbone_path: str | Path | None = None) -> "WAMPolicy":
+        """`backbone_path`: a pretrained backbone's folder on this machine (default: the one the checkpoint records)."""
         from wam.checkpoint import load_model
 
-        model, normalizer, config = load_model(Path(path))
+        model, normalizer, config = load_model(Path(path), backbone_path)
         return cls(model, normalizer, config, sampler, seed)
 
     def reset(self, instruction: str) -> None:

@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                            "frames": len(windows)},
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
-    if checkpoint.frozen_names(model):  # frozen weights stay in the backbone folder: record which folder
+    if model.capabilities.pretrained:  # the folder supplies weights at load time (frozen ones, VAE, text): which folder
         from wam.models.folders import fingerprint
 
         run_config["backbone_fingerprint"] = fingerprint(model_cfg.backbone_path)
