@@ -2,6 +2,12 @@
 which future frames, how many actions); the dataset windows and fake test data are derived from it.
 
 Architecture (`ModelConfig`), training (`TrainConfig`) and evaluation (`EvalConfig`) are separate.
+
+Fields left None take the default of what the final config names, never of the order of the flags: the
+backbone's row (backbones.py) gives the recipe and the prediction targets (`ModelConfig.resolved()`), the recipe
+gives the sampler steps (`SamplerConfig.resolve(recipe)`). Presets stay unresolved so flags can still change them;
+networks, data windows and checkpoints read resolved configs. `overrides_of` / `apply` change a config a checkpoint
+holds field by field (`wam eval --sampler.FIELD`).
 """
 
 from __future__ import annotations
