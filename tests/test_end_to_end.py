@@ -106,20 +106,32 @@ def test_evaluate_from_checkpoint_in_the_simulator(tiny_dataset, tmp_path):
 
 def test_cli_collect_train_eval(tmp_path, capsys):
     from wam.cli import main
+    from wam.config import SamplerConfig
 
     data, run = tmp_path / "data", tmp_path / "run"
     main(["collect", "--tasks", "drawer-close-v3", "--episodes", "1", "--image-size", "32", "--workers", "1",
           "--out", str(data)])
     main(["train", "--preset", "tiny", "--train.data", str(data), "--train.out", str(run), "--train.steps", "2"])
     main(["eval", str(run / "last"), "--episodes", "1", "--max-steps", "4", "--workers", "1"])
-    assert json.loads((run / "eval/results.json").read_text())["tasks"]["drawer-close-v3"]["episodes"] == 1
-    # --recipe picks the recipe and its sampler; flags after it still override
-    main(["train", "--preset", "tiny", "--recipe", "flash", "--train.data", str(data), "--train.out", str(tmp_path / "flash"),
-          "--train.steps", "1", "--sampler.steps", "3"])
-    saved = json.loads((tmp_path / "flash/last/config.json").read_text())
-    assert saved["model"]["recipe"] == "flash" and saved["sampler"]["steps"] == 3 and saved["sampler"]["video_steps"] == 1
-    with pytest.raises(ValueError, match="valid recipes are: joint, decoupled"):
+    results = json.loads((run / "eval/results.json").read_text())
+    assert results["tasks"]["drawer-close-v3"]["episodes"] == 1
+    assert (results["sampler"]["steps"], results["sampler"]["video_steps"]) == (2, 2)  # the resolved sampler used
+    # the recipe's consequences come from the final config, in any flag order; --sampler.* still overrides
+    for i, argv in enumerate((["tiny", "--recipe", "flash"], ["--model.recipe", "flash", "--preset", "tiny"])):
+        main(["train", *argv, "--train.data", str(data), "--train.out", str(tmp_path / f"flash{i}"),
+              "--train.steps", "1", "--sampler.steps", "3"])
+    saved = [json.loads((tmp_path / f"flash{i}/last/config.json").read_text()) for i in range(2)]
+    assert saved[0]["model"] == saved[1]["model"] and saved[0]["sampler"] == saved[1]["sampler"]
+    assert saved[0]["model"]["recipe"] == "flash" and saved[0]["model"]["video_target"] == "data"  # stored resolved
+    assert saved[0]["sampler"]["steps"] == 3 and saved[0]["sampler"]["video_steps"] is None  # stored as asked
+    assert SamplerConfig(**saved[0]["sampler"]).resolve("flash").video_steps == 1  # the recipe's default, resolved
+    main(["eval", str(tmp_path / "flash0/last"), "--episodes", "1", "--max-steps", "2", "--workers", "1",
+          "--steps", "2", "--sampler.execute", "1"])
+    used = json.loads((tmp_path / "flash0/eval/results.json").read_text())["sampler"]
+    assert (used["steps"], used["video_steps"], used["execute"]) == (2, 1, 1)
+    with pytest.raises(SystemExit):
         main(["train", "--preset", "tiny", "--recipe", "magic"])
+    assert "valid recipes are: joint, decoupled" in " ".join(capsys.readouterr().err.replace("│", " ").split())
     with pytest.raises(SystemExit) as exit_:  # the CLI prints the config error and exits with 2
         main(["collect", "--tasks", "drawer-close", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2

@@ -7,7 +7,7 @@ import torch
 
 from wam import flow
 from wam.evaluate import wilson
-from wam.models.base import Context
+from wam.models.base import Capabilities, Context
 
 
 def test_path_endpoints_and_velocity():
@@ -31,6 +31,8 @@ def test_data_prediction_converts_to_the_true_velocity():
 
 class _Oracle(torch.nn.Module):
     """Knows the data point: outputs it ('data') or the straight-line velocity from the start noise."""
+
+    capabilities = Capabilities()  # the plain forward only
 
     def __init__(self, video, actions, start, target):
         super().__init__()

@@ -33,7 +33,9 @@ MODULES = {_module(p): _imports(p) for p in ROOT.rglob("*.py")}
 # what each part may not import (prefixes), at any depth of the file
 FORBIDDEN = {
     "wam.types": ("wam.",),
-    "wam.recipes": ("wam.",),
+    "wam.recipes": ("wam.config", "wam.models", "wam.data", "wam.envs", "wam.policy", "wam.train", "wam.cli"),
+    "wam.config": ("wam.envs", "wam.data", "wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli"),
+    "wam.backbones": ("wam.data", "wam.envs", "wam.policy", "wam.train", "wam.evaluate", "wam.cli"),
     "wam.models": ("wam.data", "wam.envs", "wam.policy", "wam.runtime", "wam.rollout", "wam.train",
                    "wam.evaluate", "wam.imagine", "wam.bench", "wam.cli", "wam.demo", "wam.checkpoint"),
     "wam.flow": ("wam.data", "wam.envs", "wam.policy", "wam.train", "wam.evaluate", "wam.cli"),

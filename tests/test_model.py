@@ -92,8 +92,13 @@ def test_context_tokens_never_see_noisy_tokens():
 def test_bad_model_configs_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(image_size=100)
-    with pytest.raises(ValueError, match="unknown camera"):
-        ModelConfig(cameras=("nope",))
+    with pytest.raises(ValueError, match="distinct names"):
+        ModelConfig(cameras=("top", "top"))
+    assert ModelConfig(cameras=("wrist",)).cameras == ("wrist",)  # which cameras exist is the env's and the data's
+    from wam.envs import make_env
+
+    with pytest.raises(ValueError, match="unknown camera 'wrist'"):
+        make_env("metaworld:reach-v3", ("wrist",), 32)
     with pytest.raises(ValueError, match="valid presets"):
         preset("huge")
 

@@ -16,7 +16,7 @@ from wam.models.folders import LayoutError
 from wam.models.folders import load as load_folder
 from wam.models.latent import FrameCodec
 from wam.testing import fake_observation, save_tiny
-from wam.backbone import build
+from wam.backbones import build
 from wam.config import preset, with_backbone
 from wam.models.base import Context
 
@@ -64,7 +64,7 @@ def test_bad_folders_are_refused_with_the_file_named(folders, tmp_path):
     (wrong / "transformer/config.json").write_text(json.dumps({**config, "ffn_dim": 64}))
     with pytest.raises(LayoutError, match="do not load into WanTransformer3DModel"):
         load_folder(wrong, "wan")
-    with pytest.raises(ValueError, match="needs --backbone-path"):
+    with pytest.raises(ValueError, match="wan needs --model.backbone-path/--backbone-path DIR"):
         dataclasses.replace(preset("tiny").model, backbone="wan")
     # the Wan 2.2 VAE makes frames 16x smaller, and the transformer reads 2x2 patches of them
     with pytest.raises(ValueError, match="image_size must be a multiple of 32, got 48"):
@@ -152,14 +152,15 @@ def test_cosmos_frames_pack_and_unpack():
 def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, folder, tiny_dataset, tmp_path):
     """`wam train --backbone KIND --backbone-path DIR`, then one closed-loop Meta-World episode from the checkpoint."""
     from wam.checkpoint import load_model
-    from wam.evaluate import EvalConfig, evaluate
+    from wam.evaluate import EvalConfig, SamplerOverrides, evaluate
     from wam.train import train
 
     p = with_backbone(preset("tiny"), kind, folders[folder])
     model_cfg = dataclasses.replace(p.model, text_tokens=8)
     train_cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=3, ckpt_every=2,
                                     finetune="lora", lora_rank=4)
-    last = train(train_cfg, model_cfg, p.sampler, progress=False)
+    sampler = dataclasses.replace(p.sampler, best_of=2 if kind == "cosmos" else 1, decode_frames=False)
+    last = train(train_cfg, model_cfg, sampler, progress=False)
     assert any((tiny_dataset / "cache").glob("latents-*.safetensors"))  # computed once, reused
     config = json.loads((last / "config.json").read_text())
     assert 0 < config["trainable"] < config["total"] and config["step"] == 3
@@ -167,11 +168,15 @@ def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, fo
     assert any("lora_" in n for n, _ in model.named_parameters())
     rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     # resume: a fresh run on the same out continues from step 3 and stops at 4
-    last = train(dataclasses.replace(train_cfg, steps=4), model_cfg, p.sampler, progress=False)
+    last = train(dataclasses.replace(train_cfg, steps=4), model_cfg, sampler, progress=False)
     assert json.loads((last / "config.json").read_text())["step"] == 4 and len(rows) == 3
     summary = evaluate(EvalConfig(checkpoint=last, episodes=1, max_steps=6, workers=1, videos=1,
-                                  tasks="drawer-close-v3", out=tmp_path / "eval"), progress=False)
+                                  tasks="drawer-close-v3", out=tmp_path / "eval",
+                                  sampler=SamplerOverrides(execute=3)), progress=False)
     assert summary["tasks"]["drawer-close-v3"]["episodes"] == 1
+    # the checkpoint's own sampler survives evaluation (best-of-N for cosmos, no VAE decode), with the changes asked
+    used = summary["sampler"]
+    assert (used["best_of"], used["decode_frames"], used["execute"], used["steps"]) == (sampler.best_of, False, 3, 2)
     assert (tmp_path / "eval/report.html").exists()
 
 
@@ -195,3 +200,30 @@ def test_best_of_n_executes_the_chunk_with_the_highest_value(folders):
     policy = WAMPolicy(build(_cfg("wan", folders["wan"])), norm, {}, SamplerConfig(best_of=2))
     with pytest.raises(ValueError, match="predicts a value"):
         policy.infer(obs)
+
+
+def test_the_backbone_folder_is_given_at_load_time_and_checked_by_its_fingerprint(tiny_dataset, tmp_path):
+    """A LoRA checkpoint leaves the backbone in its folder: loaded from a copy of that folder elsewhere (a serving
+    machine), refused from another backbone's folder, and a recorded folder that is gone says what to pass."""
+    from wam.checkpoint import load_model
+    from wam.policy import WAMPolicy
+    from wam.train import train
+
+    trained_on = save_tiny(tmp_path / "wan", "wan")
+    p = with_backbone(preset("tiny"), "wan", trained_on)
+    train_cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=1, finetune="lora",
+                                    lora_rank=4)
+    last = train(train_cfg, dataclasses.replace(p.model, text_tokens=8), p.sampler, progress=False)
+    want, _, _ = load_model(last)
+    moved = shutil.move(str(trained_on), tmp_path / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="does not exist; pass --backbone-path DIR"):
+        load_model(last)
+    model, _, config = load_model(last, backbone_path=moved)
+    assert config["model"]["backbone_path"] == str(moved) and model.cfg.backbone_path == str(moved)
+    for a, b in zip(want.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    policy = WAMPolicy.from_checkpoint(last, backbone_path=moved)
+    assert policy.model.cfg.backbone_path == str(moved)
+    other = save_tiny(tmp_path / "other", "wan", seed=1)
+    with pytest.raises(ValueError, match="is not the backbone this checkpoint was fine-tuned from"):
+        load_model(last, backbone_path=other)

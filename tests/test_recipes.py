@@ -54,7 +54,7 @@ def test_cached_inference_equals_the_plain_forward(name):
     assert torch.allclose(out_a, ref_a, atol=1e-5)
     if ref_v is not None:
         assert torch.allclose(out_v, ref_v, atol=1e-5)
-    if model.video_in_prefix and model.n_vid:
+    if model.capabilities.frames_in_prefix:
         prefix = model.encode(batch.context, batch.video, t_v)
         out_v, out_a = model.decode(prefix, None, batch.actions, t_v, t_a)
         assert torch.allclose(out_v, ref_v, atol=1e-5) and torch.allclose(out_a, ref_a, atol=1e-5)
@@ -157,8 +157,9 @@ def test_unknown_names_and_unservable_modes_are_refused_with_the_valid_ones():
         check_mode("decoupled", "dream")
     with pytest.raises(ValueError, match="cannot serve mode 'world_model'.*It serves: policy"):
         check_mode("joint", "world_model")
-    with pytest.raises(ValueError, match="predicts no future frames"):
-        ModelConfig(recipe="action-only")  # future_frames defaults to 2
+    assert ModelConfig(recipe="action-only").resolved().future_frames == 0  # future_frames defaults to 2
+    with pytest.raises(ValueError, match="--model.recipe/--recipe decoupled predicts future frames: --model.future-frames"):
+        ModelConfig(recipe="decoupled", future_frames=0)
     model = _model("action-only")
     batch = fake_batch(model.cfg, 1)
     with pytest.raises(ValueError, match="cannot serve mode 'video'"):
@@ -222,7 +223,7 @@ def test_fast_path_leaves_out_the_frames_and_gives_the_same_actions(name):
             q.add_(torch.randn_like(q) * 0.05)
     model.eval()
     assert _groups_read(model, ACTION) == {CONTEXT, ACTION} and _groups_read(model, VIDEO) == {CONTEXT, VIDEO, ACTION}
-    assert model.frames_optional and not _model(name).frames_optional
+    assert model.capabilities.frames_optional and not _model(name).capabilities.frames_optional
     batch = fake_batch(cfg, 2)
     seen = []
     model.video_in.register_forward_hook(lambda m, i, o: seen.append(1))
@@ -240,5 +241,5 @@ def test_fast_path_leaves_out_the_frames_and_gives_the_same_actions(name):
 
 def test_actions_must_see_frames_where_the_recipe_decodes_them_from_frames():
     for name in ("video-then-idm", "features"):
-        with pytest.raises(ValueError, match="actions_see_frames must be True"):
+        with pytest.raises(ValueError, match="--model.actions-see-frames must be True"):
             dataclasses.replace(with_recipe(TINY, name).model, actions_see_frames=False)

@@ -12,6 +12,7 @@ Folders are written under NAME.tmp and renamed into place, so a crash never leav
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -121,14 +122,26 @@ def read_config(path: Path) -> dict:
     return json.loads(file.read_text())
 
 
-def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
-    """(EMA model in eval mode, normalizer, config dict) from a checkpoint folder."""
+def load_model(path: Path, backbone_path: str | Path | None = None) -> tuple[torch.nn.Module, "object", dict]:
+    """(EMA model in eval mode, normalizer, config dict) from a checkpoint folder. A pretrained backbone is read from
+    `backbone_path` (default: the folder the checkpoint records), which must hold the transformer it was trained on;
+    the returned config names the folder used."""
     from wam import finetune
-    from wam.backbone import build
+    from wam.backbones import build
     from wam.data.transforms import Normalizer
 
     config = read_config(path)
     cfg = model_from_dict(config["model"])
+    if cfg.backbone_path is not None:
+        root = Path(backbone_path or cfg.backbone_path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: the backbone folder {'given' if backbone_path else 'this checkpoint records'} "
+                                    f"does not exist; pass --backbone-path DIR (the {cfg.backbone} folder it was trained on)")
+        cfg = dataclasses.replace(cfg, backbone_path=str(root))
+        config = {**config, "model": {**config["model"], "backbone_path": str(root)}}
+        check_backbone(config)
+    elif backbone_path is not None:
+        raise ValueError(f"--backbone-path {backbone_path}: {path} is a {cfg.backbone!r} checkpoint, it reads no backbone folder")
     file = Path(path) / "model.safetensors"
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing: the checkpoint is incomplete")
@@ -138,7 +151,6 @@ def load_model(path: Path) -> tuple[torch.nn.Module, "object", dict]:
     finetune.apply(model, train.get("finetune", "full"), train.get("lora_rank", 16))  # the same modules (LoRA layers)
     weights = {k: v for k, v in tensors.items() if not k.startswith("normalizer.")}
     frozen = frozen_names(model)
-    check_backbone(config, frozen)
     _load_strict(model, weights, file, frozen)
     model.eval().requires_grad_(False)
     return model, Normalizer.from_tensors(tensors), config
@@ -150,12 +162,13 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: dict[str, torch.Te
     is FSDP-sharded and every rank calls this."""
     path = Path(path)
     config = read_config(path)
-    saved = model_from_dict(config["model"])
+    saved, model_cfg = model_from_dict(config["model"]), model_cfg.resolved()
     if saved != model_cfg:
         diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"] if getattr(saved, k) != getattr(model_cfg, k)}
         raise ValueError(f"checkpoint {path} was trained with a different model config (saved, requested): {diff}")
     frozen = frozen_names(model)
-    check_backbone(config, frozen)
+    if frozen:
+        check_backbone(config)
     if (path / "train_state").is_dir() != sharded:
         raise ValueError(f"{path} was written by a{'n FSDP' if not sharded else ' single-process or DDP'} run: "
                          f"resume it with --train.parallel {'fsdp' if not sharded else 'ddp'}")
@@ -185,10 +198,11 @@ def load_train_state(path: Path, model: torch.nn.Module, ema: dict[str, torch.Te
     return int(config["step"])
 
 
-def check_backbone(config: dict, frozen: set[str]) -> None:
-    """Frozen weights come from the backbone folder: refuse a folder that is not the one the run trained on."""
+def check_backbone(config: dict) -> None:
+    """The weights the checkpoint does not hold come from the backbone folder (config["model"]["backbone_path"]):
+    refuse a folder that is not the one the run trained on, by the fingerprint the checkpoint records."""
     want = config.get("backbone_fingerprint")
-    if not frozen or want is None:
+    if want is None:  # a full fine-tune saved every weight; the folder supplies only the VAE and text encoder
         return
     from wam.models.folders import fingerprint
 
@@ -205,7 +219,7 @@ def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> lis
     new model lacks (the frame stream, for an action-only model) are dropped and returned by name."""
     path = Path(path)
     config = read_config(path)
-    saved = model_from_dict(config["model"])
+    saved, model_cfg = model_from_dict(config["model"]), model_cfg.resolved()
     diff = {k: (getattr(saved, k), getattr(model_cfg, k)) for k in config["model"]
             if k not in ("recipe", "future_frames") and getattr(saved, k) != getattr(model_cfg, k)}
     if diff:

@@ -1,10 +1,18 @@
-"""The `wam` command: collect, train, eval, demo. Every flag is a field of a typed config (tyro).
+"""The `wam` command: collect, train, eval, demo. Every flag is a field of a typed config (tyro), parsed once.
 
     wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
-    wam train --preset default --train.data runs/data/mine --train.out runs/mine
-    wam train --preset default --recipe flash --train.data runs/data/mine --train.out runs/flash
-    wam eval runs/mine/last --episodes 20
+    wam train --train.data runs/data/mine --train.out runs/mine          the default preset
+    wam train tiny --recipe flash --train.data runs/data/mine --train.out runs/flash
+    wam train --backbone cosmos --backbone-path DIR --train.out runs/cosmos      its default recipe: cosmos-policy
+    wam eval runs/mine/last --episodes 20 --sampler.steps 4 --sampler.best-of 4
     wam imagine runs/mine/last --data runs/data/mine --episode 0
+
+`wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
+(the old `--preset NAME` is read as the subcommand NAME). `--recipe`, `--backbone` and `--backbone-path` are
+aliases of `--model.recipe`, `--model.backbone` and `--model.backbone-path`: what a recipe or a backbone implies
+(future frames, prediction targets, sampler steps) is resolved from the final config, whatever the flags' order.
+`wam eval` and `wam imagine` start from the checkpoint's own sampler and change only the `--sampler.*` fields given;
+`--backbone-path DIR` reads a pretrained backbone from DIR instead of the folder the checkpoint records.
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
@@ -14,12 +22,13 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import tyro
 
-from wam.config import ModelConfig, SamplerConfig, TrainConfig, preset, with_backbone, with_recipe
+from wam.backbones import BACKBONES
+from wam.config import PRESETS, ModelConfig, SamplerConfig, TrainConfig
 from wam.recipes import RECIPES
 
 
@@ -40,18 +49,19 @@ class DemoConfig:
     workers: int = 2
 
 
-def _pop(argv: list[str], flag: str, default: str | None) -> tuple[str | None, list[str]]:
-    """Take `--flag VALUE` (or --flag=VALUE) out of argv: presets and recipes pick the defaults tyro shows."""
-    name, rest, i = default, [], 0
-    while i < len(argv):
-        if argv[i] == flag and i + 1 < len(argv):
-            name, i = argv[i + 1], i + 2
-        elif argv[i].startswith(flag + "="):
-            name, i = argv[i].split("=", 1)[1], i + 1
-        else:
-            rest.append(argv[i])
-            i += 1
-    return name, rest
+TRAIN_PRESETS: dict[str, TrainCommand] = {name: TrainCommand(p.model, p.train, p.sampler) for name, p in PRESETS.items()}
+"""The named run configs `wam train` starts from, one subcommand each (config.PRESETS)."""
+
+
+def _preset_as_subcommand(argv: list[str]) -> list[str]:
+    """The old spelling `--preset NAME` (anywhere in argv, or --preset=NAME) as the subcommand NAME, put first:
+    `wam train --recipe flash --preset tiny` is `wam train tiny --recipe flash`. Nothing else is read here."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return [argv[i + 1], *argv[:i], *argv[i + 2:]]
+        if arg.startswith("--preset="):
+            return [arg.split("=", 1)[1], *argv[:i], *argv[i + 1:]]
+    return argv
 
 
 def cmd_collect(argv: list[str]) -> None:
@@ -61,22 +71,26 @@ def cmd_collect(argv: list[str]) -> None:
     print(f"dataset written to {collect(cfg)}")
 
 
+def train_command(argv: list[str]) -> TrainCommand:
+    """The run config `wam train ARGV` describes."""
+    presets = tyro.extras.subcommand_type_from_defaults(
+        TRAIN_PRESETS, descriptions={"tiny": "tiny model and data, for tests", "default": "the demo's settings"})
+    # One parse: the preset is a subcommand (none named: default), every other flag a field over it; the recipe's
+    # and backbone's consequences are resolved from the final config, whatever the order of the flags.
+    cmd = tyro.cli(presets, args=_preset_as_subcommand(argv), default=TRAIN_PRESETS["default"], prog="wam train",
+                   config=(tyro.conf.CascadeSubcommandArgs,),
+                   description="Train a World-Action Model. The preset comes first as a subcommand (wam train tiny "
+                               f"...; {', '.join(PRESETS)}; none named: default; the old --preset NAME works too), "
+                               f"then any field: --recipe NAME ({', '.join(RECIPES)}; default: the backbone's), "
+                               f"--backbone {'|'.join(BACKBONES)} with --backbone-path DIR (a diffusers pipeline "
+                               "folder) for a pretrained video backbone.")
+    return cmd
+
+
 def cmd_train(argv: list[str]) -> None:
     from wam.train import train
 
-    name, rest = _pop(argv, "--preset", "default")
-    recipe_name, rest = _pop(rest, "--recipe", None)
-    backbone, rest = _pop(rest, "--backbone", "wam")
-    backbone_path, rest = _pop(rest, "--backbone-path", None)
-    p = preset(name)
-    if recipe_name is not None:
-        p = with_recipe(p, recipe_name)
-    p = with_backbone(p, backbone, backbone_path)
-    cmd = tyro.cli(TrainCommand, args=rest, default=TrainCommand(p.model, p.train, p.sampler), prog="wam train",
-                   description="Train a World-Action Model. --preset NAME picks the defaults (tiny, default); "
-                               f"--recipe NAME the recipe ({', '.join(RECIPES)}; default decoupled); --backbone "
-                               "wam|wan|cosmos with --backbone-path DIR (a diffusers pipeline folder) a pretrained "
-                               "video backbone.")
+    cmd = train_command(argv)
     print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler)}")
 
 

@@ -2,19 +2,32 @@
 which future frames, how many actions); the dataset windows and fake test data are derived from it.
 
 Architecture (`ModelConfig`), training (`TrainConfig`) and evaluation (`EvalConfig`) are separate.
+
+Fields left None take the default of what the final config names, never of the order of the flags: the
+backbone's row (backbones.py) gives the recipe and the prediction targets (`ModelConfig.resolved()`), the recipe
+gives the sampler steps (`SamplerConfig.resolve(recipe)`). Presets stay unresolved so flags can still change them;
+networks, data windows and checkpoints read resolved configs. `overrides_of` / `apply` change a config a checkpoint
+holds field by field (`wam eval --sampler.FIELD`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Optional
 
-from wam.envs.metaworld import check_cameras
+import tyro
+
+from wam.backbones import BACKBONES, Target, backbone
 from wam.recipes import recipe
 
-Target = Literal["data", "velocity"]
+# The flags a conflict message names (each field has its long spelling and a short alias).
+_RECIPE, _BACKBONE, _PATH = "--model.recipe/--recipe", "--model.backbone/--backbone", "--model.backbone-path/--backbone-path"
 
 
 @dataclass(frozen=True)
@@ -50,18 +63,21 @@ class ModelConfig:
     keypoints: int = 16
     """Spatial-softmax keypoints per image, read out as one extra context token (0 = none)."""
     future_patch: int = 8
-    video_target: Target = "data"
-    """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity."""
-    action_target: Target = "velocity"
-    recipe: str = "decoupled"
+    video_target: Target | None = None
+    """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity. None:
+    the backbone's default (data for wam, velocity for wan and cosmos: backbones.py)."""
+    action_target: Target | None = None
+    """The same for actions. None: the backbone's default (velocity)."""
+    recipe: Annotated[str | None, tyro.conf.arg(aliases=("--recipe",))] = None
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
-    video-then-idm, features, action-only (see recipes.py). Select with `wam train --recipe NAME`."""
+    video-then-idm, features, cosmos-policy, action-only (see recipes.py). None: the backbone's default (decoupled
+    for wam and wan, cosmos-policy for cosmos)."""
 
-    backbone: Literal["wam", "wan", "cosmos"] = "wam"
-    """The network: our own transformer ("wam"), or a pretrained diffusers video transformer loaded from
-    `backbone_path` ("wan": WanTransformer3DModel; "cosmos": CosmosTransformer3DModel with the cosmos-policy
+    backbone: Annotated[str, tyro.conf.arg(aliases=("--backbone",))] = "wam"
+    """The network (backbones.py): our own transformer ("wam"), or a pretrained diffusers video transformer loaded
+    from `backbone_path` ("wan": WanTransformer3DModel; "cosmos": CosmosTransformer3DModel with the cosmos-policy
     recipe). With a pretrained backbone, frames are VAE latents and the width, depth and heads are the backbone's."""
-    backbone_path: str | None = None
+    backbone_path: Annotated[str | None, tyro.conf.arg(aliases=("--backbone-path",))] = None
     """A diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/)."""
     text_tokens: int = 512
     """Instruction tokens the pretrained text encoder keeps (the pipelines use 512)."""
@@ -72,21 +88,31 @@ class ModelConfig:
     tokens out at inference and run at the cost of an action-only model (the fast path)."""
 
     def __post_init__(self):
-        check_cameras(self.cameras)
-        r = recipe(self.recipe)
-        if self.backbone != "wam" and not self.backbone_path:
-            raise ValueError(f"backbone {self.backbone!r} needs --backbone-path DIR (a diffusers pipeline folder)")
-        if self.backbone == "wan" and self.recipe not in ("joint", "decoupled", "flash"):
-            raise ValueError(f"backbone 'wan' attends over the whole sequence: recipe must be joint, decoupled or "
-                             f"flash, got {self.recipe!r}")
-        if (self.backbone == "cosmos") != (self.recipe == "cosmos-policy"):
-            raise ValueError("backbone 'cosmos' goes with recipe 'cosmos-policy' (and that recipe needs it); got "
-                             f"backbone {self.backbone!r} with recipe {self.recipe!r}")
-        if not self.actions_see_frames and self.recipe in ("video-then-idm", "features"):
-            raise ValueError(f"recipe {self.recipe!r} decodes actions from the frames: actions_see_frames must be True")
-        if r.predicts_video != (self.future_frames > 0):
-            raise ValueError(f"recipe {self.recipe!r} " + ("predicts future frames: future_frames must be >= 1"
-                             if r.predicts_video else f"predicts no future frames: future_frames must be 0, got {self.future_frames}"))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):  # which cameras exist is the env's concern
+            raise ValueError(f"cameras must be one or more distinct names, got {list(self.cameras)}")
+        spec = backbone(self.backbone)
+        name = self.recipe or spec.recipes[0]
+        r = recipe(name)
+        if name not in spec.recipes:
+            on = [b.name for b in BACKBONES.values() if name in b.recipes]
+            raise ValueError(f"{_BACKBONE} {self.backbone} does not go with {_RECIPE} {name}: backbone "
+                             f"{self.backbone!r} trains {', '.join(spec.recipes)}; recipe {name!r} trains on "
+                             f"{', '.join(on)}")
+        for flag, got, allowed in (("--model.video-target", self.video_target, spec.video_targets),
+                                   ("--model.action-target", self.action_target, spec.action_targets)):
+            if got is not None and got not in allowed:
+                raise ValueError(f"{flag} {got} does not go with {_BACKBONE} {self.backbone}: it outputs "
+                                 f"{' or '.join(allowed)}")
+        if spec.needs_path and not self.backbone_path:
+            raise ValueError(f"{_BACKBONE} {self.backbone} needs {_PATH} DIR (a diffusers pipeline folder)")
+        if self.backbone_path and not spec.needs_path:
+            raise ValueError(f"{_PATH} {self.backbone_path} is given but {_BACKBONE} {self.backbone} reads no folder; "
+                             f"backbones that do: {', '.join(b.name for b in BACKBONES.values() if b.needs_path)}")
+        if not self.actions_see_frames and name in ("video-then-idm", "features"):
+            raise ValueError(f"{_RECIPE} {name} decodes actions from the frames: --model.actions-see-frames must be True")
+        if r.predicts_video and self.future_frames < 1:
+            raise ValueError(f"{_RECIPE} {name} predicts future frames: --model.future-frames must be >= 1, got "
+                             f"{self.future_frames}")
         down = 2 ** len(self.stem_channels)
         checks = [
             (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by 2**len(stem_channels) = {down}"),
@@ -100,6 +126,19 @@ class ModelConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+
+    def resolved(self) -> ModelConfig:
+        """This config with the backbone's and recipe's defaults filled in (recipe, targets; no future frames for a
+        recipe that predicts none): what networks, data windows and checkpoints read. Presets stay unresolved, so
+        that a flag can still change the backbone or the recipe they default to."""
+        spec = backbone(self.backbone)
+        name = self.recipe or spec.recipes[0]
+        concrete = dict(recipe=name, video_target=self.video_target or spec.video_targets[0],
+                        action_target=self.action_target or spec.action_targets[0],
+                        future_frames=self.future_frames if recipe(name).predicts_video else 0)
+        if all(getattr(self, k) == v for k, v in concrete.items()):
+            return self
+        return dataclasses.replace(self, **concrete)
 
     @property
     def views(self) -> int:
@@ -182,12 +221,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    steps: int = 10
-    """Euler steps from noise to data for the actions."""
+    steps: int | None = None
+    """Euler steps from noise to data for the actions (None: the recipe's default, recipes.py)."""
     execute: int = 8
     """Actions executed from each predicted chunk before re-planning."""
     video_steps: int | None = None
-    """Euler steps for the future frames (None: as many as `steps`; 0: frames are not predicted)."""
+    """Euler steps for the future frames (None: the recipe's default: as many as `steps` for joint, decoupled,
+    video-then-idm and cosmos-policy, the recipe's own count for flash (1), features (1) and action-only (0);
+    0: frames are not predicted)."""
     cache: bool = True
     """Compute the context (and frames, where the recipe allows) once per chunk and reuse their keys/values
     across denoising steps; False recomputes the whole sequence at every step (the naive baseline)."""
@@ -212,9 +253,17 @@ class SamplerConfig:
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.best_of < 1:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
-        if self.steps < 1 or self.execute < 1 or (self.video_steps or 0) < 0:
+        if (self.steps or 1) < 1 or self.execute < 1 or (self.video_steps or 0) < 0:
             raise ValueError(f"steps and execute must be >= 1 and video_steps >= 0, got {self.steps}, "
                              f"{self.execute}, {self.video_steps}")
+
+    def resolve(self, recipe_name: str) -> SamplerConfig:
+        """Concrete steps and video_steps: an explicit value (a preset's or a flag's) wins over the recipe's
+        default. What the sampler, the policy and the benches run; checkpoints keep the sampler as asked."""
+        r = recipe(recipe_name)
+        steps = r.steps if self.steps is None else self.steps
+        video = self.video_steps if self.video_steps is not None else steps if r.video_steps is None else r.video_steps
+        return dataclasses.replace(self, steps=steps, video_steps=video)
 
 
 @dataclass(frozen=True)
@@ -240,7 +289,7 @@ PRESETS: dict[str, Preset] = {
         sampler=SamplerConfig(steps=2, execute=2),
     ),
     "default": Preset(model=ModelConfig(), train=TrainConfig(steps=1700), collect_episodes=150,
-                      sampler=SamplerConfig(steps=10, execute=4), collect_noise=0.4, collect_random_start=15),
+                      sampler=SamplerConfig(execute=4), collect_noise=0.4, collect_random_start=15),
 }
 
 
@@ -250,14 +299,45 @@ def preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def with_recipe(p: Preset, name: str, **model_changes) -> Preset:
-    """The preset with a recipe applied: its future frames (none for action-only) and its default sampler."""
-    r = recipe(name)
-    frames = (p.model.future_frames or 2) if r.predicts_video else 0
-    model = dataclasses.replace(p.model, recipe=name, future_frames=frames, **model_changes)
-    sampler = dataclasses.replace(p.sampler, steps=r.steps,
-                                  video_steps=None if r.video_steps == r.steps else r.video_steps)
-    return dataclasses.replace(p, model=model, sampler=sampler)
+def with_recipe(p: Preset, name: str) -> Preset:
+    """The preset with another recipe; its consequences (future frames, sampler steps) are resolved from the final
+    config (ModelConfig.resolved, SamplerConfig.resolve)."""
+    return dataclasses.replace(p, model=dataclasses.replace(p.model, recipe=name))
+
+
+def with_backbone(p: Preset, kind: str, path: str | Path | None) -> Preset:
+    """The preset on another backbone (backbones.py), loaded from the diffusers folder `path` where it needs one;
+    its default recipe and targets come with it unless the preset names others."""
+    return dataclasses.replace(p, model=dataclasses.replace(p.model, backbone=kind,
+                                                            backbone_path=str(path) if path else None))
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstrings under a dataclass's fields (what tyro shows as their help), read from its source."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {node.target.id: inspect.cleandoc(doc.value.value) for node, doc in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+            and isinstance(doc.value.value, str)}
+
+
+def overrides_of(cls, name: str, aliases: dict[str, tuple[str, ...]] | None = None) -> type:
+    """A frozen dataclass with every field of `cls`, each optional with default None ("keep the base's"), and the
+    help of cls's own field docstrings; `aliases` adds flag spellings per field (old flags kept working)."""
+    hints, docs, aliases = typing.get_type_hints(cls), field_docs(cls), aliases or {}
+    return dataclasses.make_dataclass(name, [
+        (f.name, Annotated[Optional[hints[f.name]], tyro.conf.DisallowNone,
+                           tyro.conf.arg(help=docs.get(f.name, "") + " (not given: the checkpoint's)",
+                                         aliases=aliases.get(f.name))], dataclasses.field(default=None))
+        for f in dataclasses.fields(cls)], frozen=True)
+
+
+SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides")
+"""SamplerConfig's fields, each None unless given: what `wam eval --sampler.FIELD` changes on a checkpoint's sampler."""
+
+
+def apply(base, overrides):
+    """`base` (a config) with the fields that `overrides` (from overrides_of) sets, the others kept."""
+    return dataclasses.replace(base, **{k: v for k, v in dataclasses.asdict(overrides).items() if v is not None})
 
 
 def to_dict(cfg) -> dict:
@@ -266,20 +346,9 @@ def to_dict(cfg) -> dict:
 
 
 def model_from_dict(d: dict) -> ModelConfig:
+    """The resolved model config a checkpoint records (older checkpoints hold concrete fields already)."""
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"model config has unknown fields {sorted(unknown)}; expected fields of ModelConfig")
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def with_backbone(p: Preset, kind: str, path: str | Path | None) -> Preset:
-    """The preset on a backbone: "wam" (ours), or a pretrained diffusers folder ("wan", "cosmos"). Pretrained
-    backbones output a velocity for their latent frames; cosmos goes with the cosmos-policy recipe."""
-    if kind == "wam":
-        return p
-    changes = dict(backbone=kind, backbone_path=str(path) if path else None, video_target="velocity",
-                   action_target="velocity")
-    if kind == "cosmos":
-        return with_recipe(p, "cosmos-policy", **changes)
-    return dataclasses.replace(p, model=dataclasses.replace(p.model, **changes))
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).resolved()

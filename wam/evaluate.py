@@ -12,16 +12,21 @@ import json
 import math
 import multiprocessing as mp
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tyro
 
-from wam.config import SamplerConfig, to_dict
+from wam.config import SamplerConfig, apply, model_from_dict, overrides_of, to_dict
 from wam.envs.metaworld import MAX_EPISODE_STEPS
 
 EVAL_SEED = 100_000
+
+# --sampler.FIELD changes the checkpoint's sampler; the old flags of `wam eval` are aliases of six of them.
+SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={
+    "steps": ("--steps",), "video_steps": ("--video-steps",), "execute": ("--execute",), "cache": ("--cache",),
+    "device": ("--device",), "precision": ("--precision",)})
 
 
 @dataclass(frozen=True)
@@ -29,24 +34,19 @@ class EvalConfig:
     checkpoint: tyro.conf.Positional[Path]
     """Checkpoint folder (e.g. runs/train/last)."""
     tasks: str | None = None
-    """Comma-separated tasks (default: those the checkpoint was trained on)."""
+    """Comma-separated tasks, or Meta-World benchmarks: MT10, MT50, ML10-train, ML10-test, ML45-train, ML45-test
+    (default: the tasks the checkpoint was trained on)."""
     episodes: int = 20
     """Episodes per task."""
     seed: int = EVAL_SEED
     """First variation seed; episode i of a task uses seed + i."""
     max_steps: int = 200
-    steps: int | None = None
-    """Action sampler steps (default: the checkpoint's)."""
-    video_steps: int | None = None
-    """Future-frame sampler steps (default: the checkpoint's; 0 skips frame prediction where the recipe allows)."""
-    execute: int | None = None
-    """Actions executed per chunk before re-planning (default: the checkpoint's)."""
-    cache: bool = True
-    """Reuse the context's keys/values across denoising steps (--no-cache: recompute everything, the naive way)."""
-    device: str = "cpu"
-    """Where the policy runs ("cuda" on a GPU machine; with workers > 1 each worker holds a copy)."""
-    precision: str = "float32"
-    """float32 or bfloat16 (autocast) inference."""
+    sampler: SamplerOverrides = field(default_factory=SamplerOverrides)
+    """Changes to the checkpoint's own sampler (e.g. --sampler.steps 4 --sampler.best-of 4 --sampler.compile;
+    the old --steps, --video-steps, --execute, --cache/--no-cache, --device, --precision still work). With
+    workers > 1 and --sampler.device cuda each worker holds a copy of the model."""
+    backbone_path: Path | None = None
+    """A pretrained backbone's diffusers folder (default: the one the checkpoint records; its fingerprint must match)."""
     delay: int = 0
     """Control steps one inference takes (0: the robot waits for every chunk). With delay > 0 the next chunk
     is inferred while the current one executes (runtime.AsyncChunkExecutor): chunks switch every `execute`
@@ -110,6 +110,7 @@ class WorkerSetup:
     threads: int = 0  # torch threads per worker (0: torch's default)
     delay: int = 0
     blend: int = 0
+    backbone_path: str | None = None  # a pretrained backbone's folder here (default: the recorded one)
 
 
 class Worker:
@@ -123,7 +124,7 @@ class Worker:
 
         if setup.threads:
             torch.set_num_threads(setup.threads)
-        self.policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler)
+        self.policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler, backbone_path=setup.backbone_path)
         self.runner = closed_loop(self.policy, self.policy.sampler.execute, setup.delay, setup.blend)
         self.envs: dict = {}
 
@@ -169,10 +170,9 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.seed <= hi and cfg.seed + cfg.episodes - 1 >= lo:
         raise ValueError(f"evaluation seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} overlap the training "
                          f"demonstrations' seeds {lo}..{hi}; pick --seed above {hi}")
+    # The checkpoint's own sampler (best_of, compile, decode_frames included) with the flags' changes, resolved.
     saved = SamplerConfig(**config.get("sampler", {}))
-    sampler = SamplerConfig(steps=cfg.steps or saved.steps, execute=cfg.execute or saved.execute,
-                            video_steps=saved.video_steps if cfg.video_steps is None else cfg.video_steps,
-                            cache=saved.cache and cfg.cache, device=cfg.device, precision=cfg.precision)
+    sampler = apply(saved, cfg.sampler).resolve(model_from_dict(config["model"]).recipe)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -184,7 +184,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
     workers = min(cfg.workers, len(jobs))
     setup = WorkerSetup(checkpoint=str(cfg.checkpoint), sampler=sampler, threads=1 if workers > 1 else 0,
-                        delay=cfg.delay, blend=cfg.blend)  # one thread per worker
+                        delay=cfg.delay, blend=cfg.blend,  # one thread per worker
+                        backbone_path=str(cfg.backbone_path) if cfg.backbone_path else None)
     episodes: list[EpisodeResult] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     if workers > 1:

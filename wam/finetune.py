@@ -22,11 +22,11 @@ def apply(model: nn.Module, mode: str, rank: int = 16, alpha: int | None = None,
     """Set requires_grad (and insert LoRA layers) in place; returns the model."""
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; expected one of {', '.join(MODES)}")
-    backbone = getattr(model, "backbone", None)
-    if backbone is None:
+    if not model.capabilities.pretrained:
         if mode != "full":
             raise ValueError(f"--train.finetune {mode} needs a pretrained backbone (--backbone wan|cosmos)")
         return model
+    backbone = model.backbone
     if mode == "frozen":
         backbone.requires_grad_(False)
     elif mode == "lora":

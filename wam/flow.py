@@ -88,7 +88,8 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     `schedule`). A modality passed in (`video=` or `actions=`, clean) is given: held at t = 1 and not sampled;
     that is how one model serves as world model (actions given) or inverse dynamics (frames given).
     With `cache`, the context (and, where the recipe allows, the frames) go through the network once per
-    noise level instead of once per call (`model.encode` / `model.decode`; the same function, tested).
+    noise level instead of once per call (`model.encode` / `model.decode`; the same function, tested), for a
+    network whose `capabilities` say it can.
     `guide` = (actions (b, k, a), weights (k,) in [0, 1]) inpaints the action chunk (real-time chunking at
     chunk boundaries): after every step the actions are pulled to the guide's point on the same noise path,
     x <- w * path(guide, x0, t) + (1 - w) * x, so weight 1 holds an action to the guide exactly.
@@ -104,10 +105,11 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     xa = actions.clone() if actions is not None else noise[1].clone()
     plan = schedule(0 if video is not None else video_steps, 0 if actions is not None else steps, decode)
     b = action_shape[0]
-    cache = cache and hasattr(model, "encode")
-    video_prefix = cache and model.n_vid and model.video_in_prefix
+    can = model.capabilities
+    cache = cache and can.cached
+    video_prefix = cache and can.frames_in_prefix
     # Fast path: frames not sampled and never read by the actions -> leave the frame tokens out entirely.
-    skip_frames = cache and video is None and video_steps == 0 and getattr(model, "frames_optional", False)
+    skip_frames = cache and video is None and video_steps == 0 and can.frames_optional
     prefix, prefix_tv = None, None
     for tv, ta, dv, da in plan:
         tv, ta = (1.0 if video is not None else tv), (1.0 if actions is not None else ta)

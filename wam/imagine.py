@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 import tyro
 
+from wam.config import SamplerConfig, apply, overrides_of
 from wam.evaluate import EVAL_SEED
+
+SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={"video_steps": ("--steps",)})
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,11 @@ class ImagineConfig:
     """Without --data: variation seed of the task."""
     horizon: int = 96
     """Environment steps to imagine."""
-    steps: int | None = None
-    """Frame denoising steps (default: the checkpoint's, at least its action steps)."""
+    sampler: SamplerOverrides = field(default_factory=SamplerOverrides)
+    """Changes to the checkpoint's own sampler; the frames get at least as many steps as the actions (--steps N is
+    the old spelling of --sampler.video-steps N)."""
+    backbone_path: Path | None = None
+    """A pretrained backbone's diffusers folder (default: the one the checkpoint records; its fingerprint must match)."""
     out: Path | None = None
     """Output folder (default: CHECKPOINT/../imagine)."""
 
@@ -118,20 +124,17 @@ class _Simulated:
 def imagine(cfg: ImagineConfig) -> dict:
     from wam import modes
     from wam.checkpoint import load_model
-    from wam.config import SamplerConfig
     from wam.models.base import Context
     from wam.text import embed
     from wam.video import write_mp4
     from wam.data.transforms import images_from_model, images_to_model
 
-    model, norm, config = load_model(Path(cfg.checkpoint))
+    model, norm, config = load_model(Path(cfg.checkpoint), cfg.backbone_path)
     m = model.cfg
     modes.check_mode(m.recipe, "world_model")
     if cfg.data is None:
         modes.check_mode(m.recipe, "policy")
-    saved = SamplerConfig(**config.get("sampler", {}))
-    sampler = SamplerConfig(steps=saved.steps, execute=saved.execute,
-                            video_steps=cfg.steps if cfg.steps else saved.video_steps)
+    sampler = apply(SamplerConfig(**config.get("sampler", {})), cfg.sampler).resolve(m.recipe)
     source = (_Recorded(Path(cfg.data), cfg.episode, m) if cfg.data is not None
               else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
     text = torch.from_numpy(embed([source.instruction]))

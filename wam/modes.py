@@ -20,12 +20,12 @@ from wam.recipes import check_mode, recipe
 
 
 def video_steps(sampler: SamplerConfig, recipe_name: str, mode: str = "policy") -> int:
-    """Frame denoising steps for a mode. In the frame-producing modes (world_model, video) frames are the
-    point, so they get at least as many steps as the actions."""
+    """Frame denoising steps for a mode, from the sampler resolved for the recipe. In the frame-producing modes
+    (world_model, video) frames are the point, so they get at least as many steps as the actions."""
     if not recipe(recipe_name).predicts_video or mode == "inverse_dynamics":
         return 0
-    steps = sampler.steps if sampler.video_steps is None else sampler.video_steps
-    return max(steps, sampler.steps) if mode in ("world_model", "video") else steps
+    sampler = sampler.resolve(recipe_name)
+    return max(sampler.video_steps, sampler.steps) if mode in ("world_model", "video") else sampler.video_steps
 
 
 @torch.no_grad()
@@ -43,8 +43,9 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
     if mode in ("policy", "video") and (video is not None or actions is not None):
         raise ValueError(f"mode {mode!r} takes only the context; use world_model or inverse_dynamics to give frames or actions")
     b = context.images.shape[0]
+    sampler = sampler.resolve(cfg.recipe)
     vs = video_steps(sampler, cfg.recipe, mode)
-    if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and getattr(model, "frames_optional", False)):
+    if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and model.capabilities.frames_optional):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
     return flow.sample(model, context, model.video_shape(b),

@@ -32,7 +32,7 @@ class WAMPolicy:
     def __init__(self, model, normalizer, config: dict, sampler: SamplerConfig | None = None, seed: int = 0):
         self.model, self.norm, self.config = model, normalizer, config
         self.cfg = model.cfg
-        self.sampler = sampler or SamplerConfig(**config.get("sampler", {}))
+        self.sampler = (sampler or SamplerConfig(**config.get("sampler", {}))).resolve(self.cfg.recipe)
         self.generator = torch.Generator().manual_seed(seed)
         self._text: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.device = resolve_device(self.sampler.device)
@@ -44,10 +44,12 @@ class WAMPolicy:
         self._metadata = self._declare()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0) -> "WAMPolicy":
+    def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0,
+                        backbone_path: str | Path | None = None) -> "WAMPolicy":
+        """`backbone_path`: a pretrained backbone's folder on this machine (default: the one the checkpoint records)."""
         from wam.checkpoint import load_model
 
-        model, normalizer, config = load_model(Path(path))
+        model, normalizer, config = load_model(Path(path), backbone_path)
         return cls(model, normalizer, config, sampler, seed)
 
     # ------------------------------------------------------------------ the protocol
@@ -91,11 +93,12 @@ class WAMPolicy:
         state = self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0)
         ctx = Context(images=images_to_model(torch.from_numpy(frames_in))[None].to(self.device),  # (1, c, v, 3, H, W)
                       state=state[None].to(self.device), text=text)
-        if hasattr(self.model, "encode_frames"):  # a pretrained backbone: the context's VAE latents, once per chunk
+        can = self.model.capabilities
+        if can.latent_frames:  # a pretrained backbone: the context's VAE latents, once per chunk
             ctx.latents = self.model.encode_frames(ctx.images)
         n = self.sampler.best_of
         if n > 1:  # N candidate chunks from N noises, in one batch
-            if not hasattr(self.model, "value_of"):
+            if not can.value:
                 raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
             ctx = ctx.apply(lambda x: x.expand(n, *x.shape[1:]))
         inpaint = None
@@ -110,13 +113,13 @@ class WAMPolicy:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.sampler.precision == "bfloat16"):
             frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint)
         value = None
-        if hasattr(self.model, "value_of"):
+        if can.value:
             values = self.model.value_of(frames.float())
             best = int(values.argmax())
             frames, actions, value = frames[best:best + 1], actions[best:best + 1], float(values[best])
         actions = self.norm.unactions(actions[0].float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
         frames = frames[:1].float() if self._predicts_frames() else None
-        if frames is not None and hasattr(self.model, "decode_frames"):  # latents -> pixels, only when asked
+        if frames is not None and can.latent_frames:  # latents -> pixels, only when asked
             frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None
         frames = images_from_model(frames[0].cpu()) if frames is not None else None
         ms = (time.perf_counter() - start) * 1000

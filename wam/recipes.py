@@ -32,6 +32,8 @@ from typing import Literal
 
 import torch
 
+from wam.backbones import BACKBONES
+
 MODES = ("policy", "world_model", "inverse_dynamics", "video")
 
 
@@ -50,11 +52,9 @@ class Recipe:
     modes: tuple[str, ...]
     steps: int
     """Default action denoising steps."""
-    video_steps: int
-    """Default frame denoising steps (0: frames are not predicted)."""
+    video_steps: int | None
+    """Default frame denoising steps (None: as many as the action steps; 0: frames are not predicted)."""
     summary: str
-    backbone: str = "any"
-    """The backbone the recipe needs ("any": every backbone that can mask attention as it says)."""
 
     @property
     def predicts_video(self) -> bool:
@@ -63,21 +63,20 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("joint", "DreamZero (shared noise level)", "cva", "cva", "shared", "uniform", "together",
-           ("policy",), 10, 10, "one noise level shared by future frames and actions"),
+           ("policy",), 10, None, "one noise level shared by future frames and actions"),
     Recipe("decoupled", "UWM, UVA (independent noise levels)", "cva", "cva", "independent", "uniform", "together",
-           MODES, 10, 10, "independent noise levels per modality: one model is policy, world model, IDM and video predictor"),
+           MODES, 10, None, "independent noise levels per modality: one model is policy, world model, IDM and video predictor"),
     Recipe("flash", "DreamZero-Flash", "cva", "cva", "independent", "noisy", "together",
            MODES, 4, 1, "frame noise biased to pure noise (Beta(1, 3)), actions uniform: actions in few steps from noisy frames"),
     Recipe("video-then-idm", "UniPi (video model, then inverse dynamics)", "cv", "va", "video_or_idm", "uniform",
-           "video_then_actions", ("policy", "inverse_dynamics", "video"), 10, 10,
+           "video_then_actions", ("policy", "inverse_dynamics", "video"), 10, None,
            "frames predicted fully, then actions decoded from the finished frames by inverse dynamics"),
     Recipe("features", "VPP, mimic-video (action decoder on video features)", "cv", "cva", "independent", "noisy",
            "together", ("policy", "video"), 10, 1,
            "one pass of the frame stream at pure noise; action tokens read its features at every layer"),
     Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
-           "shared", "uniform", "together", ("policy",), 10, 10,
-           "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames",
-           backbone="cosmos"),
+           "shared", "uniform", "together", ("policy",), 10, None,
+           "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames"),
     Recipe("action-only", "VLA-style baseline (no video prediction)", "c", "ca", "action_only", "uniform", "together",
            ("policy",), 10, 0, "the same backbone, inputs and budget without future frames"),
 ]}
@@ -144,5 +143,5 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None) -> tuple[tor
     return t_v, t_a, w_v, w_a
 
 
-OWN = tuple(n for n, r in RECIPES.items() if r.backbone == "any")
-"""The recipes our own transformer (backbone "wam") trains: all but the backbone-specific ones."""
+OWN = tuple(n for n in RECIPES if n in BACKBONES["wam"].recipes)
+"""The recipes our own transformer (backbone "wam") trains, in the order of RECIPES (backbones.py says which)."""

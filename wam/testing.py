@@ -18,6 +18,7 @@ from wam.types import Observation, PolicyMetadata
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:
     """A random batch with the shapes the config declares (for tests)."""
+    cfg = cfg.resolved()
     g = torch.Generator().manual_seed(seed)
     s, H = cfg.future_size, cfg.image_size
     ctx = Context(images=torch.rand(b, cfg.context_frames, cfg.views, 3, H, H, generator=g) * 2 - 1,

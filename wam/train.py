@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from wam import checkpoint, finetune, flow, fsdp
-from wam.backbone import build
+from wam.backbones import build
 from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.data.dataset import load_dataset
 from wam.recipes import draw_times
@@ -45,10 +45,12 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     The recipe draws the noise levels and says which losses count (recipes.draw_times). Samples from
     action-free episodes train the frames only: their actions sit at pure noise and their loss is masked.
     """
+    model_cfg = model_cfg.resolved()
     b = batch.actions.shape[0]
     video, video_mask = batch.video, batch.video_mask
-    if hasattr(_unwrap(model), "pack_video"):  # cosmos-policy: future state and value ride in extra latent frames
-        video, video_mask = _unwrap(model).pack_video(batch)
+    net = _unwrap(model)  # the network's own capabilities, under DDP too
+    if net.capabilities.packed_video:  # cosmos-policy: future state and value ride in extra latent frames
+        video, video_mask = net.pack_video(batch)
     device = video.device
     t_video, t_action, w_video, w_action = (x.to(device) for x in draw_times(model_cfg.recipe, b, g))
     noise_v = torch.randn(video.shape, generator=g).to(device)
@@ -106,6 +108,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
     from tqdm import tqdm
 
+    model_cfg = model_cfg.resolved()  # what the checkpoint records: the recipe, targets and frames concrete
     rank, world = _dist(cfg.device, cfg.parallel)
     sharded = cfg.parallel == "fsdp"
     if cfg.threads:
@@ -120,10 +123,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     model = build(model_cfg)
     finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
     text = model.embed_text(demos.instructions)  # once per instruction
-    if getattr(model, "text_encoder", None) is not None:
+    if model.capabilities.pretrained:
         model.text_encoder = None  # not needed again in training (umT5-XXL alone is 23 GB of host memory)
     latents = None
-    if hasattr(model, "encode_frames"):  # a pretrained backbone trains on VAE latents, computed once per dataset
+    if model.capabilities.latent_frames:  # a pretrained backbone trains on VAE latents, computed once per dataset
         from wam.data.latents import dataset_latents
 
         def encode() -> torch.Tensor:
@@ -177,7 +180,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                            "frames": len(windows)},
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
-    if checkpoint.frozen_names(model):  # frozen weights stay in the backbone folder: record which folder
+    if model.capabilities.pretrained:  # the folder supplies weights at load time (frozen ones, VAE, text): which folder
         from wam.models.folders import fingerprint
 
         run_config["backbone_fingerprint"] = fingerprint(model_cfg.backbone_path)

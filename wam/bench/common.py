@@ -47,7 +47,7 @@ def train_and_evaluate(name: str, out: Path, p: Preset, data: Path, steps: int, 
     t = time.perf_counter()
     ckpt = train(train_cfg, p.model, p.sampler)
     train_s = time.perf_counter() - t
-    row = {"name": name, "recipe": p.model.recipe, "train": to_dict(train_cfg), "train_s": train_s,
+    row = {"name": name, "recipe": p.model.resolved().recipe, "train": to_dict(train_cfg), "train_s": train_s,
            "episodes": episodes, "checkpoint": str(ckpt)}
     if evaluate_it:
         summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=episodes, out=out / "eval", videos=2, workers=workers,

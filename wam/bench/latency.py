@@ -193,7 +193,8 @@ def _fast_path_checkpoint(cfg: LatencyBenchConfig, settings: dict) -> Path:
 def _actions_key(ckpt: Path, sampler: SamplerConfig) -> tuple:
     """What determines the executed actions of a closed-loop evaluation (the cache changes only rounding)."""
     model = json.loads((Path(ckpt) / "config.json").read_text())["model"]
-    frames = sampler.steps if sampler.video_steps is None else sampler.video_steps
+    sampler = sampler.resolve(model.get("recipe", "decoupled"))
+    frames = sampler.video_steps
     if not model.get("actions_see_frames", True):
         frames = "unread"  # the actions never read the frames: how they are sampled cannot matter
     return (str(Path(ckpt).resolve()), sampler.steps, frames, sampler.execute)
@@ -202,7 +203,7 @@ def _actions_key(ckpt: Path, sampler: SamplerConfig) -> tuple:
 def bench_latency(cfg: LatencyBenchConfig) -> dict:
     from tqdm import tqdm
 
-    from wam.evaluate import EvalConfig, evaluate
+    from wam.evaluate import EvalConfig, SamplerOverrides, evaluate
 
     if cfg.size is not None:
         return bench_random(cfg)
@@ -240,11 +241,11 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
             row.update(known[key])
         elif cfg.episodes:
             slug = path.name.split(":")[0].replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
-            summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, steps=path.steps,
-                                          video_steps=path.video_steps, cache=path.cache,
+            changes = SamplerOverrides(steps=path.steps, video_steps=path.video_steps, cache=path.cache,
+                                       device=cfg.device, precision=cfg.precision)
+            summary = evaluate(EvalConfig(checkpoint=ckpt, episodes=cfg.episodes, sampler=changes,
                                           out=out / "eval" / f"{slug}-{path.steps}", videos=1, workers=cfg.workers,
-                                          max_steps=cfg.max_steps, device=cfg.device, precision=cfg.precision),
-                               progress=False)
+                                          max_steps=cfg.max_steps), progress=False)
             row.update({"success": summary["mean_success"],
                         "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}})
             known[key] = {k: row[k] for k in ("success", "tasks")} | {"success_from": path.name}

@@ -36,6 +36,7 @@ class Windows:
                  latents: torch.Tensor | None = None):
         """latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame (data/latents.py); the windows
         then carry latent context (Context.latents) and latent future frames instead of pixels."""
+        cfg = cfg.resolved()
         missing = [c for c in cfg.cameras if c not in demos.cameras]
         if missing:
             raise ValueError(f"the model reads cameras {list(cfg.cameras)} but the dataset {demos.root} has "

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from wam.config import ModelConfig
-from wam.models.base import Context
-from wam.models.latent import LatentAdapter
+from wam.models.base import Capabilities, Context
+from wam.models.latent import LatentAdapter, from_folder
 
 SIGMA_CONDITIONING = 1e-4  # the Video2World pipeline's conditioning noise
 GAMMA = 0.99
@@ -47,10 +47,11 @@ def from_frame(frame: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class CosmosWAM(LatentAdapter):
+    capabilities = Capabilities(latent_frames=True, pretrained=True, value=True, packed_video=True)
+
     def __init__(self, cfg: ModelConfig, transformer: nn.Module, codec=None, text_encoder=None):
-        super().__init__(cfg, transformer, codec, text_encoder)
-        if cfg.video_target != "velocity" or cfg.action_target != "velocity":
-            raise ValueError("a Cosmos backbone predicts velocities: video_target and action_target must be 'velocity'")
+        super().__init__(cfg, transformer, codec, text_encoder)  # the config's table row: velocities, cosmos-policy
+        cfg = self.cfg
         c = transformer.config
         self.z = c.in_channels - 1  # the last input channel is the condition mask
         if cfg.state_dim == 0:
@@ -130,3 +131,8 @@ class CosmosWAM(LatentAdapter):
         hidden = hidden.reshape(b, T // pt, h // ph, v * w // pw, ph, pw, pt, z)
         out = hidden.permute(0, 7, 1, 6, 2, 4, 3, 5).reshape(b, z, T, h, v * w)
         return out.reshape(b, z, T, h, v, w).permute(0, 2, 4, 1, 3, 5)
+
+
+def build(cfg: ModelConfig) -> CosmosWAM:
+    """The "cosmos" row of backbones.BACKBONES: the adapter on the folder's transformer, VAE and text encoder."""
+    return CosmosWAM(cfg, *from_folder(cfg))

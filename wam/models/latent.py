@@ -1,12 +1,15 @@
 """The shared side of the latent-video adapters (Wan, Cosmos): the text encoder that turns instructions into the
 per-token embeddings the transformer cross-attends to (computed once per instruction), the frame codec that
-encodes frames to normalised VAE latents and decodes them back, and `LatentAdapter`, the base of the adapters.
+encodes frames to normalised VAE latents and decodes them back, `LatentAdapter`, the base of the adapters, and
+`from_folder`, which loads the three from a backbone's diffusers folder.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from wam.models.base import Capabilities
 
 
 class TextEncoder:
@@ -58,14 +61,31 @@ class FrameCodec:
         return out.float().cpu().clamp(-1, 1)
 
 
+def from_folder(cfg) -> tuple[torch.nn.Module, FrameCodec, TextEncoder]:
+    """The transformer, frame codec and text encoder of the diffusers folder `cfg.backbone_path`, checked against
+    the config's image size."""
+    from wam.models import folders
+
+    comp = folders.load(cfg.backbone_path, cfg.backbone)
+    codec = FrameCodec(comp.vae)
+    patch = comp.transformer.config.patch_size[1]
+    step = codec.down * patch
+    if cfg.image_size % step:
+        raise ValueError(f"{cfg.backbone_path}: its VAE makes frames {codec.down}x smaller and its transformer reads "
+                         f"{patch}x{patch} patches: image_size must be a multiple of {step}, got {cfg.image_size}")
+    return comp.transformer, codec, TextEncoder(comp.tokenizer, comp.text_encoder, cfg.text_tokens)
+
+
 class LatentAdapter(torch.nn.Module):
     """What the Wan and Cosmos adapters share: the backbone, its frozen helpers (not part of the weights) and the
     frame and text side of the protocol. Frames are VAE latents (b, n, v, z, h, w); the first
     `cfg.future_frames` latent frames of a prediction are the future frames."""
 
+    capabilities = Capabilities(latent_frames=True, pretrained=True)
+
     def __init__(self, cfg, transformer: torch.nn.Module, codec: FrameCodec | None, text_encoder: TextEncoder | None):
         super().__init__()
-        self.cfg, self.backbone = cfg, transformer
+        self.cfg, self.backbone = cfg.resolved(), transformer
         self.codec, self.text_encoder = codec, text_encoder
         self.gradient_checkpointing = False
         self.latent_size = cfg.image_size // (codec.down if codec is not None else 8)  # h = w of a latent frame

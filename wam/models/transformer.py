@@ -18,8 +18,9 @@ frame tokens at all.
 `WAMTransformer.forward(noisy_video, noisy_actions, t_video, t_action, context)` is a pure tensor
 function; `flow.py` turns it into a loss and a sampler. `encode` + `decode` compute the same function in
 two parts for inference: the tokens that never read later ones (the context; also the frames where the
-recipe allows) once, then the rest against their cached keys/values at every denoising step. Any module
-with the forward signature (a diffusers Wan or Cosmos adapter, later) can stand in for training.
+recipe allows) once, then the rest against their cached keys/values at every denoising step. What the
+recipe's mask allows is declared in `capabilities` (models/base.py). `build(cfg)` is this backbone's entry in
+the table of backbones (backbones.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wam.config import ModelConfig
-from wam.models.base import Context
+from wam.models.base import Capabilities, Context
 from wam.recipes import attention_mask
 
 CONTEXT, VIDEO, ACTION = 0, 1, 2
@@ -178,7 +179,7 @@ class Prefix:
 class WAMTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved()
         d = cfg.width
         self.stem = ConvStem(cfg.stem_channels, d, cfg.keypoints)
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
@@ -199,10 +200,11 @@ class WAMTransformer(nn.Module):
         # mask[i, j]: token i may attend to token j, as the recipe says (context always reads only context).
         self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.n_ctx, self.n_vid, self.n_act = n_ctx, n_vid, n_act
-        self.video_in_prefix = not bool(self.mask[groups == VIDEO][:, groups == ACTION].any())
-        """Frame tokens never read actions, so they can be computed once per frame noise level (a prefix)."""
-        self.frames_optional = bool(n_vid) and not bool(self.mask[groups == ACTION][:, groups == VIDEO].any())
-        """Action tokens never read frame tokens, so actions can be sampled without them (the fast path)."""
+        # What the mask allows: frames cached with the context when they never read actions (a prefix per
+        # frame noise level); frames left out when the actions never read them (the fast path).
+        self.capabilities = Capabilities(
+            cached=True, frames_in_prefix=bool(n_vid) and not bool(self.mask[groups == VIDEO][:, groups == ACTION].any()),
+            frames_optional=bool(n_vid) and not bool(self.mask[groups == ACTION][:, groups == VIDEO].any()))
         self._masks: dict[tuple, torch.Tensor | None] = {}
 
         self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
@@ -313,7 +315,7 @@ class WAMTransformer(nn.Module):
         text = self.text_cond(context.text)
         current = self._current(context) if self.n_vid else None
         with_video = noisy_video is not None
-        if with_video and not self.video_in_prefix:
+        if with_video and not self.capabilities.frames_in_prefix:
             raise ValueError(f"recipe {self.cfg.recipe!r}: frame tokens read the actions, so they cannot be cached")
         b = len(text)
         t_v = t_video if with_video else text.new_ones(b)
@@ -332,7 +334,7 @@ class WAMTransformer(nn.Module):
         actions never read frames, the frame tokens are left out (the fast path; frames come back None)."""
         cond = self._cond(t_video, t_action, prefix.text)
         video_here = self.n_vid and prefix.n == self.n_ctx and noisy_video is not None
-        if self.n_vid and prefix.n == self.n_ctx and noisy_video is None and not self.frames_optional:
+        if self.n_vid and prefix.n == self.n_ctx and noisy_video is None and not self.capabilities.frames_optional:
             raise ValueError("this model's action tokens read the frame tokens: pass noisy_video")
         parts = [self._video_tokens(noisy_video, prefix.current)] if video_here else []
         parts.append(self.action_in(noisy_actions) + self.pos_action)
@@ -342,6 +344,11 @@ class WAMTransformer(nn.Module):
                          rows, prefix.kv, range(prefix.n))
         vid_out = self._video_out(x[:, :self.n_vid], cond) if video_here else prefix.video_out
         return vid_out, self.action_out(x[:, -self.n_act:], cond[:, ACTION])
+
+
+def build(cfg: ModelConfig) -> WAMTransformer:
+    """The "wam" row of backbones.BACKBONES."""
+    return WAMTransformer(cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

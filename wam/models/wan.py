@@ -24,14 +24,13 @@ from torch import nn
 from wam.config import ModelConfig
 from wam.models.base import Context
 from wam.models.transformer import FinalLayer
-from wam.models.latent import LatentAdapter
+from wam.models.latent import LatentAdapter, from_folder
 
 
 class WanWAM(LatentAdapter):
     def __init__(self, cfg: ModelConfig, transformer: nn.Module, codec=None, text_encoder=None):
-        super().__init__(cfg, transformer, codec, text_encoder)
-        if cfg.video_target != "velocity":
-            raise ValueError("a Wan backbone predicts a velocity: video_target must be 'velocity'")
+        super().__init__(cfg, transformer, codec, text_encoder)  # the config's table row: frames as velocities
+        cfg = self.cfg
         c = transformer.config
         d = c.num_attention_heads * c.attention_head_dim
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
@@ -101,3 +100,8 @@ class WanWAM(LatentAdapter):
         b = x.shape[0]
         x = x.reshape(b, frames // pt, h // ph, w // pw, pt, ph, pw, -1)
         return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, -1, frames, h, w)
+
+
+def build(cfg: ModelConfig) -> WanWAM:
+    """The "wan" row of backbones.BACKBONES: the adapter on the folder's transformer, VAE and text encoder."""
+    return WanWAM(cfg, *from_folder(cfg))

@@ -1,0 +1,73 @@
+"""The networks a World-Action Model can be built on, one row each, selected by name (`--backbone NAME`).
+
+    name     build                              recipes (first: default)       targets (video, action)  frames
+    wam      our transformer (models/transformer)  every recipe but cosmos-policy  data | velocity, velocity  pixels
+    wan      diffusers WanTransformer3DModel     decoupled, joint, flash         velocity, velocity       latents
+    cosmos   diffusers CosmosTransformer3DModel  cosmos-policy                  velocity, velocity       latents
+
+The model config's validation (config.ModelConfig) reads this table: the recipe must be one the backbone allows,
+the prediction targets ones it can output, and a backbone with `needs_path` a --backbone-path folder. `build(cfg)`
+imports the row's module only then, so reading the table imports no heavy module. A new backbone is one row here
+and one model file with a `build(cfg)` function whose network declares its `capabilities` (models/base.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from wam.config import ModelConfig
+
+Target = Literal["data", "velocity"]
+"""What a network outputs for a modality: the clean sample ("data", x-prediction) or the velocity."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    build: str
+    """"module:function" building the network from a model config, imported when called."""
+    recipes: tuple[str, ...]
+    """The recipes it trains; the first is the default (ModelConfig.recipe None)."""
+    video_targets: tuple[Target, ...]
+    """The frame targets it can output; the first is the default (ModelConfig.video_target None)."""
+    action_targets: tuple[Target, ...]
+    """The action targets it can output; the first is the default."""
+    frames: Literal["pixels", "latents"]
+    """What its future frames are: pixels (predicted at future_size) or VAE latents of the image_size frames."""
+    needs_path: bool
+    """It is loaded from a diffusers pipeline folder (--backbone-path DIR)."""
+    summary: str
+
+    def make(self, cfg: "ModelConfig") -> "nn.Module":
+        module, function = self.build.split(":")
+        return getattr(importlib.import_module(module), function)(cfg)
+
+
+BACKBONES: dict[str, BackboneSpec] = {b.name: b for b in [
+    BackboneSpec("wam", "wam.models.transformer:build",
+                 ("decoupled", "joint", "flash", "video-then-idm", "features", "action-only"),
+                 ("data", "velocity"), ("velocity", "data"), "pixels", False,
+                 "our transformer, trained from scratch: any recipe its attention mask can express"),
+    BackboneSpec("wan", "wam.models.wan:build", ("decoupled", "joint", "flash"), ("velocity",), ("velocity", "data"),
+                 "latents", True, "Wan 2.1 / 2.2 (diffusers): attends over the whole sequence, so no recipe that "
+                 "hides frames from actions or actions from frames"),
+    BackboneSpec("cosmos", "wam.models.cosmos:build", ("cosmos-policy",), ("velocity",), ("velocity",), "latents", True,
+                 "Cosmos-Predict2 (diffusers) unchanged: actions, future state and value as extra latent frames"),
+]}
+
+
+def backbone(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones are: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def build(cfg: "ModelConfig") -> "nn.Module":
+    """The network a model config names (resolved first: its recipe and targets concrete)."""
+    cfg = cfg.resolved()
+    return backbone(cfg.backbone).make(cfg)
