@@ -86,3 +86,4 @@ def test_old_eval_flags_are_aliases_of_the_sampler_overrides():
     assert old == new and old.sampler.cache is False and old.sampler.best_of is None
     cfg = tyro.cli(EvalConfig, args=["ck", "--sampler.compile", "--sampler.best-of", "4", "--backbone-path", "/x"])
     assert (cfg.sampler.compile, cfg.sampler.best_of, str(cfg.backbone_path)) == (True, 4, "/x")
+    assert tyro.cli(EvalConfig, args=["ck", "--compile"]).sampler.compile is True  # the README's GPU flag

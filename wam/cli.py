@@ -7,17 +7,17 @@
     wam eval runs/mine/last --episodes 20 --sampler.steps 4 --sampler.best-of 4
     wam imagine runs/mine/last --data runs/data/mine --episode 0
 
+    wam bench recipes --out runs/bench/recipes
+    wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
+    wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
+    wam demo --out runs/demo
+
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
 (the old `--preset NAME` is read as the subcommand NAME). `--recipe`, `--backbone` and `--backbone-path` are
 aliases of `--model.recipe`, `--model.backbone` and `--model.backbone-path`: what a recipe or a backbone implies
 (future frames, prediction targets, sampler steps) is resolved from the final config, whatever the flags' order.
 `wam eval` and `wam imagine` start from the checkpoint's own sampler and change only the `--sampler.*` fields given;
-`--backbone-path DIR` reads a pretrained backbone from DIR instead of the folder the checkpoint records.
-    wam bench recipes --out runs/bench/recipes
-    wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
-    wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
-    wam demo --out runs/demo
-"""
+`--backbone-path DIR` reads a pretrained backbone from DIR instead of the folder the checkpoint records."""
 
 from __future__ import annotations
 

@@ -23,10 +23,11 @@ from wam.envs.metaworld import MAX_EPISODE_STEPS
 
 EVAL_SEED = 100_000
 
-# --sampler.FIELD changes the checkpoint's sampler; the old flags of `wam eval` are aliases of six of them.
+# --sampler.FIELD changes the checkpoint's sampler; the old flags of `wam eval` are aliases of six of them, and
+# --compile (which the README's GPU settings have always named) of a seventh.
 SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={
     "steps": ("--steps",), "video_steps": ("--video-steps",), "execute": ("--execute",), "cache": ("--cache",),
-    "device": ("--device",), "precision": ("--precision",)})
+    "device": ("--device",), "precision": ("--precision",), "compile": ("--compile",)})
 
 
 @dataclass(frozen=True)
