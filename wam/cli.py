@@ -21,7 +21,9 @@ aliases of `--model.recipe`, `--model.backbone` and `--model.backbone-path`: wha
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,14 +136,39 @@ COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagi
             "demo": cmd_demo}
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError, RuntimeError)
+"""What `wam` raises for a user's mistake (a missing folder, a bad flag value, an incomplete dataset, a missing
+extra); shown as one line when raised by wam's own code."""
+
+
+def user_error(e: BaseException) -> bool:
+    """A mistake of the user's, explained by wam's own message: one of USER_ERRORS raised in the wam package.
+    Anything else (a TypeError, or a ValueError from deep inside torch) is a bug and keeps its traceback."""
+    tb = traceback.extract_tb(e.__traceback__)
+    return isinstance(e, USER_ERRORS) and bool(tb) and Path(tb[-1].filename).resolve().is_relative_to(PACKAGE)
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("WAM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"unknown command {argv[0]!r}; valid commands are: {', '.join(COMMANDS)}\n", file=sys.stderr)
         print(__doc__)
+        print("--debug (or WAM_DEBUG=1) shows the traceback of an error instead of its one line.")
         sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)
-    COMMANDS[argv[0]](argv[1:])
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except Exception as e:
+        if debug or not user_error(e):
+            raise
+        message = " ".join(str(e).split())
+        print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""The command line: a user's mistake is one line (`error: ...`) and exit status 2; a real bug, `--debug` and
+WAM_DEBUG=1 keep the traceback."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from wam import cli
+from wam.cli import main
+
+
+def _error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_user_mistakes_are_one_line_and_status_2(capsys, tmp_path, tiny_dataset):
+    line = _error(capsys, ["train", "tiny", "--train.data", str(tmp_path / "nope"), "--train.out", str(tmp_path / "r")])
+    assert "no dataset at" in line and "wam collect --out" in line
+    line = _error(capsys, ["eval", str(tmp_path)])
+    assert f"{tmp_path} is not a wam checkpoint" in line
+    broken = shutil.copytree(tiny_dataset, tmp_path / "broken")
+    (broken / "meta/stats.json").unlink()
+    line = _error(capsys, ["train", "tiny", "--train.data", str(broken), "--train.out", str(tmp_path / "r2")])
+    assert "stats.json is missing: expected normalisation statistics" in line
+    line = _error(capsys, ["imagine", str(tmp_path / "nope")])
+    assert "is not a wam checkpoint" in line
+
+
+def test_debug_and_wam_debug_show_the_traceback(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="not a wam checkpoint"):
+        main(["eval", str(tmp_path), "--debug"])
+    monkeypatch.setenv("WAM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="not a wam checkpoint"):
+        main(["eval", str(tmp_path)])
+
+
+def test_a_real_bug_keeps_its_traceback(monkeypatch):
+    def typo(argv):
+        raise TypeError("a bug")
+
+    def outside(argv):
+        np.zeros(-1)  # a ValueError raised inside numpy, not by wam: not a message meant for the user
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", typo)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["eval", "x"])
+    monkeypatch.setitem(cli.COMMANDS, "eval", outside)
+    with pytest.raises(ValueError, match="negative dimensions"):
+        main(["eval", "x"])
+
+
+@pytest.mark.slow
+def test_demo_on_the_tiny_preset_prints_its_times_throughput_and_machine_speed(tmp_path, capsys):
+    import json
+
+    main(["demo", "--preset", "tiny", "--episodes", "1", "--workers", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "stage times: collect" in out and "training throughput:" in out and "GFLOP/s fp32 matmul on" in out
+    timing = json.loads((tmp_path / "eval/timing.json").read_text())
+    assert timing["train_samples_per_s"] > 0 and timing["machine_gflops"] > 0
