@@ -409,6 +409,63 @@ def test_api_key_is_required_when_set(policy):
     server.close()
 
 
+# ------------------------------------------------------------------------------ wam eval --remote
+class _Recording:
+    """An environment that keeps every action executed in it."""
+
+    def __init__(self, env):
+        self.env, self.actions = env, []
+
+    def reset(self, seed):
+        return self.env.reset(seed)
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return self.env.step(action)
+
+    def close(self):
+        self.env.close()
+
+
+def test_eval_remote_equals_in_process(tiny_dataset, tmp_path, port):
+    from wam.checkpoint import read_config
+    from wam.config import model_from_dict
+    from wam.envs import make_env
+    from wam.evaluate import EpisodeJob, EvalConfig, Worker, WorkerSetup, evaluate
+    from wam.serve.server import ServeConfig, from_checkpoint
+    from wam.train import train
+
+    P = preset("tiny")
+    ckpt = train(replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
+    config = read_config(ckpt)
+    sampler = SamplerConfig(**config["sampler"]).resolve(model_from_dict(config["model"]).recipe)
+    server = from_checkpoint(ServeConfig(ckpt, port=0))
+    with running(server) as served:
+        url = f"ws://127.0.0.1:{served}"
+        kw = dict(checkpoint=ckpt, tasks="drawer-close-v3,button-press-topdown-v3", episodes=2, max_steps=8,
+                  workers=1, videos=0)
+        local = evaluate(EvalConfig(**kw, out=tmp_path / "local"), progress=False)
+        remote = evaluate(EvalConfig(**kw, out=tmp_path / "remote", remote=url), progress=False)
+        same = lambda s: [(e["task"], e["seed"], e["success"], e["steps"]) for e in s["episodes"]]  # noqa: E731
+        assert same(local) == same(remote) and len(same(local)) == 4
+        assert remote["remote"] == url and remote["server"]["fingerprint"] == server.info["fingerprint"]
+        # the executed actions, step by step, through the evaluation's own worker
+        executed = []
+        for setup in (WorkerSetup(str(ckpt), sampler), WorkerSetup(str(ckpt), sampler, remote=url)):
+            worker = Worker(setup)
+            env = worker.envs["metaworld:drawer-close-v3"] = _Recording(make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
+            worker.run(EpisodeJob(env="metaworld:drawer-close-v3", task="drawer-close-v3", seed=100_001, max_steps=7))
+            executed.append(np.stack(env.actions))
+            env.close()
+        assert executed[0].shape == (7, 4) and len({a.tobytes() for a in executed[0]}) > 1
+        np.testing.assert_array_equal(executed[0], executed[1])
+        with pytest.raises(ValueError, match="server's sampler is used; --sampler.steps"):
+            evaluate(EvalConfig(**kw, remote=url, sampler=replace(EvalConfig(ckpt).sampler, steps=3)), progress=False)
+    server.close()
+    with pytest.raises(ValueError, match="serves weights test, not this checkpoint's"):
+        evaluate(EvalConfig(**kw, remote=f"ws://127.0.0.1:{port}"), progress=False)
+
+
 def test_cli_serve_has_its_flags(capsys):
     from wam.cli import main
 
