@@ -46,6 +46,10 @@ FORBIDDEN = {
     "wam.rollout": ("wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli", "wam.envs"),
     "wam.policy": ("wam.train", "wam.evaluate", "wam.bench", "wam.cli", "wam.envs"),
     "wam.train": ("wam.bench", "wam.cli", "wam.demo"),
+    "wam.serve": ("wam.train", "wam.evaluate", "wam.bench", "wam.cli", "wam.demo", "wam.imagine"),
+    # the robot's side: numpy, msgpack and websockets, never torch
+    "wam.serve.client": ("wam.policy", "wam.models", "wam.data", "wam.runtime", "wam.config", "wam.checkpoint",
+                         "wam.flow", "wam.modes", "wam.serve.server", "wam.testing"),
 }
 
 
@@ -72,6 +76,12 @@ def test_the_core_imports_without_the_heavy_optional_dependencies():
             "import wam.models.wan, wam.models.cosmos, wam.bench.latency, wam.bench.memory, wam.bench.recipes\n"
             "heavy = sorted(m for m in ('diffusers', 'peft', 'metaworld', 'mujoco') if m in sys.modules)\n"
             "assert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_serving_client_imports_without_torch():
+    code = "import sys\nimport wam.serve.client\nassert 'torch' not in sys.modules\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
 

@@ -114,6 +114,17 @@ def load_normalizer(path: Path):
     return Normalizer.from_tensors(load_file(Path(path) / "model.safetensors"))
 
 
+def fingerprint(path: Path) -> str:
+    """The first 16 hex digits of the sha256 of a checkpoint's model.safetensors: which weights are served."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(path) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def read_config(path: Path) -> dict:
     path = Path(path)
     file = path / "config.json"

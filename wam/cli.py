@@ -1,4 +1,4 @@
-"""The `wam` command: collect, train, eval, demo. Every flag is a field of a typed config (tyro), parsed once.
+"""The `wam` command: collect, train, eval, imagine, serve, bench, demo. Every flag is a field of a typed config (tyro), parsed once.
 
     wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
     wam train --train.data runs/data/mine --train.out runs/mine          the default preset
@@ -6,6 +6,8 @@
     wam train --backbone cosmos --backbone-path DIR --train.out runs/cosmos      its default recipe: cosmos-policy
     wam eval runs/mine/last --episodes 20 --sampler.steps 4 --sampler.best-of 4
     wam imagine runs/mine/last --data runs/data/mine --episode 0
+    wam serve runs/mine/last --port 8000          a websocket policy server on openpi's wire (wam.serve)
+    wam eval runs/mine/last --remote ws://127.0.0.1:8000       the same evaluation through that server
 
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
@@ -112,6 +114,13 @@ def cmd_imagine(argv: list[str]) -> None:
     imagine(tyro.cli(ImagineConfig, args=argv, prog="wam imagine"))
 
 
+def cmd_serve(argv: list[str]) -> None:
+    from wam.serve.server import ServeConfig, serve
+
+    serve(tyro.cli(ServeConfig, args=argv, prog="wam serve",
+                   description="Serve a checkpoint to robots over openpi's websocket wire (README: Put it on a robot)."))
+
+
 def cmd_bench(argv: list[str]) -> None:
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
@@ -132,8 +141,8 @@ def cmd_demo(argv: list[str]) -> None:
     demo(tyro.cli(DemoConfig, args=argv, prog="wam demo"))
 
 
-COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "bench": cmd_bench,
-            "demo": cmd_demo}
+COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "serve": cmd_serve,
+            "bench": cmd_bench, "demo": cmd_demo}
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError, RuntimeError)

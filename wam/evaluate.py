@@ -1,5 +1,12 @@
 """`wam eval CHECKPOINT`: closed-loop rollouts in Meta-World on held-out task variations.
 
+With `--remote ws://HOST:PORT` the policy is a running `wam serve` of the same checkpoint: the episodes'
+frame history and chunk execution run here, around a `RemotePolicy` that keeps the history client side
+(wam.serve.client), so with the same seeds the executed actions are those of the in-process evaluation.
+
+The actions executed pass the serving guard (wam.serve.safety: finite, clipped to the checkpoint's action bounds
+with a 5% margin), in process and remote alike: an evaluation measures what a served robot would execute.
+
 Success is Meta-World's own `info["success"]`, counted when it is reached at any step within `max_steps`
 (the episode then ends). Variation seeds for evaluation start at `seed` (default 100000); demonstrations use
 seeds from 0 up, and the checkpoint records the range it was trained on, so an overlap is refused.
@@ -11,6 +18,7 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +69,11 @@ class EvalConfig:
     videos: int = -1
     """Rollout videos saved per task (-1 = every rollout)."""
     workers: int = 2
+    remote: str | None = None
+    """ws://HOST:PORT of a running `wam serve` of this checkpoint: act through it (only --sampler.execute, --delay
+    and --blend apply here; the server's sampler does the rest)."""
+    api_key: str | None = None
+    """The remote server's API key (default: the WAM_API_KEY variable)."""
 
     def __post_init__(self):
         if self.episodes < 1 or self.workers < 1:
@@ -112,6 +125,8 @@ class WorkerSetup:
     delay: int = 0
     blend: int = 0
     backbone_path: str | None = None  # a pretrained backbone's folder here (default: the recorded one)
+    remote: str | None = None  # act through this `wam serve` (RemotePolicy, history kept here)
+    api_key: str | None = None
 
 
 class Worker:
@@ -125,8 +140,16 @@ class Worker:
 
         if setup.threads:
             torch.set_num_threads(setup.threads)
-        self.policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler, backbone_path=setup.backbone_path)
-        self.runner = closed_loop(self.policy, self.policy.sampler.execute, setup.delay, setup.blend)
+        if setup.remote:  # FrameHistory and the chunk executor here, so the server must not stack frames again
+            from wam.serve.client import RemotePolicy
+
+            self.policy = RemotePolicy(setup.remote, setup.api_key, history="client")
+        else:  # the actions a served robot would get: finite, clipped to the checkpoint's bounds (wam.serve.safety)
+            from wam.serve.safety import ActionGuard, Guarded
+
+            wam_policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler, backbone_path=setup.backbone_path)
+            self.policy = Guarded(wam_policy, ActionGuard.from_normalizer(wam_policy.norm))
+        self.runner = closed_loop(self.policy, setup.sampler.execute, setup.delay, setup.blend)
         self.envs: dict = {}
 
     def run(self, job: EpisodeJob) -> EpisodeResult:
@@ -174,6 +197,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     # The checkpoint's own sampler (best_of, compile, decode_frames included) with the flags' changes, resolved.
     saved = SamplerConfig(**config.get("sampler", {}))
     sampler = apply(saved, cfg.sampler).resolve(model_from_dict(config["model"]).recipe)
+    server = _check_remote(cfg) if cfg.remote else None
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
@@ -186,7 +210,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     workers = min(cfg.workers, len(jobs))
     setup = WorkerSetup(checkpoint=str(cfg.checkpoint), sampler=sampler, threads=1 if workers > 1 else 0,
                         delay=cfg.delay, blend=cfg.blend,  # one thread per worker
-                        backbone_path=str(cfg.backbone_path) if cfg.backbone_path else None)
+                        backbone_path=str(cfg.backbone_path) if cfg.backbone_path else None, remote=cfg.remote,
+                        api_key=cfg.api_key or os.environ.get("WAM_API_KEY") or None)
     episodes: list[EpisodeResult] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     if workers > 1:
@@ -219,13 +244,31 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
         "instruction_override": cfg.instruction, "delay": cfg.delay, "blend": cfg.blend, "median_ms_per_chunk": statistics.median(all_ms),
         "p90_ms_per_chunk": float(np.percentile(all_ms, 90)), "parameters": config.get("parameters"),
-        "train_step": config.get("step"), "episodes": results,
+        "train_step": config.get("step"), "remote": cfg.remote, "server": server, "episodes": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     from wam.report import write_report
 
     write_report(out, summary, Path(cfg.checkpoint))
     return summary
+
+
+def _check_remote(cfg: EvalConfig) -> dict:
+    """The remote server's handshake, once it is known to serve this checkpoint's weights."""
+    from wam.checkpoint import fingerprint
+    from wam.serve.client import RemotePolicy
+
+    given = sorted(k for k, v in dataclasses.asdict(cfg.sampler).items() if v is not None and k != "execute")
+    if given:
+        raise ValueError(f"with --remote the server's sampler is used; --sampler.{', --sampler.'.join(given)} cannot "
+                         "apply (only --sampler.execute, --delay and --blend run here)")
+    with RemotePolicy(cfg.remote, cfg.api_key or os.environ.get("WAM_API_KEY") or None, history="client") as remote:
+        info = dict(remote.server_info)
+    mine = fingerprint(cfg.checkpoint)
+    if info.get("fingerprint") != mine:
+        raise ValueError(f"the server at {cfg.remote} serves weights {info.get('fingerprint')}, not this checkpoint's "
+                         f"{mine} ({cfg.checkpoint})")
+    return {k: info[k] for k in ("fingerprint", "wam_version", "sampler") if k in info}
 
 
 def print_table(summary: dict) -> None:

@@ -1,6 +1,7 @@
 """Optional heavy dependencies, imported only where they are needed, with the extra that installs them.
 
     pretrained   diffusers, peft: the Wan and Cosmos backbones, LoRA fine-tuning, tiny random folders for tests
+    serve        msgpack, websockets: `wam serve`, `wam eval --remote`, wam.serve.client.RemotePolicy
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"diffusers": "pretrained", "peft": "pretrained"}
+EXTRAS = {"diffusers": "pretrained", "peft": "pretrained", "msgpack": "serve", "websockets": "serve"}
 
 
 def require(module: str, what: str) -> ModuleType:

@@ -3,7 +3,8 @@
 `WAMPolicy` follows the `Policy` protocol (types.py): `metadata` declares what it reads and returns, `infer(obs)`
 takes one `Observation` (the context frames of every camera it reads, the state and the prompt) and returns the
 action chunk and the predicted future frames, a first-class output. The prompt's embedding is cached by its
-text. The closed-loop wrappers around any policy (frame history, synchronous and asynchronous chunk
+text. `policy.session(seed)` is a view with a sampling generator of its own (`PolicySession`), one per
+served connection. The closed-loop wrappers around any policy (frame history, synchronous and asynchronous chunk
 execution) are in runtime.py.
 """
 
@@ -83,8 +84,13 @@ class WAMPolicy:
         self._text.move_to_end(prompt)
         return self._text[prompt]
 
+    def session(self, seed: int = 0) -> "PolicySession":
+        """A view of this policy with its own sampling generator (one per served connection, wam.serve)."""
+        return PolicySession(self, seed)
+
     @torch.inference_mode()
-    def infer(self, obs: Observation) -> PolicyOutput:
+    def infer(self, obs: Observation, generator: torch.Generator | None = None) -> PolicyOutput:
+        """`generator`: draw the sampling noise from it instead of the policy's own (a session's, PolicySession)."""
         cfg = self.cfg
         obs = obs.check(self._metadata)
         text = self.embed(obs.prompt)
@@ -111,7 +117,8 @@ class WAMPolicy:
             weights[:n] = torch.as_tensor(guide.weights[:n], dtype=torch.float32)
             inpaint = (known, weights)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.sampler.precision == "bfloat16"):
-            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator, guide=inpaint)
+            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator if generator is None else generator,
+                                       guide=inpaint)
         value = None
         if can.value:
             values = self.model.value_of(frames.float())
@@ -124,6 +131,27 @@ class WAMPolicy:
         frames = images_from_model(frames[0].cpu()) if frames is not None else None
         ms = (time.perf_counter() - start) * 1000
         return PolicyOutput(actions=actions, frames=frames, value=value, timing={"infer_ms": ms})
+
+
+class PolicySession:
+    """The shared WAM policy (model, text cache) with a sampling generator of its own, so that sessions served
+    from one model are reproducible apart: `reset(seed)` seeds this session's generator only. Not thread-safe:
+    one inference at a time uses the model (the server runs them on one worker thread)."""
+
+    def __init__(self, policy: WAMPolicy, seed: int = 0):
+        self.policy = policy
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self.policy.metadata
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def infer(self, obs: Observation) -> PolicyOutput:
+        return self.policy.infer(obs, generator=self.generator)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -188,13 +188,21 @@ def _state(x: Any, spec: PolicyMetadata) -> np.ndarray | None:
     want = f"float32 ({spec.state_dim},)" + (f" ({', '.join(spec.state_names)})" if spec.state_names else "")
     if x is None:
         raise ObservationError(f"{STATE_KEY} is missing: expected {want}")
-    a = np.asarray(x) if isinstance(x, (np.ndarray, list, tuple)) else None
+    a = _array(x) if isinstance(x, (np.ndarray, list, tuple)) else None
     if a is None or a.dtype.kind not in "fiu" or a.shape != (spec.state_dim,):
         raise ObservationError(f"{STATE_KEY}: expected {want}, got {_describe(a if a is not None else x)}")
     a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise ObservationError(f"{STATE_KEY}: expected finite values, got {a.tolist()}")
     return a
+
+
+def _array(x: Any, dtype=None) -> np.ndarray | None:
+    """x as an array, or None where it is not one (ragged lists, dicts inside, strings as numbers)."""
+    try:
+        return np.asarray(x, dtype)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _prompt(x: Any) -> str:
@@ -208,10 +216,12 @@ def _guide(g: Guide | None, spec: PolicyMetadata) -> Guide | None:
         return None
     if not spec.accepts_guide:
         raise ObservationError("this policy does not accept a guide (guide/actions, guide/weights)")
-    actions, weights = np.asarray(g.actions, np.float32), np.asarray(g.weights, np.float32)
-    if actions.ndim != 2 or actions.shape[1] != spec.action_dim or weights.shape != (len(actions),):
+    actions, weights = _array(g.actions, np.float32), _array(g.weights, np.float32)
+    if actions is None or weights is None or actions.ndim != 2 or actions.shape[1] != spec.action_dim or weights.shape != (len(actions),):
         raise ObservationError(f"{GUIDE_ACTIONS_KEY}/{GUIDE_WEIGHTS_KEY}: expected float32 (n, {spec.action_dim}) and "
-                               f"(n,), got {_describe(actions)} and {_describe(weights)}")
+                               f"(n,), got {_describe(g.actions)} and {_describe(g.weights)}")
+    if not (np.isfinite(actions).all() and np.isfinite(weights).all()):
+        raise ObservationError(f"{GUIDE_ACTIONS_KEY}/{GUIDE_WEIGHTS_KEY}: expected finite values")
     return Guide(actions=actions, weights=weights)
 
 

@@ -1,0 +1,9 @@
+"""Serving a policy over the network, on openpi's websocket wire (msgpack with numpy arrays).
+
+    wire.py      the msgpack-numpy codec (openpi's array encoding; never pickle)
+    errors.py    the typed errors a client gets back, {"error": {"type", "message"}}
+    images.py    the declared resize of camera images of another size (server side and client side)
+    safety.py    the action guard: finite, clipped to the checkpoint's action bounds
+    server.py    `wam serve`: sessions, the inference worker, /healthz, the API key
+    client.py    `RemotePolicy`, a `wam.types.Policy` over the wire (numpy, msgpack, websockets; no torch)
+"""
