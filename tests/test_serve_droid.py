@@ -79,3 +79,77 @@ def test_a_new_session_id_starts_a_new_session(policy):
         same = run(Raw(port), ["a", "a", "a", "a"])
         assert not np.array_equal(same[2], fresh[0])
     server.close()
+
+
+# ------------------------------------------------------------------------------ record and replay
+def test_record_then_replay_gives_identical_actions(tiny_dataset, tmp_path):
+    from dataclasses import replace
+
+    from wam.config import preset
+    from wam.serve.replay import ReplayConfig, read_recording, replay
+    from wam.serve.server import ServeConfig, from_checkpoint
+    from wam.train import train
+
+    P = preset("tiny")
+    ckpt = train(replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
+    (tmp_path / "m.json").write_text(json.dumps(MAPPING))
+    rec = tmp_path / "rec"
+    server = from_checkpoint(ServeConfig(ckpt, schema="droid", droid_mapping=tmp_path / "m.json", record=rec))
+    sent = []
+    with running(server) as port:
+        client = Raw(port)
+        assert client.ask(wire.pack({"endpoint": "reset", "seed": 3, "session_id": "a"}))["reset"] is True
+        for i, sid in enumerate(["a", "a", "a", "b", "b"]):
+            sent.append(client.ask(wire.pack(_droid(i, sid, size=(48, 64))))["actions"])
+        assert "error" in client.ask(wire.pack({**_droid(), "observation/joint_position": "x"}))
+        client.close()
+        other = Raw(port, "?history=server")
+        sent += [other.ask(wire.pack(_droid(i, "z", size=(48, 64))))["actions"] for i in range(2)]
+        other.close()
+    server.close()
+    info, options, messages = read_recording(rec)
+    assert info["schema"] == "droid" and sorted(options) == [1, 2] and [len(m) for m in messages.values()] == [7, 2]
+    np.testing.assert_array_equal(messages[1][1][1]["actions"], sent[0])
+    assert not any(p.suffix in (".npy", ".pkl", ".pickle") for p in rec.iterdir())
+
+    result = replay(ReplayConfig(rec, ckpt))
+    assert result["identical"] and result["same_weights"] and result["same_sampler"], result
+    assert {k: v["chunks"] for k, v in result["sessions"].items()} == {"c00001/a": 3, "c00001/b": 2, "c00002/z": 2}
+    # a recording whose actions differ is reported as such
+    reply = next(rec.glob("c00001-s000003-reply.msgpack"))
+    changed = wire.unpack(reply.read_bytes())
+    changed["actions"] = changed["actions"] + np.float32(0.5)
+    reply.write_bytes(wire.pack(changed))
+    result = replay(ReplayConfig(rec, ckpt))
+    a = result["sessions"]["c00001/a"]
+    assert not result["identical"] and not a["identical"] and abs(a["max_abs"] - 0.5) < 1e-5 and 0 < a["mean_abs"] < 0.5
+    assert result["sessions"]["c00001/b"]["identical"]
+
+
+def test_recording_stops_at_its_limit_with_a_log_line(tmp_path, caplog):
+    from wam.serve.record import Recorder
+
+    recorder = Recorder(tmp_path / "rec", 0.01, {"schema": "wam"})  # 10 KiB
+    conn = recorder.open({"history": "server"})
+    recorder.request(conn, 1, b"\x80" * 4000)
+    recorder.reply(conn, 1, {"actions": np.zeros((4, 4), np.float32)})
+    with caplog.at_level("WARNING", logger="wam.serve"):
+        recorder.request(conn, 2, b"\x80" * 8000)
+        recorder.reply(conn, 2, {"actions": np.zeros((4, 4), np.float32)})
+    assert recorder.stopped and "recording stopped: --record-max-mb 0.0" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == [
+        "c00001-open.msgpack", "c00001-s000001-reply.msgpack", "c00001-s000001-request.msgpack", "server.msgpack"]
+    with pytest.raises(ValueError, match="not empty"):
+        Recorder(tmp_path / "rec", 1, {})
+
+
+def test_cli_has_the_schema_record_and_replay_flags(capsys):
+    from wam.cli import main
+
+    for argv, flags in ((["serve", "--help"], ("--schema", "--droid-mapping", "--record", "--record-max-mb")),
+                        (["replay", "--help"], ("--record` wrote", "checkpoint", "--sampler.steps"))):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert all(f in text for f in flags), (argv, text)

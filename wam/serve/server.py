@@ -319,9 +319,9 @@ def running(server: PolicyServer, host: str = "127.0.0.1", port: int = 0, timeou
 
 
 # ------------------------------------------------------------------------------ wam serve
-def from_checkpoint(cfg: ServeConfig, schema=None) -> PolicyServer:
+def from_checkpoint(cfg: ServeConfig, schema: Callable | None = None) -> PolicyServer:
     """The server of a checkpoint: its policy, action bounds and fingerprint; warmed up by one inference. The
-    schema is cfg's (or `schema`, already made: `wam replay` passes the recorded one)."""
+    schema is cfg's, or `schema(policy.metadata)` (`wam replay` makes the recorded one)."""
     import wam
     from wam.checkpoint import fingerprint, read_config
     from wam.config import SamplerConfig, apply, to_dict
@@ -332,7 +332,7 @@ def from_checkpoint(cfg: ServeConfig, schema=None) -> PolicyServer:
     policy = WAMPolicy.from_checkpoint(cfg.checkpoint, apply(saved, cfg.sampler))
     info = {"fingerprint": fingerprint(cfg.checkpoint), "wam_version": wam.__version__,
             "checkpoint_step": read_config(cfg.checkpoint).get("step"), "sampler": to_dict(policy.sampler)}
-    schema = schema or make_schema(cfg.schema, policy.metadata, cfg.droid_mapping)  # refused before the warm-up
+    schema = schema(policy.metadata) if schema else make_schema(cfg.schema, policy.metadata, cfg.droid_mapping)  # refused before the warm-up
     policy.session().infer(fake_observation(policy.metadata))  # warm-up: first-call costs before /healthz says ok
     guard = ActionGuard.from_normalizer(policy.norm, MARGIN)
     recorder = None
