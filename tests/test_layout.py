@@ -50,6 +50,8 @@ FORBIDDEN = {
     # the robot's side: numpy, msgpack and websockets, never torch
     "wam.serve.client": ("wam.policy", "wam.models", "wam.data", "wam.runtime", "wam.config", "wam.checkpoint",
                          "wam.flow", "wam.modes", "wam.serve.server", "wam.testing"),
+    "wam.serve.watchdog": ("wam.policy", "wam.models", "wam.data", "wam.runtime", "wam.config", "wam.checkpoint",
+                           "wam.flow", "wam.modes", "wam.serve.server", "wam.testing"),
 }
 
 
@@ -81,7 +83,7 @@ def test_the_core_imports_without_the_heavy_optional_dependencies():
 
 
 def test_the_serving_client_imports_without_torch():
-    code = "import sys\nimport wam.serve.client\nassert 'torch' not in sys.modules\n"
+    code = "import sys\nimport wam.serve.client, wam.serve.watchdog\nassert 'torch' not in sys.modules\n"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
 

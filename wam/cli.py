@@ -8,6 +8,7 @@
     wam imagine runs/mine/last --data runs/data/mine --episode 0
     wam serve runs/mine/last --port 8000          a websocket policy server on openpi's wire (wam.serve)
     wam eval runs/mine/last --remote ws://127.0.0.1:8000       the same evaluation through that server
+    wam replay runs/rec runs/mine/last            replay what `wam serve --record runs/rec` saved; compare actions
 
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
@@ -121,6 +122,13 @@ def cmd_serve(argv: list[str]) -> None:
                    description="Serve a checkpoint to robots over openpi's websocket wire (README: Put it on a robot)."))
 
 
+def cmd_replay(argv: list[str]) -> None:
+    from wam.serve.replay import ReplayConfig, main
+
+    main(tyro.cli(ReplayConfig, args=argv, prog="wam replay",
+                  description="Replay what `wam serve --record DIR` saved through CHECKPOINT; report how far the actions differ."))
+
+
 def cmd_bench(argv: list[str]) -> None:
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
@@ -142,7 +150,7 @@ def cmd_demo(argv: list[str]) -> None:
 
 
 COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "serve": cmd_serve,
-            "bench": cmd_bench, "demo": cmd_demo}
+            "replay": cmd_replay, "bench": cmd_bench, "demo": cmd_demo}
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError, RuntimeError)

@@ -4,6 +4,10 @@
     errors.py    the typed errors a client gets back, {"error": {"type", "message"}}
     images.py    the declared resize of camera images of another size (server side and client side)
     safety.py    the action guard: finite, clipped to the checkpoint's action bounds
+    schemas.py   the observation schemas: the checkpoint's own, RoboArena/DROID's through a declared mapping
     server.py    `wam serve`: sessions, the inference worker, /healthz, the API key
+    record.py    `wam serve --record DIR`: every request and reply, one file each (msgpack, never pickle)
+    replay.py    `wam replay DIR CHECKPOINT`: the recording answered again in process, actions compared
     client.py    `RemotePolicy`, a `wam.types.Policy` over the wire (numpy, msgpack, websockets; no torch)
+    watchdog.py  the robot-side chunk executor that holds when a chunk misses its deadline (no torch)
 """

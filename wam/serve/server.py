@@ -14,6 +14,10 @@ one msgpack dict with an `endpoint`:
 
 A refused message gets {"error": {"type", "message"}} (errors.py) and the connection keeps working.
 
+With --schema droid the messages carry RoboArena/DROID's keys and a session_id instead, translated onto the
+checkpoint's keys by a declared mapping (schemas.py); a new session_id on a connection starts a new session.
+--record DIR saves every request and reply (record.py) for `wam replay` (replay.py).
+
 Sessions. Every connection is a session: its own view of the policy with its own sampling generator
 (`WAMPolicy.session`) and, by default, its own `FrameHistory` (the client sends the current frame of each
 camera; the session stacks the context frames the model reads from the messages it receives, so they match the
@@ -53,7 +57,9 @@ from wam.runtime import FrameHistory
 from wam.serve import wire
 from wam.serve.errors import TYPES, ServeError
 from wam.serve.images import fit_images
+from wam.serve.record import Recorder
 from wam.serve.safety import MARGIN, ActionGuard, Guarded
+from wam.serve.schemas import SCHEMAS, WamSchema, make_schema
 from wam.types import Observation, ObservationError, Policy, PolicyMetadata
 
 log = logging.getLogger("wam.serve")
@@ -78,8 +84,19 @@ class ServeConfig:
     """Refuse handshakes without the header `Authorization: Api-Key KEY` (default: the WAM_API_KEY variable)."""
     sampler: SamplerOverrides = field(default_factory=SamplerOverrides)
     """Changes to the checkpoint's own sampler (e.g. --sampler.device cuda --sampler.steps 4)."""
+    schema: str = "wam"
+    """The observation keys clients send: wam (the checkpoint's own) or droid (RoboArena/DROID, schemas.py)."""
+    droid_mapping: Path | None = None
+    """With --schema droid: a JSON file mapping DROID images and state onto the checkpoint's (schemas.py;
+    default: exterior 1, wrist, exterior 2 onto the cameras in order, state joint_position + gripper_position)."""
+    record: Path | None = None
+    """Save every request and reply, one file per message, into this new folder (record.py; `wam replay`)."""
+    record_max_mb: float = 1024.0
+    """Recording stops (with a log line) once its files would pass this."""
 
     def __post_init__(self):
+        if self.schema not in SCHEMAS:
+            raise ValueError(f"unknown schema {self.schema!r}; expected one of {list(SCHEMAS)}")
         if not 0 <= self.port < 65536 or self.max_message_mb <= 0:
             raise ValueError(f"need 0 <= port < 65536 and max_message_mb > 0, got {self.port} and {self.max_message_mb}")
 
@@ -87,9 +104,23 @@ class ServeConfig:
 class Session:
     """One connection's state: its policy view, its frame history (unless the client keeps it), its prompt."""
 
-    def __init__(self, policy: Policy, history: str):
-        self.runner = FrameHistory(policy) if history == "server" else policy
+    def __init__(self, new_policy: Callable[[], Policy], history: str):
+        self.new_policy, self.history = new_policy, history
+        self.id = None  # the client's session_id (droid schema), None until it sends one
+        self.renew()
+
+    def renew(self) -> None:
+        """A new session on the same connection: a fresh policy view (its own generator) and history."""
+        policy = self.new_policy()
+        self.runner = FrameHistory(policy) if self.history == "server" else policy
         self.prompt: str | None = None
+
+    def follow(self, session_id) -> None:
+        """A session_id other than the one before starts a new session."""
+        if session_id is not None and session_id != self.id:
+            if self.id is not None:
+                self.renew()
+            self.id = session_id
 
     def reset(self, seed: int | None) -> None:
         self.runner.reset(seed)
@@ -107,12 +138,15 @@ class PolicyServer:
     policy view (for a WAMPolicy: `policy.session`); `guard` clips and checks every chunk sent (safety.py)."""
 
     def __init__(self, new_session: Callable[[], Policy], guard: ActionGuard, info: dict | None = None,
-                 return_frames: bool = False, max_message_mb: float = 16.0, api_key: str | None = None):
+                 return_frames: bool = False, max_message_mb: float = 16.0, api_key: str | None = None,
+                 schema=None, recorder: Recorder | None = None):
         self.new_session, self.guard, self.info = new_session, guard, dict(info or {})
+        self.schema, self.recorder = schema or WamSchema(), recorder
         self.return_frames, self.max_bytes, self.api_key = return_frames, int(max_message_mb * 2**20), api_key
         model = new_session().metadata
         self.specs = {"client": model, "server": FrameHistory(_Declared(model)).metadata}
         self.model_spec = model
+        self.schema.check(model)  # a mapping that cannot feed the model is refused before serving
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="wam-infer")  # one inference at a time
         self.ready = threading.Event()
 
@@ -121,7 +155,8 @@ class PolicyServer:
         spec = self.specs[options["history"]]
         return {**spec.to_dict(), **self.info, "model_context_offsets": list(self.model_spec.context_offsets),
                 "action_bounds": self.guard.to_dict(), "return_frames": self.return_frames,
-                "max_message_mb": self.max_bytes / 2**20, "error_types": sorted(TYPES), **options}
+                "max_message_mb": self.max_bytes / 2**20, "error_types": sorted(TYPES),
+                **self.schema.handshake(spec), **options}
 
     def process_request(self, connection, request):
         """HTTP before the websocket upgrade: /healthz, the connection's options, the API key."""
@@ -143,14 +178,19 @@ class PolicyServer:
     # ------------------------------------------------------------------ one connection
     async def handler(self, ws) -> None:
         options = _options(urlsplit(ws.request.path).query)
-        session = Session(Guarded(self.new_session(), self.guard), options["history"])
+        session = Session(lambda: Guarded(self.new_session(), self.guard), options["history"])
         spec = self.specs[options["history"]]
         loop = asyncio.get_running_loop()
         prev_ms = None
+        conn = self.recorder.open(options) if self.recorder else None
         await ws.send(wire.pack(self.metadata(options)))
         try:
+            seq = 0
             async for message in ws:
+                seq += 1
                 start = time.perf_counter()
+                if conn is not None:
+                    self.recorder.request(conn, seq, message)
                 try:
                     reply = await self._answer(message, session, spec, loop)
                 except ServeError as e:
@@ -162,6 +202,8 @@ class PolicyServer:
                 except Exception as e:  # a bug, not the client's fault: logged, answered, the server stays up
                     log.error("session %s: internal error\n%s", id(session), traceback.format_exc())
                     reply = ServeError("internal_error", f"{type(e).__name__}: {e}"[:500]).to_dict()
+                if conn is not None:
+                    self.recorder.reply(conn, seq, reply)
                 if "error" in reply:
                     await ws.send(json.dumps(reply) if options["errors"] == "text" else wire.pack(reply))
                     continue
@@ -182,7 +224,11 @@ class PolicyServer:
         data = wire.unpack(message)
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise ServeError("bad_message", f"a message is a dict of str keys, got {type(data).__name__}")
-        data = dict(data)
+        try:
+            data, session_id = self.schema.translate(dict(data), spec)
+        except ObservationError as e:
+            raise ServeError("invalid_observation", str(e)) from None
+        session.follow(session_id)
         endpoint = data.pop("endpoint", "infer")
         if not isinstance(endpoint, str):
             raise ServeError("unknown_endpoint", f"endpoint must be a str ('infer' or 'reset'), got {type(endpoint).__name__}")
@@ -273,8 +319,9 @@ def running(server: PolicyServer, host: str = "127.0.0.1", port: int = 0, timeou
 
 
 # ------------------------------------------------------------------------------ wam serve
-def from_checkpoint(cfg: ServeConfig) -> PolicyServer:
-    """The server of a checkpoint: its policy, action bounds and fingerprint; warmed up by one inference."""
+def from_checkpoint(cfg: ServeConfig, schema: Callable | None = None) -> PolicyServer:
+    """The server of a checkpoint: its policy, action bounds and fingerprint; warmed up by one inference. The
+    schema is cfg's, or `schema(policy.metadata)` (`wam replay` makes the recorded one)."""
     import wam
     from wam.checkpoint import fingerprint, read_config
     from wam.config import SamplerConfig, apply, to_dict
@@ -283,12 +330,18 @@ def from_checkpoint(cfg: ServeConfig) -> PolicyServer:
 
     saved = SamplerConfig(**read_config(cfg.checkpoint).get("sampler", {}))
     policy = WAMPolicy.from_checkpoint(cfg.checkpoint, apply(saved, cfg.sampler))
-    policy.session().infer(fake_observation(policy.metadata))  # warm-up: first-call costs before /healthz says ok
     info = {"fingerprint": fingerprint(cfg.checkpoint), "wam_version": wam.__version__,
             "checkpoint_step": read_config(cfg.checkpoint).get("step"), "sampler": to_dict(policy.sampler)}
-    return PolicyServer(policy.session, ActionGuard.from_normalizer(policy.norm, MARGIN), info,
-                        return_frames=cfg.return_frames, max_message_mb=cfg.max_message_mb,
-                        api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None)
+    schema = schema(policy.metadata) if schema else make_schema(cfg.schema, policy.metadata, cfg.droid_mapping)  # refused before the warm-up
+    policy.session().infer(fake_observation(policy.metadata))  # warm-up: first-call costs before /healthz says ok
+    guard = ActionGuard.from_normalizer(policy.norm, MARGIN)
+    recorder = None
+    if cfg.record is not None:
+        recorder = Recorder(cfg.record, cfg.record_max_mb, {**info, **schema.handshake(policy.metadata),
+                                                            "action_bounds": guard.to_dict()})
+    return PolicyServer(policy.session, guard, info, return_frames=cfg.return_frames,
+                        max_message_mb=cfg.max_message_mb, api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None,
+                        schema=schema, recorder=recorder)
 
 
 def serve(cfg: ServeConfig) -> None:
