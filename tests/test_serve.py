@@ -281,6 +281,14 @@ def test_a_batch_that_fails_is_rerun_alone_from_the_same_noise(policy, monkeypat
         batcher.close()
 
 
+def test_a_closed_batcher_answers_instead_of_hanging(policy):
+    batcher = Batcher(policy, max_batch=2)
+    session = batcher.session()
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        session.infer(_requests(policy)[0])
+
+
 def test_batched_server_sessions_match_in_process_and_a_bad_client_is_answered_alone(policy):
     batcher = Batcher(policy, max_batch=8, max_wait_ms=200)
     server = PolicyServer(batcher.session, ActionGuard.from_normalizer(policy.norm), {"fingerprint": "test"}, batcher=batcher)

@@ -41,6 +41,7 @@ class Batcher:
         self.pending: queue.SimpleQueue = queue.SimpleQueue()
         self.sessions: weakref.WeakSet = weakref.WeakSet()
         self.batches = self.requests = 0  # counters: the mean batch size is requests / batches
+        self.closed, self._lock = False, threading.Lock()  # no request is queued once closed: none waits forever
         self.thread = threading.Thread(target=self._loop, name="wam-batch", daemon=True)
         self.thread.start()
 
@@ -56,15 +57,31 @@ class Batcher:
 
     def infer(self, obs: Observation, generator: torch.Generator) -> PolicyOutput:
         """Blocks until this request's batch has run; raises this request's own error."""
-        if not self.thread.is_alive():
-            raise RuntimeError("the batcher is closed")
         done: Future = Future()
-        self.pending.put((obs, generator, done))
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("the batcher is closed")
+            self.pending.put((obs, generator, done))
         return done.result()
 
     def close(self) -> None:
-        self.pending.put(_STOP)
+        """Stops the worker after the batch it is running; requests still pending get a RuntimeError."""
+        with self._lock:
+            self.closed = True
+            self.pending.put(_STOP)
         self.thread.join(10)
+        self._refuse_pending()
+
+    def _refuse_pending(self) -> None:
+        with self._lock:
+            self.closed = True
+        while True:
+            try:
+                item = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                item[2].set_exception(RuntimeError("the batcher is closed"))
 
     # ------------------------------------------------------------------ the worker
     def _loop(self) -> None:
@@ -83,7 +100,14 @@ class Batcher:
                     stop = True
                     break
                 batch.append(item)
-            self._run(batch)
+            try:
+                self._run(batch)
+            except BaseException as e:  # noqa: BLE001 (the worker is going down: no request may wait forever)
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(RuntimeError(f"the batcher stopped: {type(e).__name__}: {e}"))
+                self._refuse_pending()
+                raise
             if stop:
                 return
 

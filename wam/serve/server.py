@@ -6,8 +6,8 @@ model's fingerprint, the wam version, the action bounds, the session's options).
 one msgpack dict with an `endpoint`:
 
     "infer" (the default)   an observation in the flat wire form (wam.types.Observation.from_dict); the reply is
-                            {"actions": float32 (k, a), "policy_timing": {"infer_ms"}, "server_timing":
-                            {"total_ms", "prev_total_ms"}, "value" (models that predict one), "frames" (uint8
+                            {"actions": float32 (k, a), "policy_timing": {"infer_ms" (of the batch it ran in)},
+                            "server_timing": {"total_ms", "prev_total_ms"}, "value" (models that predict one), "frames" (uint8
                             (f, v, s, s, 3), with --return-frames only)}
     "reset"                 {"endpoint": "reset", "seed": int (optional)}: clears the session's frame history and
                             seeds its sampling; the reply is {"reset": True, "seed": seed}
