@@ -605,5 +605,12 @@ def test_cli_serve_has_its_flags(capsys):
         main(["serve", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--host", "--port", "--return-frames", "--max-message-mb", "--api-key", "--sampler.device"):
+    for flag in ("--host", "--port", "--return-frames", "--max-message-mb", "--api-key", "--sampler.device", "--max-batch",
+                 "--max-wait-ms"):
         assert flag in text, flag
+    from pathlib import Path
+
+    from wam.serve.server import ServeConfig
+
+    with pytest.raises(ValueError, match="max_batch >= 1"):
+        ServeConfig(Path("ckpt"), max_batch=0)
