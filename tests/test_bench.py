@@ -67,3 +67,22 @@ def test_memory_bench_counts_the_real_classes_and_the_savings(tmp_path):
     sharded = estimate(Setting("tiny", "full", 4, False, 80), cfg)
     assert sharded["weights"] == pytest.approx(full["params"] * 4 / 4 / GIB) and sharded["gathered"] > 0
     assert all(r["total_gib"] > r["slack"] for r in result["rows"])
+
+
+def test_serve_bench_writes_its_table(tiny_dataset, tmp_path):
+    """`wam bench serve` on a tiny checkpoint, 1 and 2 clients, a few requests: outputs written and sane."""
+    from wam.bench.serve import ServeBenchConfig, bench_serve
+    from wam.config import preset
+    from wam.train import train
+
+    P = preset("tiny")
+    ckpt = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
+    result = bench_serve(ServeBenchConfig(out=tmp_path / "bench", checkpoint=ckpt, clients="1,2", requests=6, warmup=1, seconds=30))
+    saved = json.loads((tmp_path / "bench/serve.json").read_text())
+    assert saved == result and saved["command"].startswith("wam bench serve --checkpoint")
+    assert [(r["clients"], r["batching"]) for r in saved["served"]] == [(1, True), (2, True), (1, False), (2, False)]
+    for row in [saved["in_process"], *saved["served"]]:
+        assert row["requests"] == 6 and row["errors"] == 0 and 0 < row["p50_ms"] <= row["p99_ms"] and row["throughput_rps"] > 0
+    assert all(r["wire_overhead_ms"] > 0 and 1 <= r["mean_batch"] <= r["clients"] for r in saved["served"])
+    assert saved["summary"]["clients_held"] == 2 and "GFLOP/s" in saved["machine"]
+    assert "| served | 2 | on |" in (tmp_path / "bench/serve.md").read_text()

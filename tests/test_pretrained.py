@@ -202,6 +202,21 @@ def test_best_of_n_executes_the_chunk_with_the_highest_value(folders):
         policy.infer(obs)
 
 
+def test_best_of_n_batched_across_requests_equals_each_alone(folders):
+    from wam.config import SamplerConfig
+    from wam.data.transforms import Normalizer
+    from wam.policy import WAMPolicy
+
+    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    policy = WAMPolicy(build(_cfg("cosmos", folders["cosmos"])), norm, {}, SamplerConfig(steps=2, best_of=3, decode_frames=False))
+    obs = [fake_observation(policy.metadata, seed=i, prompt=p) for i, p in enumerate(["close the drawer", "reach"])]
+    alone = [policy.infer(o, torch.Generator().manual_seed(i)) for i, o in enumerate(obs)]
+    together = policy.infer_batch(obs, [torch.Generator().manual_seed(i) for i in range(2)])  # 2 x 3 rows
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
+        assert a.value == pytest.approx(b.value, abs=1e-5)
+
+
 def test_the_backbone_folder_is_given_at_load_time_and_checked_by_its_fingerprint(tiny_dataset, tmp_path):
     """A LoRA checkpoint leaves the backbone in its folder: loaded from a copy of that folder elsewhere (a serving
     machine), refused from another backbone's folder, and a recorded folder that is gone says what to pass."""

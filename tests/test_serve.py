@@ -23,9 +23,10 @@ from wam.serve.client import RemoteError, RemotePolicy
 from wam.serve.errors import TYPES
 from wam.serve.images import letterbox
 from wam.serve.safety import ActionGuard
+from wam.serve.batcher import Batcher
 from wam.serve.server import PolicyServer, running
 from wam.testing import fake_observation
-from wam.types import Observation, ObservationError, PolicyMetadata, PolicyOutput
+from wam.types import Guide, Observation, ObservationError, PolicyMetadata, PolicyOutput
 
 TIMEOUT = 30  # seconds any one wait may take
 
@@ -184,6 +185,137 @@ def test_sessions_are_isolated_and_match_in_process(port, policy):
     fresh.infer(_frame_of(fresh, 0, "press the button")), fresh.infer(_frame_of(fresh, 1, "press the button"))
     fresh.frames.clear()
     np.testing.assert_array_equal(got[1][2], fresh.infer(_frame_of(fresh, 2, "close the drawer")).actions)
+
+
+# ------------------------------------------------------------------------------ batching across sessions
+def _requests(policy):
+    """Three requests of different prompts, histories and seeds; the second with a guide (real-time chunking)."""
+    obs = [fake_observation(policy.metadata, seed=i, prompt=p) for i, p in enumerate(["close the drawer", "reach", "close the drawer"])]
+    obs[1] = obs[1].replace(guide=Guide(actions=np.full((2, 4), 0.3, np.float32), weights=np.array([1.0, 0.5], np.float32)))
+    return obs
+
+
+def test_infer_batch_equals_each_request_alone(policy):
+    obs = _requests(policy)
+    alone = [policy.infer(o, torch.Generator().manual_seed(10 + i)) for i, o in enumerate(obs)]
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+    together = policy.infer_batch(obs, gens)
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
+        assert a.frames is None or np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    np.testing.assert_allclose(together[1].actions[0], 0.3, atol=1e-5)  # the guide held only its own request
+    assert not np.allclose(together[0].actions[0], 0.3, atol=1e-3)
+    # each generator moved on exactly as the unbatched path moves it
+    after = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+    for o, g in zip(obs, after):
+        policy.infer(o, g)
+    assert all(torch.equal(g.get_state(), h.get_state()) for g, h in zip(gens, after))
+
+
+def _concurrently(fns, timeout=TIMEOUT):
+    """Runs the functions on threads released together; returns their results (or exceptions)."""
+    barrier, got = threading.Barrier(len(fns)), [None] * len(fns)
+
+    def run(i):
+        barrier.wait(timeout)
+        try:
+            got[i] = fns[i]()
+        except Exception as e:  # noqa: BLE001 (returned)
+            got[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)
+    return got
+
+
+def test_the_batcher_batches_sessions_and_a_bad_request_gets_only_its_own_error(policy):
+    batcher = Batcher(policy, max_batch=8, max_wait_ms=500)  # a long wait: the four requests surely meet
+    try:
+        sessions = [batcher.session(seed=20 + i) for i in range(4)]
+        obs = _requests(policy)
+        bad = obs[0].replace(images={})  # no camera: fails its check inside the batch
+        got = _concurrently([lambda s=s, o=o: s.infer(o) for s, o in zip(sessions, [*obs, bad])])
+        assert isinstance(got[3], ObservationError) and "is missing" in str(got[3])
+        for i in range(3):
+            alone = policy.infer(obs[i], torch.Generator().manual_seed(20 + i))
+            np.testing.assert_allclose(got[i].actions, alone.actions, atol=1e-5)
+        assert (batcher.batches, batcher.requests) == (1, 3)  # one forward pass for the three good ones
+        assert sessions[3].infer(obs[0]).actions.shape == (4, 4)  # the failing session goes on working
+    finally:
+        batcher.close()
+    single = Batcher(policy, max_batch=1)
+    try:
+        sessions = [single.session(seed=i) for i in range(3)]
+        _concurrently([lambda s=s, o=o: s.infer(o) for s, o in zip(sessions, obs)])
+        assert (single.batches, single.requests) == (3, 3)  # max_batch 1: no batching
+    finally:
+        single.close()
+
+
+def test_a_batch_that_fails_is_rerun_alone_from_the_same_noise(policy, monkeypatch):
+    batcher = Batcher(policy, max_batch=8, max_wait_ms=500)
+    real = policy.infer_batch
+
+    def fails_when_batched(observations, generators):
+        for g in generators:
+            torch.randn(3, generator=g)  # draws some noise first, as a real failure might
+        if len(observations) > 1:
+            raise RuntimeError("a batch-only failure")
+        return real(observations, generators)
+
+    monkeypatch.setattr(policy, "infer_batch", fails_when_batched)
+    try:
+        sessions = [batcher.session(seed=30 + i) for i in range(2)]
+        obs = _requests(policy)[:2]
+        got = _concurrently([lambda s=s, o=o: s.infer(o) for s, o in zip(sessions, obs)])
+        monkeypatch.setattr(policy, "infer_batch", real)
+        for i in range(2):
+            g = torch.Generator().manual_seed(30 + i)
+            torch.randn(3, generator=g)
+            np.testing.assert_allclose(got[i].actions, policy.infer(obs[i], g).actions, atol=1e-5)
+    finally:
+        batcher.close()
+
+
+def test_a_closed_batcher_answers_instead_of_hanging(policy):
+    batcher = Batcher(policy, max_batch=2)
+    session = batcher.session()
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        session.infer(_requests(policy)[0])
+
+
+def test_batched_server_sessions_match_in_process_and_a_bad_client_is_answered_alone(policy):
+    batcher = Batcher(policy, max_batch=8, max_wait_ms=200)
+    server = PolicyServer(batcher.session, ActionGuard.from_normalizer(policy.norm), {"fingerprint": "test"}, batcher=batcher)
+    prompts = {0: ["close the drawer"] * 3, 1: ["press the button"] * 3, 2: ["reach"] * 3}
+    alone = {s: _episode(FrameHistory(PolicySession(policy)), s, prompts[s]) for s in prompts}
+    with running(server) as port:
+        def client(seed):
+            with RemotePolicy(f"ws://127.0.0.1:{port}", timeout=TIMEOUT) as remote:
+                return _episode(remote, seed, prompts[seed])
+
+        def bad_client():
+            raw = Raw(port)
+            try:
+                obs = _frame(policy).to_dict()
+                obs["observation/state"] = np.full(4, np.nan, np.float32)
+                return [raw.ask(wire.pack(obs)) for _ in range(3)] + [raw.infer(_frame(policy))]
+            finally:
+                raw.close()
+
+        got = _concurrently([lambda s=s: client(s) for s in prompts] + [bad_client])
+    server.close()
+    assert all(r["error"]["type"] == "invalid_observation" for r in got[3][:3]), got[3]
+    _ok(got[3][3], policy)  # and its connection keeps working
+    for s in prompts:
+        for a, b in zip(got[s], alone[s], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert batcher.batches < batcher.requests  # some requests really shared a forward pass
 
 
 def test_remote_policy_metadata_and_errors(port, policy):
@@ -473,5 +605,12 @@ def test_cli_serve_has_its_flags(capsys):
         main(["serve", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--host", "--port", "--return-frames", "--max-message-mb", "--api-key", "--sampler.device"):
+    for flag in ("--host", "--port", "--return-frames", "--max-message-mb", "--api-key", "--sampler.device", "--max-batch",
+                 "--max-wait-ms"):
         assert flag in text, flag
+    from pathlib import Path
+
+    from wam.serve.server import ServeConfig
+
+    with pytest.raises(ValueError, match="max_batch >= 1"):
+        ServeConfig(Path("ckpt"), max_batch=0)

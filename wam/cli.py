@@ -13,6 +13,7 @@
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
+    wam bench serve [--checkpoint CKPT]   serving latency and throughput, 1-8 clients on loopback, batching on/off
     wam demo --out runs/demo
 
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
@@ -133,9 +134,10 @@ def cmd_bench(argv: list[str]) -> None:
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
     from wam.bench.recipes import RecipesBenchConfig, bench_recipes
+    from wam.bench.serve import ServeBenchConfig, bench_serve
 
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
-               "memory": (MemoryBenchConfig, bench_memory)}
+               "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

@@ -90,7 +90,7 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
     With `cache`, the context (and, where the recipe allows, the frames) go through the network once per
     noise level instead of once per call (`model.encode` / `model.decode`; the same function, tested), for a
     network whose `capabilities` say it can.
-    `guide` = (actions (b, k, a), weights (k,) in [0, 1]) inpaints the action chunk (real-time chunking at
+    `guide` = (actions (b, k, a), weights (k,) or per sample (b, k), in [0, 1]) inpaints the action chunk (real-time chunking at
     chunk boundaries): after every step the actions are pulled to the guide's point on the same noise path,
     x <- w * path(guide, x0, t) + (1 - w) * x, so weight 1 holds an action to the guide exactly.
     Returns (frames, actions) at t = 1.
@@ -129,6 +129,6 @@ def sample(model: Backbone, context: Context, video_shape: tuple[int, ...], acti
         if da:
             xa = xa + da * velocity_from(out_a, xa, t_a, action_target)
             if guide is not None:
-                w = guide[1].reshape(1, -1, 1)
+                w = guide[1].reshape(-1, guide[1].shape[-1], 1)  # (1 or b, k, 1)
                 xa = w * path(guide[0], noise[1], t_a + da) + (1 - w) * xa
     return xv, xa

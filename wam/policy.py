@@ -88,57 +88,86 @@ class WAMPolicy:
         """A view of this policy with its own sampling generator (one per served connection, wam.serve)."""
         return PolicySession(self, seed)
 
-    @torch.inference_mode()
     def infer(self, obs: Observation, generator: torch.Generator | None = None) -> PolicyOutput:
         """`generator`: draw the sampling noise from it instead of the policy's own (a session's, PolicySession)."""
-        cfg = self.cfg
-        obs = obs.check(self._metadata)
-        text = self.embed(obs.prompt)
+        return self.infer_batch([obs], [self.generator if generator is None else generator])[0]
+
+    @torch.inference_mode()
+    def infer_batch(self, observations: list[Observation], generators: list[torch.Generator]) -> list[PolicyOutput]:
+        """One forward pass for several requests (cross-session batching, wam.serve.batcher): each output equals
+        what `infer(obs, generator)` gives alone. Every request's noise is drawn from its own generator, in
+        the order the unbatched path draws it (its frames' noise, then its actions'), and with best_of = n a
+        request is n rows of the batch, its best chunk picked among its own rows. Each prompt is embedded once
+        (the text cache). Observations are checked first; a bad one raises its ObservationError (the batcher
+        checks them one by one before batching, so one bad request never fails the others). `infer_ms` is the
+        whole batch's time, the latency each request saw."""
+        cfg, can, n = self.cfg, self.model.capabilities, self.sampler.best_of
+        if len(observations) != len(generators) or not observations:
+            raise ValueError(f"need one generator per observation, got {len(observations)} and {len(generators)}")
+        if n > 1 and not can.value:
+            raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
+        observations = [obs.check(self._metadata) for obs in observations]
+        texts = [self.embed(obs.prompt) for obs in observations]
+        if len({t.shape for t in texts}) > 1:  # texts of different token counts do not stack: one at a time
+            return [out for obs, g in zip(observations, generators) for out in self.infer_batch([obs], [g])]
         start = time.perf_counter()
-        frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
-        state = self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0)
-        ctx = Context(images=images_to_model(torch.from_numpy(frames_in))[None].to(self.device),  # (1, c, v, 3, H, W)
-                      state=state[None].to(self.device), text=text)
-        can = self.model.capabilities
+        b = len(observations)
+        images, states = [], []
+        for obs in observations:
+            frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
+            images.append(images_to_model(torch.from_numpy(frames_in)))  # (c, v, 3, H, W)
+            states.append(self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0))
+        ctx = Context(images=torch.stack(images).to(self.device), state=torch.stack(states).to(self.device),
+                      text=torch.cat(texts))  # (b, c, v, 3, H, W), (b, state_dim), (b, ...)
         if can.latent_frames:  # a pretrained backbone: the context's VAE latents, once per chunk
             ctx.latents = self.model.encode_frames(ctx.images)
-        n = self.sampler.best_of
-        if n > 1:  # N candidate chunks from N noises, in one batch
-            if not can.value:
-                raise ValueError(f"best_of={n} needs a model that predicts a value (recipe cosmos-policy), not {cfg.recipe!r}")
-            ctx = ctx.apply(lambda x: x.expand(n, *x.shape[1:]))
-        inpaint = None
-        guide = obs.guide
-        if guide is not None and len(guide.actions):
-            n = min(len(guide.actions), cfg.action_horizon)
-            known = torch.zeros(1, cfg.action_horizon, cfg.action_dim)
-            known[0, :n] = self.norm.actions(torch.as_tensor(guide.actions[:n], dtype=torch.float32))
-            weights = torch.zeros(cfg.action_horizon)
-            weights[:n] = torch.as_tensor(guide.weights[:n], dtype=torch.float32)
-            inpaint = (known, weights)
+        if n > 1:  # N candidate chunks from N noises per request: rows i*n .. i*n + n - 1 are request i's
+            ctx = ctx.apply(lambda x: x.repeat_interleave(n, 0))
+        noise = [(torch.randn(self.model.video_shape(n), generator=g),
+                  torch.randn((n, cfg.action_horizon, cfg.action_dim), generator=g)) for g in generators]
+        noise = (torch.cat([v for v, _ in noise]), torch.cat([a for _, a in noise]))  # (b*n, ...)
+        inpaint = self._guides(observations, n)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.sampler.precision == "bfloat16"):
-            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, generator=self.generator if generator is None else generator,
-                                       guide=inpaint)
-        value = None
-        if can.value:
-            values = self.model.value_of(frames.float())
-            best = int(values.argmax())
-            frames, actions, value = frames[best:best + 1], actions[best:best + 1], float(values[best])
-        actions = self.norm.unactions(actions[0].float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
-        frames = frames[:1].float() if self._predicts_frames() else None
+            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, noise=noise, guide=inpaint)
+        values = [None] * b
+        if can.value:  # each request's best candidate among its own n rows
+            scores = self.model.value_of(frames.float()).reshape(b, n)
+            best = scores.argmax(1)
+            values = [float(scores[i, best[i]]) for i in range(b)]
+            rows = torch.arange(b, device=best.device) * n + best
+            frames, actions = frames[rows], actions[rows]
+        actions = self.norm.unactions(actions.float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
+        frames = frames.float() if self._predicts_frames() else None
         if frames is not None and can.latent_frames:  # latents -> pixels, only when asked
             frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None
-        frames = images_from_model(frames[0].cpu()) if frames is not None else None
+        frames = images_from_model(frames.cpu()) if frames is not None else None
         ms = (time.perf_counter() - start) * 1000
-        return PolicyOutput(actions=actions, frames=frames, value=value, timing={"infer_ms": ms})
+        return [PolicyOutput(actions=actions[i], frames=None if frames is None else frames[i], value=values[i],
+                             timing={"infer_ms": ms}) for i in range(b)]
+
+    def _guides(self, observations: list[Observation], n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The inpainting guide of the batch: (known actions (b*n, k, a) in model units, weights (b*n, k));
+        requests without a guide get weight 0 (left free). None when no request has one."""
+        cfg = self.cfg
+        if not any(obs.guide is not None and len(obs.guide.actions) for obs in observations):
+            return None
+        known = torch.zeros(len(observations), cfg.action_horizon, cfg.action_dim)
+        weights = torch.zeros(len(observations), cfg.action_horizon)
+        for i, obs in enumerate(observations):
+            if obs.guide is not None and len(obs.guide.actions):
+                m = min(len(obs.guide.actions), cfg.action_horizon)
+                known[i, :m] = self.norm.actions(torch.as_tensor(obs.guide.actions[:m], dtype=torch.float32))
+                weights[i, :m] = torch.as_tensor(obs.guide.weights[:m], dtype=torch.float32)
+        return known.repeat_interleave(n, 0), weights.repeat_interleave(n, 0)
 
 
 class PolicySession:
     """The shared WAM policy (model, text cache) with a sampling generator of its own, so that sessions served
-    from one model are reproducible apart: `reset(seed)` seeds this session's generator only. Not thread-safe:
-    one inference at a time uses the model (the server runs them on one worker thread)."""
+    from one model are reproducible apart: `reset(seed)` seeds this session's generator only. `policy` is a
+    WAMPolicy or anything with its `metadata` and `infer(obs, generator)`, such as the server's cross-session
+    Batcher (wam.serve.batcher). On a WAMPolicy it is not thread-safe: one inference at a time uses the model."""
 
-    def __init__(self, policy: WAMPolicy, seed: int = 0):
+    def __init__(self, policy, seed: int = 0):
         self.policy = policy
         self.generator = torch.Generator().manual_seed(seed)
 

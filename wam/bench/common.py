@@ -59,3 +59,16 @@ def train_and_evaluate(name: str, out: Path, p: Preset, data: Path, steps: int, 
                               for t, r in summary["tasks"].items()}})
     done.write_text(json.dumps(row, indent=2))
     return row
+
+
+def tiny_checkpoint(out: Path, steps: int = 20) -> Path:
+    """A tiny-preset checkpoint trained in about a minute on two tasks' scripted episodes (reused when there)."""
+    from wam.config import preset
+    from wam.train import train
+
+    if (out / "train/last/config.json").exists():
+        print(f"reusing {out / 'train/last'}")
+        return out / "train/last"
+    p = preset("tiny")
+    data = collect_once(out / "data", p, "drawer-close-v3,button-press-topdown-v3", episodes=2, workers=1)
+    return train(dataclasses.replace(p.train, data=data, out=out / "train", steps=steps), p.model, p.sampler, progress=False)

@@ -6,8 +6,8 @@ model's fingerprint, the wam version, the action bounds, the session's options).
 one msgpack dict with an `endpoint`:
 
     "infer" (the default)   an observation in the flat wire form (wam.types.Observation.from_dict); the reply is
-                            {"actions": float32 (k, a), "policy_timing": {"infer_ms"}, "server_timing":
-                            {"total_ms", "prev_total_ms"}, "value" (models that predict one), "frames" (uint8
+                            {"actions": float32 (k, a), "policy_timing": {"infer_ms" (of the batch it ran in)},
+                            "server_timing": {"total_ms", "prev_total_ms"}, "value" (models that predict one), "frames" (uint8
                             (f, v, s, s, 3), with --return-frames only)}
     "reset"                 {"endpoint": "reset", "seed": int (optional)}: clears the session's frame history and
                             seeds its sampling; the reply is {"reset": True, "seed": seed}
@@ -27,8 +27,12 @@ context offsets and the client sends them stacked): `wam eval --remote` does thi
 queries the server only when a chunk runs out while the history must see every step. `?errors=text` sends
 errors as JSON text frames (errors.py).
 
-Inference runs on one worker thread, so the event loop keeps answering pings, handshakes and other clients;
-the shared model runs one inference at a time (no batching across sessions yet). Messages over
+Inference runs off the event loop, so it keeps answering pings, handshakes and other clients. The shared model
+runs on one thread: `wam serve` puts a `Batcher` (batcher.py) in front of it, which batches the requests of
+sessions that arrive together into one forward pass (--max-batch, --max-wait-ms; --max-batch 1 turns it off),
+each session getting exactly its unbatched result; the sessions' own work (frame history, action guard) runs on a
+pool of threads that wait for their results. A server built on plain sessions (no batcher) runs everything on
+one worker thread, one inference at a time. Messages over
 --max-message-mb get a typed error; over twice that the transport closes the connection (1009) without reading
 it into memory."""
 
@@ -55,6 +59,7 @@ import tyro
 from wam.config import SamplerOverrides
 from wam.runtime import FrameHistory
 from wam.serve import wire
+from wam.serve.batcher import Batcher
 from wam.serve.errors import TYPES, ServeError
 from wam.serve.images import fit_images
 from wam.serve.record import Recorder
@@ -93,12 +98,19 @@ class ServeConfig:
     """Save every request and reply, one file per message, into this new folder (record.py; `wam replay`)."""
     record_max_mb: float = 1024.0
     """Recording stops (with a log line) once its files would pass this."""
+    max_batch: int = 8
+    """Requests of different sessions run together in one forward pass, up to this many (1: no batching)."""
+    max_wait_ms: float = 2.0
+    """How long the first pending request waits for others to join its batch (never longer than it takes
+    every open session to send one)."""
 
     def __post_init__(self):
         if self.schema not in SCHEMAS:
             raise ValueError(f"unknown schema {self.schema!r}; expected one of {list(SCHEMAS)}")
         if not 0 <= self.port < 65536 or self.max_message_mb <= 0:
             raise ValueError(f"need 0 <= port < 65536 and max_message_mb > 0, got {self.port} and {self.max_message_mb}")
+        if self.max_batch < 1 or self.max_wait_ms < 0:
+            raise ValueError(f"need max_batch >= 1 and max_wait_ms >= 0, got {self.max_batch} and {self.max_wait_ms}")
 
 
 class Session:
@@ -135,11 +147,15 @@ class Session:
 
 class PolicyServer:
     """Serves sessions of one model (see the module docstring). `new_session()` gives each connection its own
-    policy view (for a WAMPolicy: `policy.session`); `guard` clips and checks every chunk sent (safety.py)."""
+    policy view (for a WAMPolicy: `policy.session`, or a Batcher's `batcher.session`); `guard` clips and checks
+    every chunk sent (safety.py). With `batcher` (the one whose sessions `new_session` makes) the sessions run on
+    `workers` threads while the batcher's own thread runs the model, and the server closes it with itself;
+    without, everything runs on one thread."""
 
     def __init__(self, new_session: Callable[[], Policy], guard: ActionGuard, info: dict | None = None,
                  return_frames: bool = False, max_message_mb: float = 16.0, api_key: str | None = None,
-                 schema=None, recorder: Recorder | None = None):
+                 schema=None, recorder: Recorder | None = None, batcher: Batcher | None = None,
+                 workers: int = 32):
         self.new_session, self.guard, self.info = new_session, guard, dict(info or {})
         self.schema, self.recorder = schema or WamSchema(), recorder
         self.return_frames, self.max_bytes, self.api_key = return_frames, int(max_message_mb * 2**20), api_key
@@ -147,7 +163,9 @@ class PolicyServer:
         self.specs = {"client": model, "server": FrameHistory(_Declared(model)).metadata}
         self.model_spec = model
         self.schema.check(model)  # a mapping that cannot feed the model is refused before serving
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="wam-infer")  # one inference at a time
+        self.batcher = batcher
+        # plain sessions share the model unguarded: one thread; batched ones only wait on the batcher's thread
+        self.executor = ThreadPoolExecutor(workers if batcher else 1, thread_name_prefix="wam-infer")
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ handshake
@@ -267,6 +285,8 @@ class PolicyServer:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.batcher is not None:
+            self.batcher.close()
 
 
 class _Declared:
@@ -332,6 +352,7 @@ def from_checkpoint(cfg: ServeConfig, schema: Callable | None = None) -> PolicyS
     policy = WAMPolicy.from_checkpoint(cfg.checkpoint, apply(saved, cfg.sampler))
     info = {"fingerprint": fingerprint(cfg.checkpoint), "wam_version": wam.__version__,
             "checkpoint_step": read_config(cfg.checkpoint).get("step"), "sampler": to_dict(policy.sampler)}
+    info["batching"] = {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms}
     schema = schema(policy.metadata) if schema else make_schema(cfg.schema, policy.metadata, cfg.droid_mapping)  # refused before the warm-up
     policy.session().infer(fake_observation(policy.metadata))  # warm-up: first-call costs before /healthz says ok
     guard = ActionGuard.from_normalizer(policy.norm, MARGIN)
@@ -339,9 +360,10 @@ def from_checkpoint(cfg: ServeConfig, schema: Callable | None = None) -> PolicyS
     if cfg.record is not None:
         recorder = Recorder(cfg.record, cfg.record_max_mb, {**info, **schema.handshake(policy.metadata),
                                                             "action_bounds": guard.to_dict()})
-    return PolicyServer(policy.session, guard, info, return_frames=cfg.return_frames,
+    batcher = Batcher(policy, cfg.max_batch, cfg.max_wait_ms)
+    return PolicyServer(batcher.session, guard, info, return_frames=cfg.return_frames,
                         max_message_mb=cfg.max_message_mb, api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None,
-                        schema=schema, recorder=recorder)
+                        schema=schema, recorder=recorder, batcher=batcher, workers=max(32, 4 * cfg.max_batch))
 
 
 def serve(cfg: ServeConfig) -> None:
