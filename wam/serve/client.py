@@ -68,7 +68,7 @@ class RemotePolicy:
         self.timeout = timeout
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
         self.ws = connect(self.url, additional_headers=headers, open_timeout=timeout, close_timeout=5,
-                          compression=None, max_size=int(max_message_mb * 2**20))
+                          compression=None, max_size=int(max_message_mb * 2**20)).__enter__()  # closed by close()
         self.server_info: dict = self._receive()
         self._metadata = metadata_from_dict(self.server_info)
 
