@@ -43,6 +43,8 @@ FORBIDDEN = {
     "wam.envs": ("wam.models", "wam.data", "wam.policy", "wam.train", "wam.evaluate", "wam.bench", "wam.cli",
                  "wam.flow", "wam.config"),
     "wam.runtime": ("wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli", "wam.envs"),
+    "wam.safety": ("wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli", "wam.envs", "wam.serve"),
+    "wam.evaluate": ("wam.serve.server", "wam.serve.batcher", "wam.bench", "wam.cli"),
     "wam.rollout": ("wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli", "wam.envs"),
     "wam.policy": ("wam.train", "wam.evaluate", "wam.bench", "wam.cli", "wam.envs"),
     "wam.train": ("wam.bench", "wam.cli", "wam.demo"),

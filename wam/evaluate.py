@@ -4,7 +4,7 @@ With `--remote ws://HOST:PORT` the policy is a running `wam serve` of the same c
 frame history and chunk execution run here, around a `RemotePolicy` that keeps the history client side
 (wam.serve.client), so with the same seeds the executed actions are those of the in-process evaluation.
 
-The actions executed pass the serving guard (wam.serve.safety: finite, clipped to the checkpoint's action bounds
+The actions executed pass the serving guard (wam.safety: finite, clipped to the checkpoint's action bounds
 with a 5% margin), in process and remote alike: an evaluation measures what a served robot would execute.
 
 Success is Meta-World's own `info["success"]`, counted when it is reached at any step within `max_steps`
@@ -144,8 +144,8 @@ class Worker:
             from wam.serve.client import RemotePolicy
 
             self.policy = RemotePolicy(setup.remote, setup.api_key, history="client")
-        else:  # the actions a served robot would get: finite, clipped to the checkpoint's bounds (wam.serve.safety)
-            from wam.serve.safety import ActionGuard, Guarded
+        else:  # the actions a served robot would get: finite, clipped to the checkpoint's bounds (wam.safety)
+            from wam.safety import ActionGuard, Guarded
 
             wam_policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler, backbone_path=setup.backbone_path)
             self.policy = Guarded(wam_policy, ActionGuard.from_normalizer(wam_policy.norm))

@@ -23,7 +23,7 @@ from wam.config import SamplerOverrides
 from wam.serve import wire
 from wam.serve.errors import ServeError
 from wam.serve.record import NAME
-from wam.serve.safety import Guarded
+from wam.safety import Guarded
 from wam.serve.schemas import DroidMapping, make_schema
 from wam.serve.server import ServeConfig, Session, from_checkpoint
 

@@ -58,12 +58,12 @@ import tyro
 
 from wam.config import SamplerOverrides
 from wam.runtime import FrameHistory
+from wam.safety import MARGIN, ActionGuard, Guarded, NonFiniteAction
 from wam.serve import wire
 from wam.serve.batcher import Batcher
 from wam.serve.errors import TYPES, ServeError
 from wam.serve.images import fit_images
 from wam.serve.record import Recorder
-from wam.serve.safety import MARGIN, ActionGuard, Guarded
 from wam.serve.schemas import SCHEMAS, WamSchema, make_schema
 from wam.types import Observation, ObservationError, Policy, PolicyMetadata
 
@@ -148,7 +148,7 @@ class Session:
 class PolicyServer:
     """Serves sessions of one model (see the module docstring). `new_session()` gives each connection its own
     policy view (for a WAMPolicy: `policy.session`, or a Batcher's `batcher.session`); `guard` clips and checks
-    every chunk sent (safety.py). With `batcher` (the one whose sessions `new_session` makes) the sessions run on
+    every chunk sent (wam/safety.py). With `batcher` (the one whose sessions `new_session` makes) the sessions run on
     `workers` threads while the batcher's own thread runs the model, and the server closes it with itself;
     without, everything runs on one thread."""
 
@@ -267,6 +267,8 @@ class PolicyServer:
             out = await loop.run_in_executor(self.executor, session.infer, obs)
         except ObservationError as e:
             raise ServeError("invalid_observation", str(e)) from None
+        except NonFiniteAction as e:  # the guard refused the chunk: nothing is sent
+            raise ServeError("non_finite_action", str(e)) from None
         reply = out.to_dict(frames=self.return_frames)  # the actions have passed the guard (Guarded)
         reply["policy_timing"] = reply.pop("timing")
         reply.pop("fresh")

@@ -1,8 +1,9 @@
-"""The action guard: every action the server sends is finite and within the checkpoint's action bounds.
+"""The action guard: every action a policy executes or sends is finite and within the checkpoint's action bounds.
 
 The bounds are the normaliser's min/max (the demonstrations' range, per action dimension) widened by MARGIN of
 that range on each side; actions outside are clipped. A NaN or inf anywhere in a chunk (or in its value) means
-the model is broken for this input: the chunk is refused (`non_finite_action`), never repaired and sent.
+the model is broken for this input: the chunk is refused (`NonFiniteAction`; `wam serve` answers it with its typed
+error `non_finite_action`), never repaired and sent.
 
 `Guarded(policy, guard)` is the policy whose chunks pass the guard: what the server serves, and what the
 in-process `wam eval` runs too, so an evaluation measures the actions a robot would get (and `wam eval
@@ -14,8 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from wam.serve.errors import ServeError
 from wam.types import Observation, Policy, PolicyMetadata, PolicyOutput
+
+class NonFiniteAction(ValueError):
+    """The model produced NaN or inf: nothing may be executed or sent."""
+
 
 MARGIN = 0.05
 """Fraction of each action dimension's range (max - min) allowed beyond the demonstrations' min and max."""
@@ -34,15 +38,15 @@ class ActionGuard:
         return cls(norm.action_min.numpy(), norm.action_max.numpy(), margin)
 
     def __call__(self, actions: np.ndarray, value: float | None = None) -> np.ndarray:
-        """float32 (k, a) clipped to the bounds, or a ServeError when anything is not finite."""
+        """float32 (k, a) clipped to the bounds, or NonFiniteAction when anything is not finite."""
         actions = np.asarray(actions, np.float32)
         if actions.ndim != 2 or actions.shape[1] != len(self.low):
-            raise ServeError("internal_error", f"the policy returned actions {actions.shape}, expected (k, {len(self.low)})")
+            raise ValueError(f"the policy returned actions {actions.shape}, expected (k, {len(self.low)})")
         if not np.isfinite(actions).all() or (value is not None and not np.isfinite(value)):
             bad = int((~np.isfinite(actions)).sum())
-            raise ServeError("non_finite_action", f"the model produced {bad} non-finite action value(s)"
-                                                  f"{'' if value is None or np.isfinite(value) else ' and a non-finite value'}"
-                                                  "; nothing was sent")
+            raise NonFiniteAction(f"the model produced {bad} non-finite action value(s)"
+                                  f"{'' if value is None or np.isfinite(value) else ' and a non-finite value'}"
+                                  "; nothing was sent")
         return np.clip(actions, self.low, self.high)
 
     def to_dict(self) -> dict:
