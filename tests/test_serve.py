@@ -1,7 +1,6 @@
 """Tier 3, serving: `wam serve` over loopback (127.0.0.1 only, ports picked free), through the real
 openpi-client and our own RemotePolicy; every wait is bounded."""
 
-import json
 import threading
 import urllib.error
 import urllib.request
@@ -19,13 +18,13 @@ from wam.models.transformer import WAMTransformer
 from wam.policy import PolicySession, WAMPolicy
 from wam.runtime import FrameHistory
 from wam.serve import wire
-from wam.serve.client import RemoteError, RemotePolicy
+from wam.serve.client import RemotePolicy
 from wam.serve.errors import TYPES
 from wam.serve.images import letterbox
 from wam.safety import ActionGuard, NonFiniteAction
 from wam.serve.batcher import Batcher
 from wam.serve.server import PolicyServer, running
-from wam.testing import fake_observation
+from wam.testing import RecordingEnv, fake_observation
 from wam.types import Guide, Observation, ObservationError, PolicyMetadata, PolicyOutput
 
 TIMEOUT = 30  # seconds any one wait may take
@@ -541,23 +540,6 @@ def test_api_key_is_required_when_set(policy):
 
 
 # ------------------------------------------------------------------------------ wam eval --remote
-class _Recording:
-    """An environment that keeps every action executed in it."""
-
-    def __init__(self, env):
-        self.env, self.actions = env, []
-
-    def reset(self, seed):
-        return self.env.reset(seed)
-
-    def step(self, action):
-        self.actions.append(np.array(action))
-        return self.env.step(action)
-
-    def close(self):
-        self.env.close()
-
-
 def test_eval_remote_equals_in_process(tiny_dataset, tmp_path, port):
     from wam.checkpoint import read_config
     from wam.config import model_from_dict
@@ -584,7 +566,7 @@ def test_eval_remote_equals_in_process(tiny_dataset, tmp_path, port):
         executed = []
         for setup in (WorkerSetup(str(ckpt), sampler), WorkerSetup(str(ckpt), sampler, remote=url)):
             worker = Worker(setup)
-            env = worker.envs["metaworld:drawer-close-v3"] = _Recording(make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
+            env = worker.envs["metaworld:drawer-close-v3"] = RecordingEnv(make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
             worker.run(EpisodeJob(env="metaworld:drawer-close-v3", task="drawer-close-v3", seed=100_001, max_steps=7))
             executed.append(np.stack(env.actions))
             env.close()

@@ -13,23 +13,7 @@ from wam.checkpoint import read_config  # noqa: E402
 from wam.config import SamplerConfig, model_from_dict, preset  # noqa: E402
 from wam.envs import make_env  # noqa: E402
 from wam.evaluate import EpisodeJob, Worker, WorkerSetup  # noqa: E402
-
-
-class _Recording:
-    """An environment that keeps every action executed in it."""
-
-    def __init__(self, env):
-        self.env, self.actions = env, []
-
-    def reset(self, seed):
-        return self.env.reset(seed)
-
-    def step(self, action):
-        self.actions.append(np.array(action))
-        return self.env.step(action)
-
-    def close(self):
-        self.env.close()
+from wam.testing import RecordingEnv  # noqa: E402
 
 
 class _Guides:
@@ -66,7 +50,7 @@ def test_async_execution_over_the_wire_equals_in_process(tiny_dataset, tmp_path)
             worker = Worker(WorkerSetup(str(ckpt), sampler, delay=1, blend=1, remote=remote))
             spy = _Guides(worker.policy)
             worker.runner = closed_loop(spy, sampler.execute, delay=1, blend=1)  # the evaluation's own stack, watched
-            env = worker.envs["metaworld:drawer-close-v3"] = _Recording(
+            env = worker.envs["metaworld:drawer-close-v3"] = RecordingEnv(
                 make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
             worker.run(EpisodeJob(env="metaworld:drawer-close-v3", task="drawer-close-v3", seed=100_002, max_steps=9))
             executed.append(np.stack(env.actions))

@@ -42,6 +42,7 @@ class WAMPolicy:
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
             for block in model.blocks:
                 block.compile(dynamic=False, mode=mode)
+        self.predicts_frames = bool(modes.video_steps(self.sampler, self.cfg.recipe))
         self._metadata = self._declare()
 
     @classmethod
@@ -65,11 +66,8 @@ class WAMPolicy:
             context_offsets=tuple(cfg.context_offsets), state_dim=cfg.state_dim, action_dim=cfg.action_dim,
             action_horizon=cfg.action_horizon, state_names=tuple(data.get("state_names") or ())[:cfg.state_dim],
             action_names=tuple(data.get("action_names") or ()), fps=data.get("fps"), recipe=cfg.recipe,
-            modes=recipe(cfg.recipe).modes, future_offsets=tuple(cfg.future_offsets) if self._predicts_frames() else (),
-            future_size=cfg.future_size if self._predicts_frames() else None, accepts_guide=True)
-
-    def _predicts_frames(self) -> bool:
-        return bool(modes.video_steps(self.sampler, self.cfg.recipe))
+            modes=recipe(cfg.recipe).modes, future_offsets=tuple(cfg.future_offsets) if self.predicts_frames else (),
+            future_size=cfg.future_size if self.predicts_frames else None, accepts_guide=True)
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
@@ -137,7 +135,7 @@ class WAMPolicy:
             rows = torch.arange(b, device=best.device) * n + best
             frames, actions = frames[rows], actions[rows]
         actions = self.norm.unactions(actions.float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
-        frames = frames.float() if self._predicts_frames() else None
+        frames = frames.float() if self.predicts_frames else None
         if frames is not None and can.latent_frames:  # latents -> pixels, only when asked
             frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None
         frames = images_from_model(frames.cpu()) if frames is not None else None

@@ -36,6 +36,23 @@ def fake_observation(spec: PolicyMetadata, seed: int = 0, prompt: str = "close t
     return Observation(images=images, state=state, prompt=prompt)
 
 
+class RecordingEnv:
+    """An environment that keeps every action executed in it (to compare two runs step by step)."""
+
+    def __init__(self, env):
+        self.env, self.actions = env, []
+
+    def reset(self, seed: int) -> Observation:
+        return self.env.reset(seed)
+
+    def step(self, action: np.ndarray) -> tuple[Observation, bool]:
+        self.actions.append(np.array(action))
+        return self.env.step(action)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 TINY_WORDS = ("press the button from top close drawer reach goal to a put on open push pick place "
               "with gripper red green blue").split()
 
