@@ -241,6 +241,7 @@ def test_wam_policy_declares_its_inputs_and_checks_them():
     assert meta.action_horizon == cfg.action_horizon and meta.future_offsets == cfg.future_offsets
     assert meta.recipe == "decoupled" and "world_model" in meta.modes and meta.accepts_guide
     assert json.loads(json.dumps(meta.to_dict()))["cameras"] == list(cfg.cameras)  # JSON-ready
+    assert PolicyMetadata.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta  # and back
     with pytest.raises(ObservationError, match=r"observation/state: expected float32 \(4,\) \(hand_x, hand_y"):
         policy.infer(obs.replace(state=np.zeros(7, np.float32)))  # was a raw torch size error
     single = obs.replace(images={c: x[-1] for c, x in obs.images.items()})

@@ -77,6 +77,12 @@ class PolicyMetadata:
         """JSON-ready (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicyMetadata:
+        """The inverse of to_dict; other entries (a server's handshake carries more) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+
 
 @dataclass(frozen=True)
 class Guide:

@@ -17,7 +17,6 @@ Every wait for the server is bounded by `timeout` seconds (TimeoutError). A type
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -46,12 +45,6 @@ def _raise(error: dict):
     raise (RemoteObservationError if kind == "invalid_observation" else RemoteError)(kind, message)
 
 
-def metadata_from_dict(d: dict) -> PolicyMetadata:
-    """The PolicyMetadata in a server's handshake (its other entries are left out)."""
-    fields = {f.name for f in dataclasses.fields(PolicyMetadata)}
-    return PolicyMetadata(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
-
-
 class RemotePolicy:
     """A policy served by `wam serve` (see the module docstring)."""
 
@@ -70,7 +63,7 @@ class RemotePolicy:
         self.ws = connect(self.url, additional_headers=headers, open_timeout=timeout, close_timeout=5,
                           compression=None, max_size=int(max_message_mb * 2**20)).__enter__()  # closed by close()
         self.server_info: dict = self._receive()
-        self._metadata = metadata_from_dict(self.server_info)
+        self._metadata = PolicyMetadata.from_dict(self.server_info)
 
     @property
     def metadata(self) -> PolicyMetadata:
