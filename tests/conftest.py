@@ -14,8 +14,9 @@ def tiny_dataset(tmp_path_factory):
     """Two real scripted episodes each of two tasks, at the tiny preset's cameras and size."""
     from wam.data.collect import CollectConfig, collect
     from wam.config import preset
+    from wam.testing import concrete
 
-    m = preset("tiny").model
+    m = concrete(preset("tiny")).model
     root = tmp_path_factory.mktemp("data") / "tiny"
     return collect(CollectConfig(out=root, tasks="drawer-close-v3,button-press-topdown-v3", episodes=2,
                                  cameras=m.cameras, image_size=m.image_size, workers=1), progress=False)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from wam.config import preset, with_backbone
 from wam.train import train
+from wam.testing import concrete
 
 folder, data, out = sys.argv[1:4]
 kind = sys.argv[4] if len(sys.argv) > 4 else "wan"
 precision = sys.argv[5] if len(sys.argv) > 5 else "float32"
-p = preset("tiny") if kind == "wam" else with_backbone(preset("tiny"), kind, folder)
+p = concrete(preset("tiny")) if kind == "wam" else with_backbone(concrete(preset("tiny")), kind, folder)
 model = dataclasses.replace(p.model, text_tokens=8)
 cfg = dataclasses.replace(p.train, data=Path(data), steps=4, ckpt_every=2, log_every=1, batch_size=4,
                           finetune="full" if kind == "wam" else "lora", lora_rank=4, parallel="fsdp",

@@ -30,18 +30,20 @@ TRAIN_RECIPES = ("decoupled", "action-only")
 def collect_tiny(root: Path) -> Path:
     from wam.data.collect import CollectConfig, collect
     from wam.config import preset
+    from wam.testing import concrete
 
-    m = preset("tiny").model
+    m = concrete(preset("tiny")).model
     return collect(CollectConfig(out=root, tasks="drawer-close-v3,button-press-topdown-v3", episodes=2,
                                  cameras=m.cameras, image_size=m.image_size, workers=1), progress=False)
 
 
 def _model(name: str):
     from wam.config import preset, with_recipe
+    from wam.testing import concrete
     from wam.models.transformer import WAMTransformer
 
     torch.manual_seed(0)
-    model = WAMTransformer(with_recipe(preset("tiny"), name).model)
+    model = WAMTransformer(with_recipe(concrete(preset("tiny")), name).model)
     with torch.no_grad():  # off the adaLN-Zero start, so every path carries signal
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -81,7 +83,7 @@ def policy() -> dict:
 
     model = _model("decoupled")
     cfg = model.cfg
-    norm = Normalizer(np.full(4, 0.1), np.full(4, 2.0), -np.full(4, 0.5), np.full(4, 1.5))
+    norm = Normalizer.standard(np.full(4, 0.1), np.full(4, 2.0), -np.full(4, 0.5), np.full(4, 1.5))
     pol = WAMPolicy(model, norm, {}, SamplerConfig(steps=3, execute=2))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (cfg.context_frames, cfg.views, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
@@ -102,7 +104,7 @@ def closed_loop() -> dict:
 
     model = _model("decoupled")
     cfg = model.cfg
-    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     pol = WAMPolicy(model, norm, {}, SamplerConfig(steps=3, execute=3))
     env = make_env("metaworld:drawer-close-v3", cfg.cameras, cfg.image_size)
     out = {}
@@ -125,11 +127,12 @@ def closed_loop() -> dict:
 def losses(data: Path) -> dict:
     """Per-step losses of `train` on the tiny preset and the tiny dataset, for a few recipes."""
     from wam.config import preset, with_recipe
+    from wam.testing import concrete
     from wam.train import train
 
     out = {}
     for name in TRAIN_RECIPES:
-        p = with_recipe(preset("tiny"), name)
+        p = with_recipe(concrete(preset("tiny")), name)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = replace(p.train, data=data, out=Path(tmp) / "run", steps=4, log_every=1, ckpt_every=4)
             train(cfg, p.model, p.sampler, progress=False)

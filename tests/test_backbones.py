@@ -10,9 +10,9 @@ from wam import flow
 from wam.backbones import BACKBONES, backbone, build
 from wam.config import ModelConfig, preset, with_backbone
 from wam.recipes import OWN, RECIPES
-from wam.testing import fake_batch, save_tiny
+from wam.testing import concrete, fake_batch, save_tiny
 
-TINY = preset("tiny").model
+TINY = concrete(preset("tiny")).model
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,8 @@ def test_frames_optional_really_lets_the_sampler_leave_the_frames_out():
 
 
 def test_pretrained_capabilities_match_their_protocols(folders):
-    wan = build(dataclasses.replace(with_backbone(preset("tiny"), "wan", folders["wan"]).model, text_tokens=8))
-    cosmos = build(dataclasses.replace(with_backbone(preset("tiny"), "cosmos", folders["cosmos"]).model, text_tokens=8))
+    wan = build(dataclasses.replace(with_backbone(concrete(preset("tiny")), "wan", folders["wan"]).model, text_tokens=8))
+    cosmos = build(dataclasses.replace(with_backbone(concrete(preset("tiny")), "cosmos", folders["cosmos"]).model, text_tokens=8))
     assert wan.capabilities.latent_frames and wan.capabilities.pretrained
     assert not wan.capabilities.cached and not wan.capabilities.value
     assert cosmos.capabilities.value and cosmos.capabilities.packed_video and cosmos.capabilities.latent_frames

@@ -7,6 +7,7 @@ import pytest
 
 from wam.bench.latency import PATHS, LatencyBenchConfig, bench_latency
 from wam.bench.recipes import RecipesBenchConfig, bench_recipes
+from wam.testing import concrete
 
 
 def test_recipes_then_latency_bench_write_their_tables(tiny_dataset, tmp_path):
@@ -75,7 +76,7 @@ def test_serve_bench_writes_its_table(tiny_dataset, tmp_path):
     from wam.config import preset
     from wam.train import train
 
-    P = preset("tiny")
+    P = concrete(preset("tiny"))
     ckpt = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
     result = bench_serve(ServeBenchConfig(out=tmp_path / "bench", checkpoint=ckpt, clients="1,2", requests=6, warmup=1, seconds=30))
     saved = json.loads((tmp_path / "bench/serve.json").read_text())

@@ -27,7 +27,7 @@ def test_user_mistakes_are_one_line_and_status_2(capsys, tmp_path, tiny_dataset)
     broken = shutil.copytree(tiny_dataset, tmp_path / "broken")
     (broken / "meta/stats.json").unlink()
     line = _error(capsys, ["train", "tiny", "--train.data", str(broken), "--train.out", str(tmp_path / "r2")])
-    assert "stats.json is missing: expected normalisation statistics" in line
+    assert "stats.json is missing: expected the dataset's statistics" in line
     line = _error(capsys, ["imagine", str(tmp_path / "nope")])
     assert "is not a wam checkpoint" in line
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from wam.config import ModelConfig
-from wam.data.dataset import DatasetWriter, Episode, load_dataset
+from wam.data.dataset import DatasetWriter, Episode
+from wam.data.frames import FrameStore
+from wam.data.reader import DataError, read_dataset
 from wam.data.transforms import Normalizer
 from wam.data.windows import Windows
 
@@ -40,10 +42,15 @@ def _write(root, lengths=(7, 5), **kw):
     return w.finish(), eps
 
 
+def _load(root, size=16):
+    d = read_dataset(root)
+    return d, FrameStore(d, size, progress=False)
+
+
 def test_roundtrip_keeps_states_actions_and_frames(tmp_path):
     root, eps = _write(tmp_path / "ds")
-    d = load_dataset(root)
-    assert d.images.shape == (2, 12, 16, 16, 3)
+    d, frames = _load(root)
+    assert len(frames) == 12 and frames.read(0, np.arange(12)).shape == (12, 16, 16, 3)
     np.testing.assert_allclose(d.state, np.concatenate([e.state for e in eps]), rtol=1e-6)
     np.testing.assert_allclose(d.action, np.concatenate([e.action for e in eps]), rtol=1e-6)
     assert list(d.episode_from) == [0, 7] and list(d.episode_to) == [7, 12]
@@ -51,7 +58,7 @@ def test_roundtrip_keeps_states_actions_and_frames(tmp_path):
     assert d.env_tasks == ["reach-v3", "drawer-close-v3"] and d.seeds == [0, 1]
     # lossy video, but every frame of every camera comes back at its own global index
     for c in range(2):
-        assert [_code(d.images[c, i], c) for i in range(12)] == list(range(12))
+        assert [_code(frames.read(c, [i])[0], c) for i in range(12)] == list(range(12))
 
 
 def test_layout_follows_lerobot_v3(tmp_path):
@@ -77,7 +84,7 @@ def test_interrupted_collection_leaves_nothing_that_looks_complete(tmp_path):
     w.add(_episode(5, 0, 0))
     assert not (tmp_path / "ds").exists()
     with pytest.raises(FileNotFoundError, match="unfinished collection"):
-        load_dataset(tmp_path / "ds")
+        read_dataset(tmp_path / "ds")
     w.abort()
     assert not (tmp_path / "ds.partial").exists()
 
@@ -86,14 +93,14 @@ def test_missing_or_corrupt_files_are_named(tmp_path):
     root, _ = _write(tmp_path / "ds")
     video = root / "videos/observation.images.top/chunk-000/file-000.mp4"
     video.write_bytes(video.read_bytes()[:200])
-    with pytest.raises(ValueError, match="file-000.mp4"):
-        load_dataset(root)
+    with pytest.raises(DataError, match="file-000.mp4"):
+        _load(root)
     video.unlink()
-    with pytest.raises(FileNotFoundError, match="top camera video"):
-        load_dataset(root)
+    with pytest.raises(DataError, match="episode 0 .camera observation.images.top.: its video .* is missing"):
+        read_dataset(root)
     (root / "meta/info.json").unlink()
-    with pytest.raises(FileNotFoundError, match="info.json"):
-        load_dataset(root)
+    with pytest.raises(DataError, match="info.json is missing"):
+        read_dataset(root)
 
 
 def test_existing_dataset_is_not_overwritten_silently(tmp_path):
@@ -104,11 +111,11 @@ def test_existing_dataset_is_not_overwritten_silently(tmp_path):
 
 def test_windows_serve_what_the_config_declares(tmp_path):
     root, eps = _write(tmp_path / "ds")
-    d = load_dataset(root)
+    d, frames = _load(root)
     cfg = ModelConfig(image_size=16, stem_channels=(8, 8), future_size=8, future_patch=4, context_frames=2,
-                      context_stride=2, future_frames=2, future_stride=2, action_horizon=4)
+                      context_stride=2, future_frames=2, future_stride=2, action_horizon=4).for_data(CAMS, 4, 4)
     norm = Normalizer.from_stats(d.stats)
-    win = Windows(d, cfg, norm, torch.zeros(2, 384))
+    win = Windows(d, frames, cfg, norm, torch.zeros(2, 384))
     b = win.get(np.array([0, 5, 7, 10]))  # start of ep 0, near the end of ep 0 (0..6), start of ep 1 (7..11), inside ep 1
     assert b.context.images.shape == (4, 2, 2, 3, 16, 16)
     assert b.video.shape == (4, 2, 2, 3, 8, 8) and b.actions.shape == (4, 4, 4)
@@ -121,12 +128,12 @@ def test_windows_serve_what_the_config_declares(tmp_path):
     assert b.action_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]]
     torch.testing.assert_close(norm.unactions(b.actions[1, :2]), torch.from_numpy(eps[0].action[5:7]))
     with pytest.raises(ValueError, match="cameras"):
-        Windows(d, ModelConfig(cameras=("side",), image_size=16, stem_channels=(8, 8), future_size=8, future_patch=4),
-                norm, torch.zeros(2, 384))
+        Windows(d, frames, ModelConfig(cameras=("side",), image_size=16, stem_channels=(8, 8), future_size=8,
+                                       future_patch=4, state_dim=4, action_dim=4), norm, torch.zeros(2, 384))
 
 
 def test_normalizer_roundtrip_through_tensors():
-    n = Normalizer([1, 2, 3, 4], [2, 2, 2, 2], [-1, -2, 0, -1], [1, 2, 5, 1])
+    n = Normalizer.standard([1, 2, 3, 4], [2, 2, 2, 2], [-1, -2, 0, -1], [1, 2, 5, 1])
     m = Normalizer.from_tensors(n.tensors())
     a = torch.rand(5, 4) * 2 - 1
     torch.testing.assert_close(m.unactions(m.actions(a)), a)

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from wam.config import preset
 from wam.evaluate import EvalConfig, evaluate
 from wam.train import train
+from wam.testing import concrete
 
-P = preset("tiny")
+P = concrete(preset("tiny"))
 
 
 class _Interrupt(Exception):

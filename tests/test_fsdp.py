@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from wam.config import preset, with_backbone
-from wam.testing import save_tiny
+from wam.testing import concrete, save_tiny
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -66,7 +66,7 @@ def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp
 def test_fsdp_refusals(tiny_dataset, tmp_path):
     from wam.train import train
 
-    p = preset("tiny")
+    p = concrete(preset("tiny"))
     cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=1, parallel="fsdp")
     with pytest.raises(ValueError, match="runs under torchrun"):
         train(cfg, p.model, progress=False)
@@ -88,7 +88,7 @@ def test_lora_checkpoints_leave_the_frozen_backbone_out(tiny_dataset, tmp_path):
     from wam.train import train
 
     folder = save_tiny(tmp_path / "wan", "wan")
-    p = with_backbone(preset("tiny"), "wan", folder)
+    p = with_backbone(concrete(preset("tiny")), "wan", folder)
     model_cfg = dataclasses.replace(p.model, text_tokens=8)
     cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=2, finetune="lora", lora_rank=4)
     last = train(cfg, model_cfg, p.sampler, progress=False)

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from wam.config import preset, with_recipe
 from wam.imagine import ImagineConfig, imagine
 from wam.train import train
+from wam.testing import concrete
 
-P = preset("tiny")
+P = concrete(preset("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import torch
 from wam import flow
 from wam.config import ModelConfig, preset
 from wam.models.transformer import ACTION, CONTEXT, VIDEO, WAMTransformer, patchify, unpatchify
-from wam.testing import fake_batch
+from wam.testing import concrete, fake_batch
 
-CFG = preset("tiny").model
+CFG = concrete(preset("tiny")).model
 
 
 def _model(cfg=CFG, seed=0):
@@ -104,7 +104,7 @@ def test_bad_model_configs_are_refused_with_a_reason():
 
 
 def test_default_preset_builds():
-    model = WAMTransformer(preset("default").model)
+    model = WAMTransformer(concrete(preset("default")).model)
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 20e6
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from wam.runtime import AsyncChunkExecutor, ChunkExecutor, FrameHistory, closed_loop
 from wam.types import Observation, ObservationError, PolicyMetadata, PolicyOutput
+from wam.testing import concrete
 
 SPEC = PolicyMetadata(cameras=("top",), image_size=(2, 2), context_offsets=(-4, 0), state_dim=4, action_dim=4,
                       action_horizon=6)
@@ -196,8 +197,8 @@ def test_compiled_policy_gives_the_same_actions():
     from wam.policy import WAMPolicy
     from wam.testing import fake_observation
 
-    cfg = preset("tiny").model
-    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    cfg = concrete(preset("tiny")).model
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     actions = []
     for compile_ in (False, True):
         torch.manual_seed(0)
@@ -219,13 +220,13 @@ def _random_policy(sampler):
     from wam.policy import WAMPolicy
     from wam.testing import fake_observation
 
-    cfg = preset("tiny").model
+    cfg = concrete(preset("tiny")).model
     torch.manual_seed(0)
     model = WAMTransformer(cfg).eval()
     with torch.no_grad():  # off the adaLN-Zero start, so the network's output is not trivially zero
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    policy = WAMPolicy(model, Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4)),
+    policy = WAMPolicy(model, Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4)),
                        {"data": {"fps": 80, "state_names": ["hand_x", "hand_y", "hand_z", "gripper"]}}, sampler)
     return policy, fake_observation(policy.metadata)
 

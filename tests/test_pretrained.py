@@ -15,7 +15,7 @@ from wam import finetune, flow  # noqa: E402
 from wam.models.folders import LayoutError
 from wam.models.folders import load as load_folder
 from wam.models.latent import FrameCodec
-from wam.testing import fake_observation, save_tiny
+from wam.testing import concrete, fake_observation, save_tiny
 from wam.backbones import build
 from wam.config import preset, with_backbone
 from wam.models.base import Context
@@ -30,7 +30,7 @@ def folders(tmp_path_factory):
 
 
 def _cfg(kind, folder):
-    p = with_backbone(preset("tiny"), kind, folder)
+    p = with_backbone(concrete(preset("tiny")), kind, folder)
     return dataclasses.replace(p.model, text_tokens=8)
 
 
@@ -65,7 +65,7 @@ def test_bad_folders_are_refused_with_the_file_named(folders, tmp_path):
     with pytest.raises(LayoutError, match="do not load into WanTransformer3DModel"):
         load_folder(wrong, "wan")
     with pytest.raises(ValueError, match="wan needs --model.backbone-path/--backbone-path DIR"):
-        dataclasses.replace(preset("tiny").model, backbone="wan")
+        dataclasses.replace(concrete(preset("tiny")).model, backbone="wan")
     # the Wan 2.2 VAE makes frames 16x smaller, and the transformer reads 2x2 patches of them
     with pytest.raises(ValueError, match="image_size must be a multiple of 32, got 48"):
         build(dataclasses.replace(_cfg("wan", folders["wan2.2"]), image_size=48))
@@ -155,7 +155,7 @@ def test_pretrained_wam_trains_resumes_and_acts_in_closed_loop(folders, kind, fo
     from wam.evaluate import EvalConfig, SamplerOverrides, evaluate
     from wam.train import train
 
-    p = with_backbone(preset("tiny"), kind, folders[folder])
+    p = with_backbone(concrete(preset("tiny")), kind, folders[folder])
     model_cfg = dataclasses.replace(p.model, text_tokens=8)
     train_cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=3, ckpt_every=2,
                                     finetune="lora", lora_rank=4)
@@ -187,7 +187,7 @@ def test_best_of_n_executes_the_chunk_with_the_highest_value(folders):
 
     model = build(_cfg("cosmos", folders["cosmos"]))
     cfg = model.cfg
-    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     seen = []
     value_of = model.value_of
     model.value_of = lambda video: seen.append(value_of(video)) or seen[-1]  # record the candidates' values
@@ -207,7 +207,7 @@ def test_best_of_n_batched_across_requests_equals_each_alone(folders):
     from wam.data.transforms import Normalizer
     from wam.policy import WAMPolicy
 
-    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     policy = WAMPolicy(build(_cfg("cosmos", folders["cosmos"])), norm, {}, SamplerConfig(steps=2, best_of=3, decode_frames=False))
     obs = [fake_observation(policy.metadata, seed=i, prompt=p) for i, p in enumerate(["close the drawer", "reach"])]
     alone = [policy.infer(o, torch.Generator().manual_seed(i)) for i, o in enumerate(obs)]
@@ -225,7 +225,7 @@ def test_the_backbone_folder_is_given_at_load_time_and_checked_by_its_fingerprin
     from wam.train import train
 
     trained_on = save_tiny(tmp_path / "wan", "wan")
-    p = with_backbone(preset("tiny"), "wan", trained_on)
+    p = with_backbone(concrete(preset("tiny")), "wan", trained_on)
     train_cfg = dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "run", steps=1, finetune="lora",
                                     lora_rank=4)
     last = train(train_cfg, dataclasses.replace(p.model, text_tokens=8), p.sampler, progress=False)

@@ -12,9 +12,9 @@ from wam.models.transformer import ACTION, CONTEXT, VIDEO, WAMTransformer
 from wam.models.base import Context
 from wam.recipes import MODES, OWN, RECIPES, check_mode, draw_times
 from wam.train import loss_terms
-from wam.testing import fake_batch
+from wam.testing import concrete, fake_batch
 
-TINY = preset("tiny")
+TINY = concrete(preset("tiny"))
 
 
 def _model(name: str, seed: int = 0) -> WAMTransformer:

@@ -24,7 +24,7 @@ from wam.serve.images import letterbox
 from wam.safety import ActionGuard, NonFiniteAction
 from wam.serve.batcher import Batcher
 from wam.serve.server import PolicyServer, running
-from wam.testing import RecordingEnv, fake_observation
+from wam.testing import concrete, RecordingEnv, fake_observation
 from wam.types import Guide, Observation, ObservationError, PolicyMetadata, PolicyOutput
 
 TIMEOUT = 30  # seconds any one wait may take
@@ -33,11 +33,11 @@ TIMEOUT = 30  # seconds any one wait may take
 @pytest.fixture(scope="module")
 def policy():
     torch.manual_seed(0)
-    model = WAMTransformer(preset("tiny").model)
+    model = WAMTransformer(concrete(preset("tiny")).model)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    norm = Normalizer(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     return WAMPolicy(model, norm, {}, SamplerConfig(steps=2, execute=2))
 
 
@@ -548,7 +548,7 @@ def test_eval_remote_equals_in_process(tiny_dataset, tmp_path, port):
     from wam.serve.server import ServeConfig, from_checkpoint
     from wam.train import train
 
-    P = preset("tiny")
+    P = concrete(preset("tiny"))
     ckpt = train(replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
     config = read_config(ckpt)
     sampler = SamplerConfig(**config["sampler"]).resolve(model_from_dict(config["model"]).recipe)

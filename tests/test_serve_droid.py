@@ -10,6 +10,7 @@ from test_serve import TIMEOUT, Raw, _ok, _server, policy  # noqa: F401 (policy 
 from wam.serve import wire
 from wam.serve.schemas import DroidMapping, StateSlice, make_schema
 from wam.serve.server import running
+from wam.testing import concrete
 
 MAPPING = {"cameras": {"exterior_image_1_left": "oblique", "wrist_image_left": "top"},
            "state": [{"key": "joint_position", "stop": 3}, {"key": "gripper_position"}], "action_space": "cartesian_velocity"}
@@ -90,7 +91,7 @@ def test_record_then_replay_gives_identical_actions(tiny_dataset, tmp_path):
     from wam.serve.server import ServeConfig, from_checkpoint
     from wam.train import train
 
-    P = preset("tiny")
+    P = concrete(preset("tiny"))
     ckpt = train(replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
     (tmp_path / "m.json").write_text(json.dumps(MAPPING))
     rec = tmp_path / "rec"

@@ -13,7 +13,7 @@ from wam.checkpoint import read_config  # noqa: E402
 from wam.config import SamplerConfig, model_from_dict, preset  # noqa: E402
 from wam.envs import make_env  # noqa: E402
 from wam.evaluate import EpisodeJob, Worker, WorkerSetup  # noqa: E402
-from wam.testing import RecordingEnv  # noqa: E402
+from wam.testing import concrete, RecordingEnv  # noqa: E402
 
 
 class _Guides:
@@ -39,7 +39,7 @@ def test_async_execution_over_the_wire_equals_in_process(tiny_dataset, tmp_path)
     from wam.serve.server import ServeConfig, from_checkpoint, running
     from wam.train import train
 
-    P = preset("tiny")
+    P = concrete(preset("tiny"))
     ckpt = train(replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler, progress=False)
     config = read_config(ckpt)
     sampler = SamplerConfig(**config["sampler"]).resolve(model_from_dict(config["model"]).recipe)

@@ -70,4 +70,8 @@ def backbone(name: str) -> BackboneSpec:
 def build(cfg: "ModelConfig") -> "nn.Module":
     """The network a model config names (resolved first: its recipe and targets concrete)."""
     cfg = cfg.resolved()
+    if not cfg.concrete:
+        raise ValueError(f"the model config has no data contract yet (cameras {list(cfg.cameras)}, state_dim "
+                         f"{cfg.state_dim}, action_dim {cfg.action_dim}): `wam train` fills it in from the dataset "
+                         f"(ModelConfig.for_data)")
     return backbone(cfg.backbone).make(cfg)

@@ -2,9 +2,11 @@
 
     wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
     wam train --train.data runs/data/mine --train.out runs/mine          the default preset
+    wam train --train.data ~/so100 --data.cameras front,wrist --data.val-fraction 0.1      any LeRobotDataset v3.0
     wam train tiny --recipe flash --train.data runs/data/mine --train.out runs/flash
     wam train --backbone cosmos --backbone-path DIR --train.out runs/cosmos      its default recipe: cosmos-policy
     wam eval runs/mine/last --episodes 20 --sampler.steps 4 --sampler.best-of 4
+    wam eval runs/so100/last --data ~/so100 --episodes 40:50      offline: held-out demonstrations, no simulator
     wam imagine runs/mine/last --data runs/data/mine --episode 0
     wam serve runs/mine/last --port 8000          a websocket policy server on openpi's wire (wam.serve)
     wam eval runs/mine/last --remote ws://127.0.0.1:8000       the same evaluation through that server
@@ -34,7 +36,7 @@ from pathlib import Path
 import tyro
 
 from wam.backbones import BACKBONES
-from wam.config import PRESETS, ModelConfig, SamplerConfig, TrainConfig
+from wam.config import PRESETS, DataConfig, ModelConfig, SamplerConfig, TrainConfig
 from wam.recipes import RECIPES
 
 
@@ -43,6 +45,8 @@ class TrainCommand:
     model: ModelConfig
     train: TrainConfig
     sampler: SamplerConfig
+    data: DataConfig = DataConfig()
+    """How --train.data is read: cameras, feature keys, episodes, validation split, resize, normalisation."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def cmd_train(argv: list[str]) -> None:
     from wam.train import train
 
     cmd = train_command(argv)
-    print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler)}")
+    print(f"checkpoint: {train(cmd.train, cmd.model, cmd.sampler, data=cmd.data)}")
 
 
 def cmd_eval(argv: list[str]) -> None:

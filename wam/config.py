@@ -33,8 +33,11 @@ _RECIPE, _BACKBONE, _PATH = "--model.recipe/--recipe", "--model.backbone/--backb
 @dataclass(frozen=True)
 class ModelConfig:
     # ---- what the model reads and predicts (the data contract)
-    cameras: tuple[str, ...] = ("oblique", "top")
+    cameras: tuple[str, ...] = ()
+    """Camera names the model reads, in order. Empty: the dataset's (training fills them in from --data.cameras,
+    or every camera of the data)."""
     image_size: int = 96
+    """Side of the square input every camera is fitted to (--data.resize)."""
     context_frames: int = 1
     """Past frames read, ending at the current one."""
     context_stride: int = 4
@@ -44,9 +47,11 @@ class ModelConfig:
     future_size: int = 32
     """Side of the predicted future frames, px."""
     action_horizon: int = 16
-    action_dim: int = 4
-    state_dim: int = 4
-    """Robot state the model reads (hand xyz, gripper). 0: images only. Behaviour cloning with the state tends
+    action_dim: int | None = None
+    """Action size. None: the dataset's."""
+    state_dim: int | None = None
+    """Robot state entries the model reads (the first state_dim of the dataset's state). None: all of them; 0:
+    images only. Behaviour cloning with the state tends
     to learn a shortcut: mid-episode, the hand's position already tells where the demonstration was going, so
     the network never learns to look (measured here: on the first frame, where the state is the same in
     every episode, predicted x-actions were uncorrelated with the expert's, r = -0.07 on reach). Dropping the
@@ -88,8 +93,11 @@ class ModelConfig:
     tokens out at inference and run at the cost of an action-only model (the fast path)."""
 
     def __post_init__(self):
-        if not self.cameras or len(set(self.cameras)) != len(self.cameras):  # which cameras exist is the env's concern
-            raise ValueError(f"cameras must be one or more distinct names, got {list(self.cameras)}")
+        if len(set(self.cameras)) != len(self.cameras):  # which cameras exist is the data's and the env's concern
+            raise ValueError(f"cameras must be distinct names, got {list(self.cameras)}")
+        for name, got in (("action_dim", self.action_dim), ("state_dim", self.state_dim)):
+            if got is not None and got < (1 if name == "action_dim" else 0):
+                raise ValueError(f"{name} must be >= {1 if name == 'action_dim' else 0}, got {got}")
         spec = backbone(self.backbone)
         name = self.recipe or spec.recipes[0]
         r = recipe(name)
@@ -139,6 +147,26 @@ class ModelConfig:
         if all(getattr(self, k) == v for k, v in concrete.items()):
             return self
         return dataclasses.replace(self, **concrete)
+
+    def for_data(self, cameras: tuple[str, ...], state_dim: int, action_dim: int) -> ModelConfig:
+        """This config with the data contract filled in from a dataset (its chosen cameras, state and action sizes).
+        Fields the config already sets must agree: a model reads fewer state entries than the data holds only
+        by an explicit state_dim."""
+        cameras = tuple(cameras)
+        if self.cameras and self.cameras != cameras:
+            raise ValueError(f"the model reads cameras {list(self.cameras)} but the data gives {list(cameras)}; choose "
+                             f"the dataset's cameras with --data.cameras {','.join(self.cameras)}")
+        if self.action_dim is not None and self.action_dim != action_dim:
+            raise ValueError(f"the model predicts {self.action_dim}-d actions but the data's are {action_dim}-d")
+        if self.state_dim is not None and self.state_dim > state_dim:
+            raise ValueError(f"the model reads {self.state_dim} state entries but the data's state has {state_dim}")
+        return dataclasses.replace(self, cameras=cameras, action_dim=action_dim,
+                                   state_dim=state_dim if self.state_dim is None else self.state_dim)
+
+    @property
+    def concrete(self) -> bool:
+        """The data contract is filled in (cameras, state and action sizes): a network can be built."""
+        return bool(self.cameras) and self.state_dim is not None and self.action_dim is not None
 
     @property
     def views(self) -> int:
@@ -217,6 +245,65 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+
+
+def _episodes_spec(spec: str | None, flag: str) -> None:
+    if spec is None:
+        return
+    for part in spec.split(","):
+        bits = part.strip().split(":")
+        if len(bits) > 2 or not all(b.strip().isdigit() or (b.strip() == "" and len(bits) == 2) for b in bits):
+            raise ValueError(f"{flag} {spec!r}: expected episode indices and ranges like 0:100,120,130:140 "
+                             f"(a range's end excluded)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a LeRobotDataset v3.0 folder is read (wam/data/reader.py): which features, which episodes, how camera
+    images are fitted to the model's input and how state and actions are normalised."""
+
+    cameras: tuple[str, ...] = ()
+    """Dataset cameras to read, in this order: their feature keys (observation.images.front) or the names after
+    observation.images. (front), comma- or space-separated (--data.cameras front,wrist). Empty: every camera of
+    the dataset, in its info.json order."""
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    episodes: str | None = None
+    """Episodes to use: indices and ranges, like 0:100,120,130:140 (a range's end excluded). None: all."""
+    val_episodes: str | None = None
+    """Episodes held out for validation (same syntax), never trained on; offline evaluation reads them."""
+    val_fraction: float = 0.0
+    """Without val_episodes: hold out this fraction of the selected episodes, evenly spaced over them."""
+    resize: Literal["pad", "crop"] = "pad"
+    """Fitting camera images of another shape to the model's square input: pad (letterbox, keeps everything)
+    or crop (the centre, no border). Recorded in the checkpoint: evaluation and serving fit the same way."""
+    state_norm: Literal["mean_std", "min_max", "quantiles"] = "mean_std"
+    """Normalisation of the state from meta/stats.json: mean/std, min/max -> [-1, 1], or q01/q99 -> [-1, 1]."""
+    action_norm: Literal["mean_std", "min_max", "quantiles"] = "min_max"
+    skip_bad_episodes: bool = False
+    """Go on past an episode with bad data (NaN, missing or short video, lengths or timestamps that disagree),
+    leaving it out; every skipped episode is reported with why. Off: the first bad episode stops with its error."""
+    cache_dir: Path | None = None
+    """Where the decoded frame cache lives (default: DATA/cache); reused across runs, rebuilt per transform."""
+    workers: int = 2
+    """DataLoader worker processes that build batches beside training (0: in the training process)."""
+
+    def __post_init__(self):
+        cams = tuple(c.strip() for part in self.cameras for c in part.split(",") if c.strip())
+        if len(set(cams)) != len(cams):
+            raise ValueError(f"--data.cameras names a camera twice: {list(cams)}")
+        object.__setattr__(self, "cameras", cams)
+        _episodes_spec(self.episodes, "--data.episodes")
+        _episodes_spec(self.val_episodes, "--data.val-episodes")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--data.val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.workers < 0:
+            raise ValueError(f"--data.workers must be >= 0, got {self.workers}")
+        for flag, got, allowed in (("--data.resize", self.resize, ("pad", "crop")),
+                                   ("--data.state-norm", self.state_norm, ("mean_std", "min_max", "quantiles")),
+                                   ("--data.action-norm", self.action_norm, ("mean_std", "min_max", "quantiles"))):
+            if got not in allowed:
+                raise ValueError(f"{flag} {got!r}: expected one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def demo(cfg) -> str:
     if (data / "meta/info.json").exists():
         print(f"reusing the dataset at {data}")
     else:
-        collect(CollectConfig(out=data, tasks=DEFAULT_TASKS, episodes=p.collect_episodes, cameras=p.model.cameras,
+        collect(CollectConfig(out=data, tasks=DEFAULT_TASKS, episodes=p.collect_episodes,
                               image_size=p.model.image_size, action_noise=p.collect_noise, random_start=p.collect_random_start,
                               workers=cfg.workers,
                               overwrite=True))

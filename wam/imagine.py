@@ -64,23 +64,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 class _Recorded:
     """Real frames, states and actions of a dataset episode."""
 
-    def __init__(self, root: Path, episode: int, cfg):
-        from wam.data.dataset import load_dataset
+    def __init__(self, root: Path, episode: int, cfg, config: dict):
+        from wam.data.frames import FrameStore
+        from wam.data.reader import data_config_of, read_dataset
 
-        demos = load_dataset(root)
-        if not 0 <= episode < len(demos.episode_from):
-            raise ValueError(f"{root} has episodes 0..{len(demos.episode_from) - 1}, not {episode}")
-        if demos.image_size != cfg.image_size or any(c not in demos.cameras for c in cfg.cameras):
-            raise ValueError(f"{root} has cameras {list(demos.cameras)} at {demos.image_size} px; the model reads "
-                             f"{list(cfg.cameras)} at {cfg.image_size} px")
-        if not demos.has_actions[episode]:
+        rec = read_dataset(root, data_config_of(config, episodes=str(episode)))
+        if not rec.has_actions[0]:
             raise ValueError(f"episode {episode} of {root} is action-free: there are no actions to imagine under")
-        lo, hi = int(demos.episode_from[episode]), int(demos.episode_to[episode])
-        views = [demos.cameras.index(c) for c in cfg.cameras]
-        self.images = demos.images[views, lo:hi].transpose(1, 0, 2, 3, 4)  # (T, v, H, W, 3)
-        self.state, self.action = demos.state[lo:hi], demos.action[lo:hi]
-        self.instruction = demos.instructions[int(demos.task_index[lo])]
-        self.length = hi - lo
+        frames = FrameStore(rec, cfg.image_size, rec.data.resize, progress=False)
+        t = np.arange(len(rec.index))
+        self.images = np.stack([frames.read(v, t) for v in range(len(rec.cameras))], axis=1)  # (T, v, H, W, 3)
+        self.state, self.action = rec.state[:, :cfg.state_dim], rec.action
+        self.instruction = rec.instructions[int(rec.task_index[0])]
+        self.length = len(t)
 
     def frame(self, t: int) -> np.ndarray:
         return self.images[min(t, self.length - 1)]
@@ -135,7 +131,7 @@ def imagine(cfg: ImagineConfig) -> dict:
     if cfg.data is None:
         modes.check_mode(m.recipe, "policy")
     sampler = apply(SamplerConfig(**config.get("sampler", {})), cfg.sampler).resolve(m.recipe)
-    source = (_Recorded(Path(cfg.data), cfg.episode, m) if cfg.data is not None
+    source = (_Recorded(Path(cfg.data), cfg.episode, m, config) if cfg.data is not None
               else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
     text = torch.from_numpy(embed([source.instruction]))
     horizon = min(cfg.horizon, source.length - 1) if isinstance(source, _Recorded) else cfg.horizon

@@ -3,6 +3,7 @@ folders of the real backbone classes (loaded through exactly the code path real 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,18 @@ from wam.data.windows import Batch
 from wam.models.base import Context
 from wam.models.folders import KINDS
 from wam.types import Observation, PolicyMetadata
+
+
+CONTRACT = {"cameras": ("oblique", "top"), "state_dim": 4, "action_dim": 4}
+"""The data contract of the tests' models built without a dataset (Meta-World's shapes, which the golden values
+were pinned at). A model trained on data takes its contract from the data (ModelConfig.for_data)."""
+
+
+def concrete(x):
+    """A preset (config.Preset) or a ModelConfig with the tests' data contract filled in (CONTRACT)."""
+    if isinstance(x, ModelConfig):
+        return x.for_data(**CONTRACT)
+    return dataclasses.replace(x, model=x.model.for_data(**CONTRACT))
 
 
 def fake_batch(cfg: ModelConfig, b: int = 2, seed: int = 0) -> Batch:

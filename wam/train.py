@@ -19,17 +19,18 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from wam import checkpoint, finetune, flow, fsdp
 from wam.backbones import build
-from wam.config import ModelConfig, SamplerConfig, TrainConfig, to_dict
-from wam.data.dataset import load_dataset
-from wam.recipes import draw_times
-from wam.data.windows import Batch, Windows, batch_to
+from wam.config import DataConfig, ModelConfig, SamplerConfig, TrainConfig, to_dict
+from wam.data.frames import FrameStore
+from wam.data.loader import batches
+from wam.data.reader import Recordings, read_dataset, split
 from wam.data.transforms import Normalizer
+from wam.data.windows import Batch, Windows, batch_to
+from wam.recipes import draw_times
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -71,8 +72,9 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     return {"loss": loss, "video": video.detach(), "action": action.detach()}
 
 
-def default_eval_hook(cfg: TrainConfig, out: Path):
-    """Closed-loop evaluation of the EMA weights on held-out seeds, `eval_episodes` per trained task."""
+def closed_loop_hook(cfg: TrainConfig, out: Path):
+    """Closed-loop evaluation of the EMA weights in the simulator the data came from, on held-out seeds,
+    `eval_episodes` per trained task."""
 
     def hook(step: int, ckpt: Path) -> dict:
         from wam.evaluate import EvalConfig, evaluate
@@ -85,6 +87,37 @@ def default_eval_hook(cfg: TrainConfig, out: Path):
                 "tasks": {t: r["success_rate"] for t, r in summary["tasks"].items()}}
 
     return hook
+
+
+def offline_hook(cfg: TrainConfig, out: Path, val: Recordings):
+    """Offline evaluation of the EMA weights on the held-out episodes (no simulator: the robot's own data)."""
+
+    def hook(step: int, ckpt: Path) -> dict:
+        from wam.offline import OfflineConfig, evaluate_offline
+
+        summary = evaluate_offline(OfflineConfig(checkpoint=ckpt, data=val.root, out=out / f"eval-{step:06d}",
+                                                 max_windows=cfg.eval_episodes * 20, plots=False),
+                                   recordings=val, progress=False)
+        print(f"\nstep {step}: held-out action MSE {summary['action_mse']:.4g}" +
+              (f", frame PSNR {summary['frames']['psnr']:.2f} dB (copy {summary['frames']['copy_psnr']:.2f})"
+               if summary.get("frames") else ""))
+        return {"action_mse": summary["action_mse"], **({"psnr": summary["frames"]["psnr"]} if summary.get("frames") else {})}
+
+    return hook
+
+
+def data_summary(rec: Recordings, val: Recordings | None, model_cfg: ModelConfig, data: DataConfig) -> dict:
+    """What a checkpoint records about its data: enough to read it again the same way (evaluation, serving)."""
+    env = (rec.info.get("wam") or {}).get("env")
+    return {"root": str(rec.root), "config": to_dict(data), "cameras": list(rec.camera_names),
+            "camera_keys": [c.key for c in rec.cameras], "camera_shapes": [list(c.shape) for c in rec.cameras],
+            "fps": rec.fps, "robot_type": rec.info.get("robot_type"), "env": env,
+            "state_names": rec.names(data.state_key)[:model_cfg.state_dim] if data.state_key else [],
+            "action_names": rec.names(data.action_key), "instructions": rec.instructions,
+            "tasks": sorted({t for t in rec.env_tasks if t}), "seeds": [min(rec.seeds), max(rec.seeds)],
+            "episodes": len(rec.episode_ids), "action_free_episodes": int((~rec.has_actions).sum()),
+            "frames": int(rec.episode_to[-1]), "val_episodes": [] if val is None else val.episode_ids.tolist(),
+            "skipped": [{"episode": e, "why": why} for e, why in rec.skipped]}
 
 
 def _unwrap(model):
@@ -104,11 +137,10 @@ def _dist(device: str = "cpu", parallel: str = "ddp") -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = SamplerConfig(),
-          progress: bool = True, eval_hook=None) -> Path:
+          progress: bool = True, eval_hook=None, data: DataConfig = DataConfig()) -> Path:
     """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
     from tqdm import tqdm
 
-    model_cfg = model_cfg.resolved()  # what the checkpoint records: the recipe, targets and frames concrete
     rank, world = _dist(cfg.device, cfg.parallel)
     sharded = cfg.parallel == "fsdp"
     if cfg.threads:
@@ -116,13 +148,28 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     from wam.policy import resolve_device
 
     device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cfg.device == "cuda" and world > 1 else cfg.device)
-    demos = load_dataset(cfg.data)
-    normalizer = Normalizer.from_stats(demos.stats)
+    everything = read_dataset(cfg.data, data)
+    if rank == 0:
+        for e, why in everything.skipped:
+            print(f"skipped episode {e}: {why}")
+    recs, val = split(everything)
+    # the data contract (cameras, state and action sizes) comes from the data; what the checkpoint records is concrete
+    model_cfg = model_cfg.for_data(recs.camera_names, recs.state.shape[1], recs.action.shape[1]).resolved()
+    normalizer = Normalizer.from_stats(recs.stats, data.state_key, data.action_key, data.state_norm, data.action_norm)
+
+    def open_frames() -> FrameStore:
+        return FrameStore(recs, model_cfg.image_size, data.resize, progress=progress and rank == 0)
+
+    frames = open_frames() if rank == 0 else None
+    if world > 1:  # rank 0 builds the frame cache, then the others open it
+        dist.barrier()
+    if rank != 0:
+        frames = open_frames()
 
     torch.manual_seed(cfg.seed)
     model = build(model_cfg)
     finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
-    text = model.embed_text(demos.instructions)  # once per instruction
+    text = model.embed_text(recs.instructions)  # once per instruction
     if model.capabilities.pretrained:
         model.text_encoder = None  # not needed again in training (umT5-XXL alone is 23 GB of host memory)
     latents = None
@@ -130,7 +177,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         from wam.data.latents import dataset_latents
 
         def encode() -> torch.Tensor:
-            return dataset_latents(demos, model_cfg.cameras, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
+            return dataset_latents(recs, frames, model.codec.encode, Path(model_cfg.backbone_path) / "vae",
                                    progress=progress and rank == 0)
 
         if rank == 0:
@@ -139,7 +186,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             dist.barrier()
         if rank != 0:
             latents = encode()
-    windows = Windows(demos, model_cfg, normalizer, text, latents)
+    windows = Windows(recs, frames, model_cfg, normalizer, text, latents)
     model.to(device)
     out = Path(cfg.out)
     last = out / "last"
@@ -160,7 +207,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     start = 0
     if found is not None:
         saved = checkpoint.read_config(found)
-        checkpoint.check_resumable(saved, cfg, frames=len(windows), episodes=len(demos.seeds))
+        checkpoint.check_resumable(saved, cfg, frames=len(windows), episodes=len(recs.episode_ids))
         start = checkpoint.load_train_state(found, model, ema, optimizer, model_cfg, sharded=sharded)
         normalizer = checkpoint.load_normalizer(found)  # the statistics the run started with
         windows.norm = normalizer
@@ -171,13 +218,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     counts = finetune.trainable(model)
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
-                  "data": {"root": str(demos.root), "cameras": list(demos.cameras), "fps": demos.fps,
-                           "state_names": demos.info["features"]["observation.state"].get("names"),
-                           "action_names": demos.info["features"]["action"].get("names"),
-                           "instructions": demos.instructions, "tasks": sorted(set(demos.env_tasks)),
-                           "seeds": [min(demos.seeds), max(demos.seeds)], "episodes": len(demos.seeds),
-                           "action_free_episodes": int((~demos.has_actions).sum()),
-                           "frames": len(windows)},
+                  "data": data_summary(recs, val, model_cfg, data),
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
     if model.capabilities.pretrained:  # the folder supplies weights at load time (frozen ones, VAE, text): which folder
@@ -193,9 +234,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         out.mkdir(parents=True, exist_ok=True)
         print(f"training {counts['trainable'] / 1e6:.3g}M of {counts['total'] / 1e6:.3g}M parameters "
               f"({model_cfg.backbone}, {model_cfg.recipe}, {cfg.finetune}) on {len(windows)} frames "
-              f"({len(demos.seeds)} episodes), {cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
+              f"({len(recs.episode_ids)} episodes{f', {len(val.episode_ids)} held out' if val else ''}), "
+              f"{cfg.steps} steps x {cfg.batch_size} x {world} rank(s)")
     if eval_hook is None and cfg.eval_every:
-        eval_hook = default_eval_hook(cfg, out)
+        if run_config["data"]["env"]:  # the data came from a simulator: evaluate there, closed loop
+            eval_hook = closed_loop_hook(cfg, out)
+        elif val is not None:
+            eval_hook = offline_hook(cfg, out, val)
+        elif rank == 0:
+            print("no simulator and no held-out episodes (--data.val-fraction / --data.val-episodes): "
+                  "--train.eval-every has nothing to evaluate on")
     metrics_file = out / "metrics.jsonl"
     if rank == 0 and metrics_file.exists():  # keep only what led to the step we continue from
         rows = [r for r in metrics_file.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
@@ -203,10 +251,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()
     tick, seen = time.perf_counter(), 0
-    for step in range(start, cfg.steps):
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, step, rank]).generate_state(1)[0]))
-        idx = torch.randint(len(windows), (cfg.batch_size,), generator=g).numpy()
-        batch = batch_to(windows.get(idx, shift_px=cfg.augment_shift, generator=g), device)
+    for step, batch, g in batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, cfg.steps),
+                                  workers=data.workers, rank=rank, world=world):
+        batch = batch_to(batch, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             terms = loss_terms(net, batch, cfg, model_cfg, g)
 

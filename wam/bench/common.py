@@ -25,7 +25,7 @@ def collect_once(out: Path, p: Preset, tasks: str, episodes: int, workers: int, 
         if info["total_episodes"] == episodes * len(tasks.split(",")):
             print(f"reusing {out}")
             return out
-    return collect(CollectConfig(out=out, tasks=tasks, episodes=episodes, cameras=p.model.cameras,
+    return collect(CollectConfig(out=out, tasks=tasks, episodes=episodes,
                                  image_size=p.model.image_size, action_noise=p.collect_noise,
                                  random_start=p.collect_random_start, action_free=action_free, workers=workers,
                                  overwrite=True))

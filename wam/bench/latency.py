@@ -124,6 +124,7 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
     import torch
 
     from wam.data.transforms import Normalizer
+    from wam.envs.metaworld import ACTION_DIM, DEFAULT_CAMERAS, STATE_DIM
     from wam.models.transformer import WAMTransformer, count_parameters
     from wam.policy import WAMPolicy
     from wam.testing import fake_observation
@@ -134,13 +135,14 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
     width, depth, heads, hidden = SIZES[size]
     model_cfg = dataclasses.replace(with_recipe(p, recipe_name).model, width=width, depth=depth, heads=heads,
                                     mlp_ratio=hidden / width, actions_see_frames=path.model != "fast-path")
+    model_cfg = model_cfg.for_data(DEFAULT_CAMERAS, STATE_DIM, ACTION_DIM)  # the demo's shapes (Meta-World's)
     torch.manual_seed(0)
     model = WAMTransformer(model_cfg)
     for blk in model.blocks:  # adaLN-Zero starts every block as the identity; time a network that is not
         torch.nn.init.normal_(blk.ada[-1].weight, std=0.02)
     sampler = SamplerConfig(steps=path.steps, video_steps=path.video_steps, cache=path.cache, device=cfg.device,
                             precision=cfg.precision, compile=cfg.compile)
-    identity = Normalizer(np.zeros(model_cfg.state_dim), np.ones(model_cfg.state_dim), -np.ones(model_cfg.action_dim),
+    identity = Normalizer.standard(np.zeros(model_cfg.state_dim), np.ones(model_cfg.state_dim), -np.ones(model_cfg.action_dim),
                           np.ones(model_cfg.action_dim))
     policy = WAMPolicy(model, identity, {}, sampler)
     obs = fake_observation(policy.metadata, prompt="press the button from the top")

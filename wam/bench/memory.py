@@ -93,9 +93,11 @@ def trace(setting: Setting, cfg: MemoryBenchConfig) -> dict:
     from wam import finetune
     from wam.config import preset, with_backbone
     from wam.models.base import Context
+    from wam.envs.metaworld import ACTION_DIM, DEFAULT_CAMERAS, STATE_DIM
     from wam.models.wan import WanWAM
 
     model_cfg = dataclasses.replace(with_backbone(preset("default"), "wan", "-").model, image_size=cfg.image_size)
+    model_cfg = model_cfg.for_data(DEFAULT_CAMERAS, STATE_DIM, ACTION_DIM)  # the demo's shapes (Meta-World's)
     sharded = setting.ranks > 1
     with torch.device("meta"):  # shapes only; LoRA layers are inserted by peft as in a real run
         model = WanWAM(model_cfg, diffusers.WanTransformer3DModel(**wan_config(setting.size)))

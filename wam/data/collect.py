@@ -17,7 +17,7 @@ import numpy as np
 
 from wam.data.dataset import DatasetWriter, Episode
 from wam.envs import make_env
-from wam.envs.metaworld import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
+from wam.envs.metaworld import DEFAULT_CAMERAS, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
@@ -33,7 +33,7 @@ class CollectConfig:
     ML45-test (see wam/envs/tasks.py)."""
     episodes: int = 50
     """Successful expert episodes per task."""
-    cameras: tuple[str, ...] = ("oblique", "top")
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
     image_size: int = 96
     seed: int = 0
     """First variation seed; evaluation uses seeds from 100000 on, so keep demos below that."""

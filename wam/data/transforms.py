@@ -1,6 +1,6 @@
 """The transforms that training, evaluation and serving share: the normaliser (its statistics travel inside
-every checkpoint), image conversions between uint8 camera frames and the model's [-1, 1] tensors, and the
-random-shift augmentation."""
+every checkpoint), the declared resize of camera images to the model's input (`fit`), image conversions between
+uint8 camera frames and the model's [-1, 1] tensors, and the random-shift augmentation."""
 
 from __future__ import annotations
 
@@ -9,44 +9,114 @@ import torch
 import torch.nn.functional as F
 
 
+NORMS = ("mean_std", "min_max", "quantiles")
+"""How a feature is normalised from the dataset's meta/stats.json: (x - mean) / std; min/max -> [-1, 1];
+q01/q99 -> [-1, 1] (robust to a few outliers; values beyond the 1st and 99th percentiles fall outside)."""
+
+
+def _affine(stats: dict, key: str, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(center, scale) with normalised = (x - center) / scale."""
+    if mode not in NORMS:
+        raise ValueError(f"normalisation {mode!r}: expected one of {', '.join(NORMS)}")
+    s = stats.get(key)
+    need = ("mean", "std") if mode == "mean_std" else ("min", "max") if mode == "min_max" else ("q01", "q99")
+    if s is None or any(k not in s for k in need):
+        raise ValueError(f"meta/stats.json has no {'/'.join(need)} for {key!r} (it has {sorted(s or {})}); "
+                         f"normalising it by {mode} needs them" + ("; choose mean_std or min_max" if mode == "quantiles" else ""))
+    a, b = (np.asarray(s[k], np.float64).reshape(-1) for k in need)
+    if mode == "mean_std":
+        return a, np.maximum(b, 1e-4)
+    b = np.where(b - a < 1e-4, a + 1.0, b)  # a constant dimension maps to -1, not to a division by zero
+    return (a + b) / 2, (b - a) / 2
+
+
 class Normalizer:
-    """State: zero mean, unit std. Actions: min/max -> [-1, 1]. Travels inside every checkpoint."""
+    """State and actions to the model's units and back: (x - center) / scale per dimension, with center and scale
+    from the dataset's statistics by the mode the data config names (NORMS; default: state by mean/std, actions by
+    min/max to [-1, 1]). It also keeps the actions' min and max, the bounds the action guard allows (safety.py).
+    Travels inside every checkpoint."""
 
-    KEYS = ("state_mean", "state_std", "action_min", "action_max")
+    KEYS = ("state_center", "state_scale", "action_center", "action_scale", "action_min", "action_max")
 
-    def __init__(self, state_mean, state_std, action_min, action_max):
-        self.state_mean = torch.as_tensor(state_mean, dtype=torch.float32)
-        self.state_std = torch.as_tensor(state_std, dtype=torch.float32).clamp_min(1e-4)
-        self.action_min = torch.as_tensor(action_min, dtype=torch.float32)
-        self.action_max = torch.as_tensor(action_max, dtype=torch.float32)
-        span = self.action_max - self.action_min
-        self.action_max = torch.where(span < 1e-4, self.action_min + 1.0, self.action_max)
+    def __init__(self, state_center, state_scale, action_center, action_scale, action_min, action_max):
+        t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+        self.state_center, self.state_scale = t(state_center), t(state_scale)
+        self.action_center, self.action_scale = t(action_center), t(action_scale)
+        self.action_min, self.action_max = t(action_min), t(action_max)
 
     @classmethod
-    def from_stats(cls, stats: dict) -> "Normalizer":
-        s, a = stats["observation.state"], stats["action"]
-        return cls(s["mean"], s["std"], a["min"], a["max"])
+    def standard(cls, state_mean, state_std, action_min, action_max) -> "Normalizer":
+        """The default modes from their statistics: state by mean/std, actions by min/max to [-1, 1]."""
+        stats = {"s": {"mean": state_mean, "std": state_std}, "a": {"min": action_min, "max": action_max}}
+        return cls(*_affine(stats, "s", "mean_std"), *_affine(stats, "a", "min_max"), action_min, action_max)
+
+    @classmethod
+    def from_stats(cls, stats: dict, state_key: str = "observation.state", action_key: str = "action",
+                   state_norm: str = "mean_std", action_norm: str = "min_max") -> "Normalizer":
+        if state_key in stats:
+            sc, ss = _affine(stats, state_key, state_norm)
+        else:  # a dataset without state (the model then reads none)
+            sc, ss = np.zeros(0), np.ones(0)
+        ac, as_ = _affine(stats, action_key, action_norm)
+        a = stats[action_key]
+        lo, hi = (np.asarray(a[k], np.float64).reshape(-1) for k in ("min", "max")) if "min" in a else (ac - as_, ac + as_)
+        return cls(sc, ss, ac, as_, lo, hi)
 
     def state(self, x: torch.Tensor) -> torch.Tensor:
         """The first x.shape[-1] state entries, normalised (a model may read fewer than the data holds)."""
         d = x.shape[-1]
-        return (x - self.state_mean[:d]) / self.state_std[:d]
+        return (x - self.state_center[:d]) / self.state_scale[:d]
 
     def actions(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * (x - self.action_min) / (self.action_max - self.action_min) - 1
+        return (x - self.action_center) / self.action_scale
 
     def unactions(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 1) / 2 * (self.action_max - self.action_min) + self.action_min
+        return x * self.action_scale + self.action_center
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"normalizer.{k}": getattr(self, k).clone() for k in self.KEYS}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "Normalizer":
-        missing = [k for k in cls.KEYS if f"normalizer.{k}" not in tensors]
-        if missing:
-            raise ValueError(f"checkpoint has no normalisation statistics {missing}; it was not written by wam")
-        return cls(*(tensors[f"normalizer.{k}"] for k in cls.KEYS))
+        if all(f"normalizer.{k}" in tensors for k in cls.KEYS):
+            return cls(*(tensors[f"normalizer.{k}"] for k in cls.KEYS))
+        old = ("state_mean", "state_std", "action_min", "action_max")  # checkpoints before per-mode normalisation
+        if all(f"normalizer.{k}" in tensors for k in old):
+            return cls.standard(*(tensors[f"normalizer.{k}"].double().numpy() for k in old))
+        raise ValueError(f"checkpoint has no normalisation statistics {list(cls.KEYS)}; it was not written by wam")
+
+
+RESIZE = ("pad", "crop")
+"""How a camera image of another shape than the model's square input is fitted: "pad" scales it to fit inside and
+pads the rest with black, centred (letterbox: nothing is cut off, the aspect ratio is kept); "crop" scales it to
+cover and cuts the centre (no border, the edges are lost)."""
+
+
+def fit(images: np.ndarray, size: int | tuple[int, int], mode: str = "pad") -> np.ndarray:
+    """uint8 (..., h, w, 3) -> uint8 (..., H, W, 3) by `mode` (RESIZE): bilinear with antialiasing (a downscale
+    averages, it does not alias). Images already of the size come back as they are. Training (the frame cache),
+    evaluation and serving all go through this one function, so a robot's frames match what the model saw."""
+    H, W = (size, size) if isinstance(size, int) else size
+    h, w = images.shape[-3:-1]
+    if (h, w) == (H, W):
+        return images
+    if mode not in RESIZE:
+        raise ValueError(f"resize {mode!r}: expected one of {', '.join(RESIZE)}")
+    lead = images.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(images).reshape(-1, h, w, 3)).permute(0, 3, 1, 2).float()
+    scale = (min if mode == "pad" else max)(H / h, W / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if mode == "crop":
+        nh, nw = max(nh, H), max(nw, W)
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    if mode == "pad":
+        top, left = (H - nh) // 2, (W - nw) // 2
+        x = F.pad(x, (left, W - nw - left, top, H - nh - top))
+    else:
+        top, left = (nh - H) // 2, (nw - W) // 2
+        x = x[:, :, top:top + H, left:left + W]
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out.reshape(*lead, H, W, 3)
 
 
 def images_to_model(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from wam.config import ModelConfig
-from wam.data.dataset import Demonstrations
+from wam.data.frames import FrameStore
+from wam.data.reader import Recordings
 from wam.data.transforms import Normalizer, images_to_model, shift
 from wam.models.base import Context
 
@@ -32,31 +33,34 @@ class Batch:
 
 
 class Windows:
-    def __init__(self, demos: Demonstrations, cfg: ModelConfig, normalizer: Normalizer, text: torch.Tensor,
-                 latents: torch.Tensor | None = None):
-        """latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame (data/latents.py); the windows
-        then carry latent context (Context.latents) and latent future frames instead of pixels."""
+    def __init__(self, rec: Recordings, frames: FrameStore, cfg: ModelConfig, normalizer: Normalizer,
+                 text: torch.Tensor, latents: torch.Tensor | None = None):
+        """rec: the episodes (reader.py); frames: their frames at the model's size (frames.py); text: one embedding per
+        instruction (by task_index). latents (N, v, z, h, w): a pretrained backbone's VAE latents of every frame
+        (data/latents.py); the windows then carry latent context (Context.latents) and latent future frames."""
         cfg = cfg.resolved()
-        missing = [c for c in cfg.cameras if c not in demos.cameras]
-        if missing:
-            raise ValueError(f"the model reads cameras {list(cfg.cameras)} but the dataset {demos.root} has "
-                             f"{list(demos.cameras)}; collect with --cameras {','.join(cfg.cameras)}")
-        if demos.image_size != cfg.image_size:
-            raise ValueError(f"the model reads {cfg.image_size} px images but {demos.root} holds {demos.image_size} px; "
-                             f"collect at --image-size {cfg.image_size} (evaluation renders at the model's size, so "
-                             f"training on resized frames would not match it)")
-        views = [demos.cameras.index(c) for c in cfg.cameras]
+        if tuple(cfg.cameras) != rec.camera_names:
+            raise ValueError(f"the model reads cameras {list(cfg.cameras)} but the data gives {list(rec.camera_names)}; "
+                             f"choose them with --data.cameras {','.join(cfg.cameras)}")
+        if frames.size != cfg.image_size:
+            raise ValueError(f"the frames are cached at {frames.size} px but the model reads {cfg.image_size} px")
         self.cfg, self.norm, self.text = cfg, normalizer, text
-        self.images = demos.images if views == list(range(len(demos.cameras))) else demos.images[views]  # (v, N, H, W, 3)
-        self.state = torch.from_numpy(demos.state)
-        self.actions = torch.from_numpy(demos.action)
-        self.task = torch.from_numpy(np.array(demos.task_index))
-        ep = demos.episode_index
-        self.ep_from = demos.episode_from[ep]  # (N,) first index of each frame's episode
-        self.ep_to = demos.episode_to[ep]  # (N,) one past its last
-        self.labelled = torch.from_numpy(demos.has_actions[ep])  # (N,) bool
+        self.frames = frames
+        self.state = torch.from_numpy(rec.state[:, :cfg.state_dim])
+        self.actions = torch.from_numpy(rec.action)
+        self.task = torch.from_numpy(rec.task_index)
+        ep = rec.episode_of
+        self.ep_from = rec.episode_from[ep]  # (N,) first index of each frame's episode
+        self.ep_to = rec.episode_to[ep]  # (N,) one past its last
+        self.labelled = torch.from_numpy(rec.has_actions[ep])  # (N,) bool
         self.latents = latents
         self.n = len(ep)
+
+    def images(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 (*idx.shape, v, H, W, 3): every camera's frames at positions idx."""
+        idx = np.asarray(idx)
+        frames = np.stack([self.frames.read(v, idx) for v in range(self.cfg.views)], axis=1)
+        return torch.from_numpy(frames.reshape(*idx.shape, *frames.shape[1:]))
 
     def __len__(self) -> int:
         return self.n
@@ -80,13 +84,13 @@ class Windows:
         if self.latents is not None:  # pretrained backbone: latent frames, no pixel augmentation
             c = cfg.context_frames
             lat = self.latents[torch.from_numpy(frames)].float()  # (b, c+f, v, z, h, w)
-            images = images_to_model(torch.from_numpy(self.images[:, ctx_i]).permute(1, 2, 0, 3, 4, 5))
+            images = images_to_model(self.images(ctx_i))
             context = Context(images=images, state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]],
                               latents=lat[:, :c])
             return Batch(context=context, video=lat[:, c:], video_mask=torch.from_numpy(fut_ok).float(),
                          actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
                          has_actions=self.labelled[idx], **extras)
-        images = images_to_model(torch.from_numpy(self.images[:, frames]).permute(1, 2, 0, 3, 4, 5))  # (b, c+f, v, 3, H, W)
+        images = images_to_model(self.images(frames))  # (b, c+f, v, 3, H, W)
         if shift_px:
             images = shift(images, shift_px, generator)
         c, b = cfg.context_frames, len(idx)

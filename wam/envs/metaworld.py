@@ -48,6 +48,8 @@ FREE_CAMERAS: dict[str, FreeCamera] = {
     "top_wide": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=90.0, elevation=-89.0),
     "side": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=180.0, elevation=-30.0),
 }
+DEFAULT_CAMERAS = ("oblique", "top")
+"""What `wam collect` records unless told otherwise."""
 METAWORLD_CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 
 
