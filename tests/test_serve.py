@@ -21,7 +21,7 @@ from wam.serve import wire
 from wam.serve.client import RemotePolicy
 from wam.serve.errors import TYPES
 from wam.serve.images import letterbox
-from wam.safety import ActionGuard, NonFiniteAction
+from wam.safety import ActionGuard, Guarded, NonFiniteAction
 from wam.serve.batcher import Batcher
 from wam.serve.server import PolicyServer, running
 from wam.testing import concrete, RecordingEnv, fake_observation
@@ -39,6 +39,11 @@ def policy():
             p.add_(torch.randn_like(p) * 0.05)
     norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
     return WAMPolicy(model, norm, {}, SamplerConfig(steps=2, execute=2))
+
+
+def _in_process(policy, seed: int = 0):
+    """What a served session computes, in process: the policy's session behind the server's action guard."""
+    return Guarded(PolicySession(policy, seed), ActionGuard.from_normalizer(policy.norm))
 
 
 def _server(policy, **kw):
@@ -158,7 +163,7 @@ def _frame_of(p, i, prompt):
 
 def test_sessions_are_isolated_and_match_in_process(port, policy):
     prompts = {0: ["close the drawer"] * 3, 1: ["press the button"] * 2 + ["close the drawer"], 2: ["reach"] * 3}
-    alone = {s: _episode(FrameHistory(PolicySession(policy)), s, prompts[s]) for s in prompts}  # in process
+    alone = {s: _episode(FrameHistory(_in_process(policy)), s, prompts[s]) for s in prompts}  # in process
     got, errors = {}, []
 
     def client(seed):
@@ -179,7 +184,7 @@ def test_sessions_are_isolated_and_match_in_process(port, policy):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(got[0][0], got[2][0])  # the seeds (and prompts) really differ
     # the session's history resets on a new prompt: step 2 of client 1 is a first step
-    fresh = FrameHistory(PolicySession(policy))
+    fresh = FrameHistory(_in_process(policy))
     fresh.reset(1)
     fresh.infer(_frame_of(fresh, 0, "press the button")), fresh.infer(_frame_of(fresh, 1, "press the button"))
     fresh.frames.clear()
@@ -292,7 +297,8 @@ def test_batched_server_sessions_match_in_process_and_a_bad_client_is_answered_a
     batcher = Batcher(policy, max_batch=8, max_wait_ms=200)
     server = PolicyServer(batcher.session, ActionGuard.from_normalizer(policy.norm), {"fingerprint": "test"}, batcher=batcher)
     prompts = {0: ["close the drawer"] * 3, 1: ["press the button"] * 3, 2: ["reach"] * 3}
-    alone = {s: _episode(FrameHistory(PolicySession(policy)), s, prompts[s]) for s in prompts}
+    alone = {s: _episode(FrameHistory(_in_process(policy)), s,
+                         prompts[s]) for s in prompts}
     with running(server) as port:
         def client(seed):
             with RemotePolicy(f"ws://127.0.0.1:{port}", timeout=TIMEOUT) as remote:
@@ -322,7 +328,7 @@ def test_remote_policy_metadata_and_errors(port, policy):
         assert remote.metadata == policy.metadata
         obs = fake_observation(policy.metadata)
         remote.reset(3)
-        session = PolicySession(policy)
+        session = _in_process(policy)
         session.reset(3)
         np.testing.assert_array_equal(remote.infer(obs).actions, session.infer(obs).actions)
         with pytest.raises(ObservationError, match="observation/state: expected float32 \\(4,\\)"):
@@ -337,7 +343,7 @@ def test_guide_passes_through_to_guided_inference(port, policy):
     raw = Raw(port, "?history=client")
     raw.ask(wire.pack({"endpoint": "reset", "seed": 5}))
     reply = raw.ask(wire.pack({**obs.to_dict(), **guide}))
-    session = PolicySession(policy, 5)
+    session = _in_process(policy, 5)
     want = session.infer(Observation.from_dict({**obs.to_dict(), **guide}, policy.metadata)).actions
     np.testing.assert_array_equal(reply["actions"], want)
     raw.ask(wire.pack({"endpoint": "reset", "seed": 5}))

@@ -107,6 +107,15 @@ def cmd_train(argv: list[str]) -> None:
 def cmd_eval(argv: list[str]) -> None:
     from wam.evaluate import EvalConfig, evaluate, print_table
 
+    if any(a == "--data" or a.startswith("--data=") for a in argv):  # offline, on demonstrations (no simulator)
+        from wam.offline import OfflineConfig, evaluate_offline, print_offline
+
+        cfg = tyro.cli(OfflineConfig, args=argv, prog="wam eval",
+                       description="Offline evaluation on held-out demonstrations (wam/offline.py).")
+        summary = evaluate_offline(cfg)
+        print_offline(summary)
+        print(f"\nreport: {(cfg.out or Path(cfg.checkpoint).parent / 'eval-offline') / 'report.html'}")
+        return
     cfg = tyro.cli(EvalConfig, args=argv, prog="wam eval")
     summary = evaluate(cfg)
     print_table(summary)

@@ -26,6 +26,7 @@ import tyro
 
 from wam.config import SamplerConfig, apply, overrides_of
 from wam.evaluate import EVAL_SEED
+from wam.metrics import psnr
 
 SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={"video_steps": ("--steps",)})
 
@@ -54,11 +55,6 @@ class ImagineConfig:
     def __post_init__(self):
         if self.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 class _Recorded:

@@ -134,7 +134,7 @@ class WAMPolicy:
             values = [float(scores[i, best[i]]) for i in range(b)]
             rows = torch.arange(b, device=best.device) * n + best
             frames, actions = frames[rows], actions[rows]
-        actions = self.norm.unactions(actions.float().cpu()).clamp(-1, 1).numpy()  # .cpu() waits for the device
+        actions = self.norm.unactions(actions.float().cpu()).numpy()  # robot units; .cpu() waits for the device
         frames = frames.float() if self.predicts_frames else None
         if frames is not None and can.latent_frames:  # latents -> pixels, only when asked
             frames = self.model.decode_frames(frames) if self.sampler.decode_frames else None

@@ -8,6 +8,14 @@ import json
 from pathlib import Path
 
 
+_HEAD = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}figure{{display:inline-block;margin:6px}}
+figcaption{{font-size:12px}}</style></head><body>
+"""
+
+
 def _plots(out: Path, summary: dict, checkpoint: Path) -> list[str]:
     import matplotlib
 
@@ -32,6 +40,18 @@ def _plots(out: Path, summary: dict, checkpoint: Path) -> list[str]:
     plt.close(fig)
     names.append("success.png")
 
+    names += _loss_plot(out, checkpoint)
+    return names
+
+
+def _loss_plot(out: Path, checkpoint: Path) -> list[str]:
+    """loss.png from the checkpoint's training metrics, if they are there."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
     metrics = Path(checkpoint).parent / "metrics.jsonl"
     if metrics.is_file():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -63,12 +83,7 @@ def write_report(out: Path, summary: dict, checkpoint: Path) -> Path:
         f"<figcaption>{html.escape(e['task'])} seed {e['seed']}: {'success' if e['success'] else 'failure'} "
         f"({e['steps']} steps)</figcaption></figure>"
         for e in summary["episodes"] if e.get("video"))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>wam evaluation</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}figure{{display:inline-block;margin:6px}}
-figcaption{{font-size:12px}}</style></head><body>
-<h1>wam evaluation</h1>
+    page = _HEAD.format(title="wam evaluation") + f"""<h1>wam evaluation</h1>
 <p>Checkpoint <code>{html.escape(str(checkpoint))}</code> (step {summary.get('train_step')}, {summary.get('parameters') or 0:,} parameters).
 Closed loop in Meta-World v3, held-out variation seeds {summary['seeds'][0]}..{summary['seeds'][1]},
 {summary['episodes_per_task']} episodes per task, at most {summary['max_steps']} steps,
@@ -80,6 +95,97 @@ Closed loop in Meta-World v3, held-out variation seeds {summary['seeds'][0]}..{s
 {''.join(f"<img src='{p}'>" for p in plots)}
 <h2>Rollouts</h2><p>Top row: the cameras. Rows below: the model's predicted future frames from its latest plan.</p>
 {videos}
+</body></html>"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def write_offline_report(out: Path, summary: dict, checkpoint: Path, names: list[str], trace: tuple, strip: list) -> Path:
+    """report.html of an offline evaluation (offline.py): action error per dimension and per chunk step, one
+    episode's predicted chunks over its recorded actions, the predicted frames' PSNR/SSIM beside copying the
+    current frame, and a strip of real / predicted / copied frames. trace: (the episode's actions (T, a), the
+    window starts, the chunks predicted there (w, k, a)); strip: [(real, predicted, current) (v, s, s, 3)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(out)
+    plots = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    rmse = [summary["action_rmse_per_dim"][n] for n in names]
+    axes[0].bar(range(len(names)), rmse, color="#4c72b0")
+    axes[0].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    axes[0].set_ylabel("RMSE (robot units)")
+    axes[0].set_title("action error per dimension", fontsize=10)
+    steps = summary["action_mse_per_step"]
+    axes[1].plot(range(len(steps)), steps, marker="o")
+    axes[1].set_xlabel("step of the chunk")
+    axes[1].set_ylabel("MSE")
+    axes[1].set_title("action error along the chunk", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "actions.png", dpi=100)
+    plt.close(fig)
+    plots.append("actions.png")
+
+    actions, starts, chunks = trace
+    dims = min(len(names), 8)
+    fig, axes = plt.subplots(dims, 1, figsize=(10, 1.4 * dims + 0.6), sharex=True, squeeze=False)
+    for d in range(dims):
+        ax = axes[d, 0]
+        ax.plot(actions[:, d], color="k", lw=1.2, label="recorded")
+        for t0, chunk in zip(starts, chunks):
+            ax.plot(np.arange(t0, t0 + len(chunk)), chunk[:, d], color="#dd8452", lw=0.9, alpha=0.8)
+        ax.set_ylabel(names[d], fontsize=8)
+    axes[0, 0].set_title("first episode: recorded actions (black), predicted chunks (orange)", fontsize=10)
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(out / "trace.png", dpi=100)
+    plt.close(fig)
+    plots.append("trace.png")
+
+    frames = summary.get("frames")
+    if frames:
+        offsets = list(frames["per_offset"])
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        for ax, key in zip(axes, ("psnr", "ssim")):
+            ax.plot([int(o) for o in offsets], [frames["per_offset"][o][key] for o in offsets], marker="o", label="predicted")
+            ax.plot([int(o) for o in offsets], [frames["per_offset"][o]["copy_" + key] for o in offsets], marker="s",
+                    ls="--", label="copy the current frame")
+            ax.set_xlabel("frames ahead")
+            ax.set_ylabel(key.upper())
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "frames.png", dpi=100)
+        plt.close(fig)
+        plots.append("frames.png")
+    if strip:
+        from PIL import Image
+
+        rows = [np.concatenate([np.concatenate(list(x), axis=1) for x in example], axis=1) for example in strip]
+        img = np.concatenate(rows, axis=0)
+        rep = max(1, 64 // strip[0][0].shape[-2])  # each frame at least 64 px high
+        Image.fromarray(np.kron(img, np.ones((rep, rep, 1), np.uint8))).save(out / "strip.png")
+
+    dims_rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{summary['action_mse_per_dim'][n]:.4g}</td>"
+                        f"<td>{summary['action_rmse_per_dim'][n]:.4g}</td></tr>" for n in names)
+    frame_rows = "" if not frames else "".join(
+        f"<tr><td>t+{o}</td><td>{r['psnr']:.2f}</td><td>{r['copy_psnr']:.2f}</td><td>{r['ssim']:.3f}</td>"
+        f"<td>{r['copy_ssim']:.3f}</td><td>{r['n']}</td></tr>" for o, r in frames["per_offset"].items())
+    skipped = "".join(f"<li>episode {s['episode']}: {html.escape(s['why'])}</li>" for s in summary["skipped"])
+    page = _HEAD.format(title="wam offline evaluation") + f"""<h1>wam offline evaluation</h1>
+<p>Checkpoint <code>{html.escape(str(checkpoint))}</code> on <code>{html.escape(summary['data'])}</code>:
+{summary['windows']} windows (every {summary['stride']} frames) of {len(summary['episodes'])} episodes
+{'held out at training' if summary['held_out'] else ''}, {summary['sampler']['steps']} sampler steps.</p>
+<h2>Action MSE {summary['action_mse']:.4g} (robot units)</h2>
+<table><tr><th>dimension</th><th>MSE</th><th>RMSE</th></tr>{dims_rows}</table>
+{''.join(f"<img src='{p}'>" for p in plots[:2])}
+{'<h2>Predicted frames</h2><table><tr><th>frame</th><th>PSNR</th><th>copy PSNR</th><th>SSIM</th><th>copy SSIM</th><th>n</th></tr>' + frame_rows + '</table>' if frames else ''}
+{"<img src='frames.png'>" if frames else ''}
+{"<p>Real (left), predicted (middle), the current frame held (right), at the last predicted offset:</p><img src='strip.png'>" if strip else ''}
+{'<h2>Skipped episodes</h2><ul>' + skipped + '</ul>' if skipped else ''}
 </body></html>"""
     path = out / "report.html"
     path.write_text(page)
