@@ -15,7 +15,6 @@ baseline (the first real frame held).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
