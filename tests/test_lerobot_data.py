@@ -17,7 +17,8 @@ from wam.config import DataConfig, ModelConfig
 from wam.data import frames as frame_cache
 from wam.data.frames import FrameStore
 from wam.data.reader import DataError, read_dataset, split
-from wam.data.transforms import Normalizer, fit
+from wam.data.resize import fit
+from wam.data.transforms import Normalizer
 from wam.data.windows import Windows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lerobot"

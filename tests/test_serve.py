@@ -20,7 +20,7 @@ from wam.runtime import FrameHistory
 from wam.serve import wire
 from wam.serve.client import RemotePolicy
 from wam.serve.errors import TYPES
-from wam.serve.images import letterbox
+from wam.data.resize import fit
 from wam.safety import ActionGuard, Guarded, NonFiniteAction
 from wam.serve.batcher import Batcher
 from wam.serve.server import PolicyServer, running
@@ -107,14 +107,16 @@ def test_the_codec_reads_and_writes_openpis_encoding():
         wire.pack(np.array([1 + 2j]))
 
 
-def test_letterbox_keeps_the_aspect_ratio_by_padding():
+def test_fit_keeps_the_aspect_ratio_by_padding_or_crops_the_centre():
     image = np.full((20, 40, 3), 200, np.uint8)
-    out = letterbox(image, (32, 32))
+    out = fit(image, (32, 32), "pad")
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert (out[8:24] == 200).all() and (out[:8] == 0).all() and (out[24:] == 0).all()  # 16 rows of image, centred
-    stacked = letterbox(np.stack([image, image // 2]), (32, 32))
+    assert fit(out, (32, 32)) is out
+    stacked = fit(np.stack([image, image // 2]), (32, 32))
     assert stacked.shape == (2, 32, 32, 3) and (stacked[1, 8:24] == 100).all()
-    assert letterbox(out, (32, 32)) is out
+    image[:, :8] = 0  # a dark left fifth: cropped away
+    assert (fit(image, (32, 32), "crop") >= 199).all()
 
 
 # ------------------------------------------------------------------------------ the real openpi client

@@ -16,6 +16,7 @@
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
     wam bench serve [--checkpoint CKPT]   serving latency and throughput, 1-8 clients on loopback, batching on/off
+    wam bench data [--quick]              the data path at scale: write, frame cache, DataLoader vs a training step, RSS
     wam demo --out runs/demo
 
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
@@ -144,13 +145,15 @@ def cmd_replay(argv: list[str]) -> None:
 
 
 def cmd_bench(argv: list[str]) -> None:
+    from wam.bench.data import DataBenchConfig, bench_data
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
     from wam.bench.recipes import RecipesBenchConfig, bench_recipes
     from wam.bench.serve import ServeBenchConfig, bench_serve
 
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
-               "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve)}
+               "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve),
+               "data": (DataBenchConfig, bench_data)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

@@ -67,7 +67,8 @@ class WAMPolicy:
             action_horizon=cfg.action_horizon, state_names=tuple(data.get("state_names") or ())[:cfg.state_dim],
             action_names=tuple(data.get("action_names") or ()), fps=data.get("fps"), recipe=cfg.recipe,
             modes=recipe(cfg.recipe).modes, future_offsets=tuple(cfg.future_offsets) if self.predicts_frames else (),
-            future_size=cfg.future_size if self.predicts_frames else None, accepts_guide=True)
+            future_size=cfg.future_size if self.predicts_frames else None, accepts_guide=True,
+            resize=(data.get("config") or {}).get("resize", "pad"))
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:

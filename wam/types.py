@@ -60,6 +60,9 @@ class PolicyMetadata:
     """Side of the predicted future frames, px."""
     accepts_guide: bool = False
     """infer() honours `Observation.guide` (real-time chunking by inpainting)."""
+    resize: str = "pad"
+    """How a camera image of another shape is fitted to image_size, as in training (data/resize.fit): "pad"
+    (letterbox) or "crop" (the centre)."""
 
     @property
     def context_frames(self) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from wam.data.reader import DataError, Recordings
-from wam.data.transforms import fit
+from wam.data.resize import fit
 
 CACHE_VERSION = 1
 BATCH = 64  # frames fitted at once while building

@@ -1,6 +1,7 @@
 """The transforms that training, evaluation and serving share: the normaliser (its statistics travel inside
-every checkpoint), the declared resize of camera images to the model's input (`fit`), image conversions between
-uint8 camera frames and the model's [-1, 1] tensors, and the random-shift augmentation."""
+every checkpoint), image conversions between uint8 camera frames and the model's [-1, 1] tensors, and the
+random-shift augmentation. The declared resize of camera images to the model's input is resize.py (numpy only:
+the robot-side client uses it too)."""
 
 from __future__ import annotations
 
@@ -84,39 +85,6 @@ class Normalizer:
         if all(f"normalizer.{k}" in tensors for k in old):
             return cls.standard(*(tensors[f"normalizer.{k}"].double().numpy() for k in old))
         raise ValueError(f"checkpoint has no normalisation statistics {list(cls.KEYS)}; it was not written by wam")
-
-
-RESIZE = ("pad", "crop")
-"""How a camera image of another shape than the model's square input is fitted: "pad" scales it to fit inside and
-pads the rest with black, centred (letterbox: nothing is cut off, the aspect ratio is kept); "crop" scales it to
-cover and cuts the centre (no border, the edges are lost)."""
-
-
-def fit(images: np.ndarray, size: int | tuple[int, int], mode: str = "pad") -> np.ndarray:
-    """uint8 (..., h, w, 3) -> uint8 (..., H, W, 3) by `mode` (RESIZE): bilinear with antialiasing (a downscale
-    averages, it does not alias). Images already of the size come back as they are. Training (the frame cache),
-    evaluation and serving all go through this one function, so a robot's frames match what the model saw."""
-    H, W = (size, size) if isinstance(size, int) else size
-    h, w = images.shape[-3:-1]
-    if (h, w) == (H, W):
-        return images
-    if mode not in RESIZE:
-        raise ValueError(f"resize {mode!r}: expected one of {', '.join(RESIZE)}")
-    lead = images.shape[:-3]
-    x = torch.from_numpy(np.ascontiguousarray(images).reshape(-1, h, w, 3)).permute(0, 3, 1, 2).float()
-    scale = (min if mode == "pad" else max)(H / h, W / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if mode == "crop":
-        nh, nw = max(nh, H), max(nw, W)
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    if mode == "pad":
-        top, left = (H - nh) // 2, (W - nw) // 2
-        x = F.pad(x, (left, W - nw - left, top, H - nh - top))
-    else:
-        top, left = (nh - H) // 2, (nw - W) // 2
-        x = x[:, :, top:top + H, left:left + W]
-    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return out.reshape(*lead, H, W, 3)
 
 
 def images_to_model(x: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ class RemotePolicy:
     def infer(self, obs: Observation) -> PolicyOutput:
         start = time.perf_counter()
         meta = self._metadata
-        self.ws.send(wire.pack(fit_images(obs.to_dict(), meta.cameras, meta.image_size)))  # resized here: less to send
+        self.ws.send(wire.pack(fit_images(obs.to_dict(), meta.cameras, meta.image_size, meta.resize)))  # resized here: less to send
         reply = self._receive()
         timing = {**reply.get("policy_timing", {}), "round_trip_ms": (time.perf_counter() - start) * 1000}
         if "total_ms" in reply.get("server_timing", {}):

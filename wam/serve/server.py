@@ -260,7 +260,7 @@ class PolicyServer:
         if endpoint != "infer":
             raise ServeError("unknown_endpoint", f"endpoint {endpoint!r:.40}: expected 'infer' (the default) or 'reset'")
         try:
-            obs = Observation.from_dict(fit_images(data, spec.cameras, spec.image_size), spec)
+            obs = Observation.from_dict(fit_images(data, spec.cameras, spec.image_size, spec.resize), spec)
         except ObservationError as e:
             raise ServeError("invalid_observation", str(e)) from None
         try:
