@@ -138,3 +138,25 @@ def test_normalizer_roundtrip_through_tensors():
     a = torch.rand(5, 4) * 2 - 1
     torch.testing.assert_close(m.unactions(m.actions(a)), a)
     assert m.actions(torch.tensor([[1.0, 2.0, 5.0, 1.0]])).tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+def test_loader_workers_give_the_batches_of_the_inline_loop_and_ranks_read_disjoint_frames(tmp_path):
+    from wam.data.loader import batches
+
+    root, _ = _write(tmp_path / "ds", lengths=(7, 5, 9))
+    d, frames = _load(root)
+    cfg = ModelConfig(image_size=16, stem_channels=(8, 8), future_size=8, future_patch=4, action_horizon=2,
+                      future_stride=2).for_data(CAMS, 4, 4)
+    win = Windows(d, frames, cfg, Normalizer.from_stats(d.stats), torch.zeros(2, 384))
+    inline = list(batches(win, 3, 1, seed=5, steps=range(2, 6), workers=0))
+    pooled = list(batches(win, 3, 1, seed=5, steps=range(2, 6), workers=2))
+    for (s, a, ga), (t, b, gb) in zip(inline, pooled, strict=True):
+        assert s == t
+        torch.testing.assert_close(a.context.images, b.context.images)
+        torch.testing.assert_close(a.actions, b.actions)
+        assert torch.equal(torch.randn(4, generator=ga), torch.randn(4, generator=gb))  # the loss's noise goes on alike
+    seen = [set() for _ in range(2)]
+    for rank in range(2):
+        for _, b, _ in batches(win, 8, 0, seed=0, steps=range(20), workers=0, rank=rank, world=2):
+            seen[rank].update(int(round((float(x[0].mean()) + 1) * 127.5 / 8)) for x in b.context.images[:, -1, 0])
+    assert seen[0] and seen[1] and not seen[0] & seen[1]  # each rank reads only its own frames (even, odd)
