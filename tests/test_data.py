@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from wam.config import ModelConfig
-from wam.data.dataset import DatasetWriter, Episode, load_dataset
+from wam.data.dataset import load_dataset
 from wam.data.transforms import Normalizer
 from wam.data.windows import Windows
+from wam.data.writer import DatasetWriter, Episode
 
 CAMS = ("oblique", "top")
 

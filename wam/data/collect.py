@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wam.data.dataset import DatasetWriter, Episode
+from wam.data.writer import DatasetWriter, Episode
 from wam.envs import make_env
 from wam.envs.metaworld import MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
