@@ -10,7 +10,9 @@ import numpy as np
 class VideoWriter:
     """Appends uint8 (H, W, 3) frames to an H.264 mp4. yuv444p keeps small coloured markers sharp. `preset` is
     x264's speed/size trade-off ("ultrafast" encodes several times faster into larger files). `bytes` counts the
-    encoded bytes muxed so far over `packets` frames (the encoder holds a few frames back until `close`)."""
+    encoded bytes muxed so far over `packets` frames (the encoder holds a few frames back until `close`).
+    x264 runs on one thread: with its own (sliced) threads the same frames gave different bits from run to run
+    (about one run in 25 here); encode several videos in parallel instead, as DatasetWriter does."""
 
     def __init__(self, path: str | Path, fps: int, height: int, width: int, crf: int = 18, pix_fmt: str = "yuv444p",
                  preset: str = "veryfast"):
@@ -23,6 +25,7 @@ class VideoWriter:
         self._stream.width, self._stream.height = int(width), int(height)
         self._stream.pix_fmt = pix_fmt
         self._stream.options = {"crf": str(crf), "preset": preset}
+        self._stream.codec_context.thread_count = 1  # deterministic (see above)
         self.frames = self.packets = self.bytes = 0
 
     def write(self, frame: np.ndarray) -> None:

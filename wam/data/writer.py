@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +238,8 @@ class DatasetWriter:
         self._meta = _Rotating(lambda c, f: self.tmp / EPISODES_PATH.format(chunk_index=c, file_index=f),
                                data_file_mb, chunks_size, _parquet(lambda: self._row_schema), _file_size)
         self._videos = {cam: self._video_files(cam) for cam in spec.cameras_stored_as("video")}
+        # one thread per camera encodes its frames (PyAV and PIL release the GIL) while this one does the rest
+        self._pool = ThreadPoolExecutor(len(spec.cameras), "wam-writer") if spec.cameras else None
 
     def _video_files(self, cam: str) -> _Rotating:
         from wam.video import VideoWriter
@@ -270,26 +273,24 @@ class DatasetWriter:
         chunk, file, start = self._data.place(t)
         row = {"episode_index": index, "tasks": [ep.task], "length": t, "data/chunk_index": chunk,
                "data/file_index": file, "dataset_from_index": self.frames, "dataset_to_index": self.frames + t}
+        jobs = {}
         for cam, files in self._videos.items():
             chunk, file, start = files.place(t)
-            video = files.open()
-            for image in ep.images[cam]:
-                video.write(image)
+            jobs[cam] = self._pool.submit(_encode, files.open(), ep.images[cam])
             key = image_key(cam)
             row.update({f"videos/{key}/chunk_index": chunk, f"videos/{key}/file_index": file,
                         f"videos/{key}/from_timestamp": start / spec.fps,
                         f"videos/{key}/to_timestamp": (start + t) / spec.fps})
-
-        table = {k: columns[k] for k in self._data_schema.names if k in columns}
-        table = {k: pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) if v.ndim == 2 else v
-                 for k, v in table.items()}
         for cam in spec.cameras_stored_as("image"):
-            table[image_key(cam)] = [{"bytes": _png(image), "path": f"frame-{i:06d}.png"}
-                                     for i, image in enumerate(ep.images[cam])]
-        self._data.open().write_table(pa.table(table, schema=self._data_schema))
+            jobs[cam] = self._pool.submit(_pngs, ep.images[cam])
 
         stats = {k: feature_stats(v.reshape(t, -1)) for k, v in columns.items()}
         stats.update({image_key(cam): image_stats(np.asarray(ep.images[cam])) for cam in spec.cameras})
+        wait(jobs.values())
+        pngs = {image_key(cam): job.result() for cam, job in jobs.items()}  # raises what a camera's thread raised
+        pngs = {k: v for k, v in pngs.items() if v is not None}  # a video camera's job returns None
+        table = {k: _arrow(v) for k, v in columns.items()} | pngs
+        self._data.open().write_table(pa.table(table, schema=self._data_schema))  # columns in the schema's order
         for key, s in stats.items():
             self.stats.setdefault(key, RunningStats()).add(s)
         if ep.action is not None:
@@ -323,6 +324,8 @@ class DatasetWriter:
     # ---------------------------------------------------------------------------------------- the end
     def abort(self) -> None:
         """Close everything and remove ROOT.partial."""
+        if self._pool:
+            self._pool.shutdown(cancel_futures=True)
         for files in (self._data, self._meta, *self._videos.values()):
             with contextlib.suppress(Exception):
                 files.close()
@@ -336,6 +339,8 @@ class DatasetWriter:
             self.abort()
             raise RuntimeError("no episode was recorded; nothing to write")
         self._write_rows()
+        if self._pool:
+            self._pool.shutdown()
         for files in (self._data, self._meta, *self._videos.values()):
             files.close()
         tasks = pd.DataFrame({"task_index": list(self.tasks.values())}, index=pd.Index(list(self.tasks), name="task"))
@@ -376,12 +381,26 @@ class DatasetWriter:
         return {**info, "wam": self.extra} if self.extra else info
 
 
-def _png(image: np.ndarray) -> bytes:
+def _encode(video, frames: np.ndarray) -> None:
+    for frame in frames:
+        video.write(frame)
+
+
+def _pngs(frames: np.ndarray) -> list[dict]:
+    """Frames as HF datasets' Image cells, the PNG bytes embedded (what lerobot's image features hold)."""
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
+    cells = []
+    for i, frame in enumerate(frames):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=PNG_LEVEL)
+        cells.append({"bytes": buf.getvalue(), "path": f"frame-{i:06d}.png"})
+    return cells
+
+
+def _arrow(x: np.ndarray) -> pa.Array | np.ndarray:
+    """A (T, n) array as a fixed-size-list column (HF datasets' Sequence(length=n)); a (T,) one as it is."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]) if x.ndim == 2 else x
 
 
 def _scalar(value) -> Scalar:
