@@ -7,25 +7,27 @@ import pytest
 import torch
 
 from wam.config import ModelConfig
-from wam.data.dataset import DatasetWriter, Episode
 from wam.data.frames import FrameStore
 from wam.data.reader import DataError, read_dataset
 from wam.data.transforms import Normalizer
 from wam.data.windows import Windows
+from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 
 CAMS = ("oblique", "top")
+SPEC = DatasetSpec(fps=10, cameras=dict.fromkeys(CAMS, (16, 16)), state_names=("x", "y", "z", "g"),
+                   action_names=("dx", "dy", "dz", "dg"), success=True, episode_columns=("wam/env_task", "wam/seed"))
 
 
 def _episode(t, seed, start, task="reach-v3", size=16):
     """Frames whose pixels encode (camera, global frame index): camera c fills channel c with 8 * index + c."""
     rng = np.random.default_rng(seed)
-    images = np.zeros((2, t, size, size, 3), np.uint8)
-    for c in range(2):
+    images = {cam: np.zeros((t, size, size, 3), np.uint8) for cam in CAMS}
+    for c, cam in enumerate(CAMS):
         for i in range(t):
-            images[c, i, :, :, c] = 8 * (start + i) + 4 * c
+            images[cam][i, :, :, c] = 8 * (start + i) + 4 * c
     return Episode(images=images, state=rng.normal(size=(t, 4)).astype(np.float32),
-                   action=rng.uniform(-1, 1, (t, 4)).astype(np.float32), success=np.arange(t) == t - 1,
-                   instruction=f"do {task}", env_task=task, seed=seed)
+                   action=rng.uniform(-1, 1, (t, 4)).astype(np.float32), task=f"do {task}",
+                   success=np.arange(t) == t - 1, columns={"wam/env_task": task, "wam/seed": seed})
 
 
 def _code(image, camera):
@@ -34,7 +36,7 @@ def _code(image, camera):
 
 
 def _write(root, lengths=(7, 5), **kw):
-    w = DatasetWriter(root, fps=10, cameras=CAMS, image_size=16, **kw)
+    w = DatasetWriter(root, SPEC, **kw)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     eps = [_episode(t, i, int(s), task=("reach-v3", "drawer-close-v3")[i % 2]) for i, (t, s) in enumerate(zip(lengths, starts))]
     for ep in eps:
@@ -80,7 +82,7 @@ def test_layout_follows_lerobot_v3(tmp_path):
 
 
 def test_interrupted_collection_leaves_nothing_that_looks_complete(tmp_path):
-    w = DatasetWriter(tmp_path / "ds", fps=10, cameras=CAMS, image_size=16)
+    w = DatasetWriter(tmp_path / "ds", SPEC)
     w.add(_episode(5, 0, 0))
     assert not (tmp_path / "ds").exists()
     with pytest.raises(FileNotFoundError, match="unfinished collection"):
@@ -106,7 +108,7 @@ def test_missing_or_corrupt_files_are_named(tmp_path):
 def test_existing_dataset_is_not_overwritten_silently(tmp_path):
     _write(tmp_path / "ds")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        DatasetWriter(tmp_path / "ds", fps=10, cameras=CAMS, image_size=16)
+        DatasetWriter(tmp_path / "ds", SPEC)
 
 
 def test_windows_serve_what_the_config_declares(tmp_path):

@@ -28,9 +28,9 @@ def _losses(out):
 
 
 def test_collected_dataset_has_only_successful_episodes(tiny_dataset):
-    from wam.data.dataset import load_dataset
+    from wam.data.reader import read_dataset
 
-    d = load_dataset(tiny_dataset)
+    d = read_dataset(tiny_dataset)
     assert len(d.seeds) == 4 and sorted(set(d.env_tasks)) == ["button-press-topdown-v3", "drawer-close-v3"]
     info = json.loads((tiny_dataset / "meta/info.json").read_text())
     assert "discarded_failures" in info["wam"]

@@ -46,12 +46,12 @@ def test_imagine_refuses_a_recipe_without_a_world_model(tiny_dataset, tmp_path):
 
 def test_video_pretraining_on_action_free_episodes_then_fine_tuning(tiny_dataset, tmp_path):
     from wam.data.collect import CollectConfig, collect
-    from wam.data.dataset import load_dataset
+    from wam.data.reader import read_dataset
 
     m = P.model
     video = collect(CollectConfig(out=tmp_path / "video", tasks="reach-v3", episodes=1, cameras=m.cameras,
                                   image_size=m.image_size, workers=1, action_free=True), progress=False)
-    demos = load_dataset(video)
+    demos = read_dataset(video)
     assert not demos.has_actions.any() and (demos.action == 0).all()
     assert json.loads((video / "meta/info.json").read_text())["wam"]["action_free"] is True
 

@@ -1,10 +1,12 @@
-"""Helpers for tests and dry runs: random batches with the shapes a config declares, and tiny random diffusers
-folders of the real backbone classes (loaded through exactly the code path real weights take)."""
+"""Helpers for tests and dry runs: random batches with the shapes a config declares, tiny random diffusers
+folders of the real backbone classes (loaded through exactly the code path real weights take), and synthetic
+robot datasets of any size in the LeRobotDataset v3.0 layout."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from wam.config import ModelConfig
 from wam.data.windows import Batch
+from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 from wam.models.base import Context
 from wam.models.folders import KINDS
 from wam.types import Observation, PolicyMetadata
@@ -118,3 +121,74 @@ def save_tiny(root: str | Path, kind: str, seed: int = 0, vae: str = "2.1") -> P
              "text_encoder": ["transformers", enc_cls.__name__], "tokenizer": ["transformers", "PreTrainedTokenizerFast"]}
     (root / "model_index.json").write_text(json.dumps(index, indent=2))
     return root
+
+
+# ============================================================================================ synthetic datasets
+def synthetic_episode(spec: DatasetSpec, length: int, task: str, task_index: int, rng: np.random.Generator) -> Episode:
+    """A structured episode: a square in the task's colour glides over a gradient, from a random start to a
+    random goal; state[:2] is its (x, y) in [0, 1] (camera i > 0 sees it mirrored), action[:2] its velocity."""
+    s, a = len(spec.state_names), len(spec.action_names)
+    t = np.linspace(0.0, 1.0, length)[:, None]  # (T, 1)
+    start, goal = rng.uniform(0.1, 0.9, (2, 2))
+    xy = start + (goal - start) * t * t * (3 - 2 * t) + 0.03 * np.sin(2 * np.pi * (t + rng.uniform()))  # (T, 2)
+    state = np.concatenate([xy, np.sin(2 * np.pi * t * np.arange(1, s - 1))], 1)  # (T, s)
+    velocity = np.diff(xy, axis=0, append=xy[-1:]) * spec.fps  # (T, 2)
+    grip = np.where(t < 0.5, -1.0, 1.0)
+    action = np.concatenate([velocity, grip, np.cos(np.pi * t * np.arange(1, a - 2))], 1)[:, :a]  # (T, a)
+    colour = np.array([(97 * task_index + 200) % 256, (53 * task_index + 40) % 256, (151 * task_index) % 256], np.uint8)
+    images = {}
+    for c, (cam, (h, w)) in enumerate(spec.cameras.items()):
+        frames = np.empty((length, h, w, 3), np.uint8)
+        frames[:] = _gradient(h, w, c)
+        side = max(2, min(h, w) // 8)
+        x = xy[:, 0] if c == 0 else 1 - xy[:, 0]
+        cols = np.clip(np.round(x * (w - side)), 0, w - side).astype(int)
+        rows = np.clip(np.round(xy[:, 1] * (h - side)), 0, h - side).astype(int)
+        for i, (y0, x0) in enumerate(zip(rows, cols)):
+            frames[i, y0:y0 + side, x0:x0 + side] = colour
+        images[cam] = frames
+    return Episode(images=images, state=state.astype(np.float32), action=action.astype(np.float32), task=task,
+                   success=np.arange(length) == length - 1)
+
+
+def _gradient(h: int, w: int, camera: int) -> np.ndarray:
+    """(h, w, 3) uint8: red rises left to right, green top to bottom, blue by camera."""
+    red = np.broadcast_to(np.linspace(30, 220, w, dtype=np.float32), (h, w))
+    green = np.broadcast_to(np.linspace(20, 180, h, dtype=np.float32)[:, None], (h, w))
+    return np.stack([red, green, np.full((h, w), 60.0 + 50 * (camera % 4))], -1).astype(np.uint8)
+
+
+def synthetic_dataset(root: str | Path, episodes: int = 4, length: int | Sequence[int] = 20,
+                      cameras: dict[str, tuple[int, int]] | None = None, state_dim: int = 4, action_dim: int = 4,
+                      fps: int = 10, tasks: int | Sequence[str] = 2, storage: str | dict[str, str] = "video",
+                      data_file_mb: float = 100, video_file_mb: float = 200, chunks_size: int = 1000, seed: int = 0,
+                      progress: bool = False, preset: str = "veryfast", crf: int = 18, overwrite: bool = False) -> Path:
+    """Write a deterministic synthetic robot dataset (see `synthetic_episode`) through DatasetWriter; returns root.
+
+    length: every episode's, or the values each episode's length is drawn from (e.g. range(50, 301)).
+    cameras: name -> (height, width); default {"front": (64, 64)}. tasks: how many, or their instructions;
+    episode i does task i % len(tasks). The rest are DatasetSpec and DatasetWriter settings; preset="ultrafast"
+    encodes fastest."""
+    from tqdm import tqdm
+
+    lengths = [length] if isinstance(length, int) else list(length)
+    if episodes < 1 or not lengths or min(lengths) < 1:
+        raise ValueError(f"need episodes >= 1 and lengths >= 1, got episodes={episodes}, length={length}")
+    if state_dim < 2 or action_dim < 1:
+        raise ValueError(f"need state_dim >= 2 (the square's x, y) and action_dim >= 1, got {state_dim}, {action_dim}")
+    names = [f"synthetic task {i}" for i in range(tasks)] if isinstance(tasks, int) else list(tasks)
+    spec = DatasetSpec(fps=fps, cameras=cameras or {"front": (64, 64)}, storage=storage, robot_type="synthetic",
+                       state_names=tuple(f"state_{i}" for i in range(state_dim)),
+                       action_names=tuple(f"action_{i}" for i in range(action_dim)), success=True)
+    writer = DatasetWriter(root, spec, overwrite=overwrite, extra={"synthetic": {"seed": seed}},
+                           chunks_size=chunks_size, data_file_mb=data_file_mb, video_file_mb=video_file_mb,
+                           preset=preset, crf=crf)
+    rng = np.random.default_rng(seed)
+    try:
+        for i in tqdm(range(episodes), desc="synthetic", unit="ep", disable=not progress):
+            task = i % len(names)
+            writer.add(synthetic_episode(spec, int(rng.choice(lengths)), names[task], task, rng))
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise

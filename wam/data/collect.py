@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wam.data.dataset import DatasetWriter, Episode
+from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 from wam.envs import make_env
 from wam.envs.metaworld import DEFAULT_CAMERAS, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
+STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper")
+ACTION_NAMES = ("delta_x", "delta_y", "delta_z", "gripper")
+FPS = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
 START_LOW, START_HIGH = np.array([-0.15, -0.1, -0.08]), np.array([0.15, 0.1, 0.08])  # random-start box, metres
 
 
@@ -78,13 +81,14 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             obs, success = env.step(np.append(move, -1.0).astype(np.float32))
             if success:  # solved by chance: not a demonstration
                 return None
-    images, states, actions, successes = [], [], [], []
+    images, states, actions, successes = {c: [] for c in cameras}, [], [], []
     for _ in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
         action = env.expert_action()
         executed = action.copy()
         if action_noise > 0:
             executed[:3] += rng.normal(0.0, action_noise, 3)
-        images.append(np.stack([obs.images[c] for c in cameras]))
+        for c in cameras:
+            images[c].append(obs.images[c])
         states.append(obs.state)
         actions.append(np.clip(action, -1, 1))
         obs, success = env.step(executed)
@@ -93,8 +97,9 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             break
     if not successes[-1]:
         return None
-    return Episode(images=np.stack(images, 1), state=np.stack(states), action=np.stack(actions),
-                   success=np.asarray(successes), instruction=instruction(task), env_task=task, seed=seed)
+    return Episode(images={c: np.stack(frames) for c, frames in images.items()},
+                   state=np.stack(states), action=np.stack(actions), task=instruction(task),
+                   success=np.asarray(successes), columns={"wam/env_task": task, "wam/seed": seed})
 
 
 def _job(args):
@@ -105,10 +110,13 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     tasks = parse_tasks(cfg.tasks)
-    fps = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
-    writer = DatasetWriter(cfg.out, fps, cfg.cameras, cfg.image_size, overwrite=cfg.overwrite,
-                           extra={"env": "metaworld-v3", "action_noise": cfg.action_noise,
-                                  "random_start": cfg.random_start, "action_free": cfg.action_free})
+    spec = DatasetSpec(fps=FPS, cameras=dict.fromkeys(cfg.cameras, (cfg.image_size, cfg.image_size)),
+                       state_names=STATE_NAMES, action_names=ACTION_NAMES, robot_type="sawyer", success=True,
+                       episode_columns=("wam/env_task", "wam/seed"))
+    writer = DatasetWriter(cfg.out, spec, overwrite=cfg.overwrite,
+                           extra={"cameras": list(cfg.cameras), "image_size": cfg.image_size, "env": "metaworld-v3",
+                                  "action_noise": cfg.action_noise, "random_start": cfg.random_start,
+                                  "action_free": cfg.action_free})
     budget = 3 * cfg.episodes + 10  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
