@@ -261,7 +261,7 @@ def _table(cfg: DataBenchConfig, res: dict) -> None:
         f"{res['machine']}", "",
         "| stage | result |", "|---|---|",
         f"| write (our writer, x264 ultrafast) | {w['seconds'] / 60:.1f} min, {w['frames_per_s']:.0f} frames/s, "
-        f"{w['dataset_gb']:.2f} GB on disk |",
+        f"{w['dataset_gb'] * 1024:.0f} MB on disk |",
         f"| frame cache at {_model_cfg().image_size} px (decode + fit) | {c['seconds'] / 60:.1f} min, "
         f"{c['frames_per_s']:.0f} frames/s, {c['cache_gb']:.1f} GB on disk, peak RSS {c['peak_rss_gb']:.2f} GB |",
         *(f"| DataLoader, {k} workers | {v:.0f} samples/s (batch {cfg.batch_size}) |" for k, v in lo["samples_per_s"].items()),

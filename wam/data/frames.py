@@ -158,7 +158,7 @@ def build(todo: list, size: int, resize: str, progress: bool = True) -> None:
         for cam, source, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".partial")
-            frames = _decode_video(source) if cam.storage == "video" else _decode_images(source, cam.key)
+            frames = _ahead(_decode_video(source) if cam.storage == "video" else _decode_images(source, cam.key))
             times = []
             with tmp.open("wb") as f:
                 for batch, t in frames:
@@ -169,6 +169,30 @@ def build(todo: list, size: int, resize: str, progress: bool = True) -> None:
             os.replace(tmp, path)  # the frames file appears last: its presence means complete
     finally:
         bar.close()
+
+
+def _ahead(batches, depth: int = 4):
+    """The batches of a generator, decoded by a thread ahead of the caller (decoding and fitting release the GIL, so
+    the two overlap on two cores); an exception in the decoder is raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def run():
+        try:
+            for b in batches:
+                q.put(b)
+            q.put(done)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _count(cam, source: Path) -> int:
