@@ -181,6 +181,26 @@ def test_bad_data_is_named_by_episode_file_and_frame(copy):
     assert rec.episode_ids.tolist() == [0, 1, 3] and rec.skipped[0][0] == 2 and "nan" in rec.skipped[0][1]
 
 
+def test_non_finite_statistics_and_frames_outside_the_video_are_skipped_and_reported(copy):
+    from wam.data.frames import open_frames
+    from wam.data.reader import usable_stats
+
+    root = copy("aloha")
+    stats = json.loads((root / "meta/stats.json").read_text())
+    stats["observation.state"]["mean"][3] = float("nan")  # what lerobot writes when one frame is NaN
+    (root / "meta/stats.json").write_text(json.dumps(stats))
+    key = "videos/observation.images.cam_high/from_timestamp"
+    _rewrite_episodes(root, lambda df: df.__setitem__(key, df[key] - 0.1 * (df["episode_index"] == 0)))
+    with pytest.raises(DataError, match=r"episode 0 \(videos/observation.images.cam_high/.*file-000.mp4, frame 0\): "
+                                        r"no video frame near -0.1000 s"):
+        open_frames(read_dataset(root), 32, progress=False)
+    rec, store = open_frames(read_dataset(root, DataConfig(skip_bad_episodes=True)), 32, progress=False)
+    assert rec.episode_ids.tolist() == [1, 2, 3] and [e for e, _ in rec.skipped] == [0] and len(store) == len(rec.index)
+    fixed = usable_stats(rec, rec.data)["observation.state"]
+    np.testing.assert_allclose(fixed["mean"], rec.state.mean(0), rtol=1e-5)
+    assert np.isfinite(Normalizer.from_stats(usable_stats(rec, rec.data)).state_center).all()
+
+
 def test_backwards_timestamps_lengths_and_short_videos(copy):
     root = copy("so100")
 
@@ -245,6 +265,17 @@ def test_train_tiny_then_offline_eval_on_a_lerobot_dataset(name, copy, tmp_path,
     assert np.isfinite(summary["action_mse"]) and summary["frames"]["copy_psnr"] > 0
     assert (tmp_path / "off/report.html").is_file() and (tmp_path / "off/trace.png").is_file()
     assert "windows of" in capsys.readouterr().out
+    main(["eval", str(out / "last"), "--data", str(root), "--episodes", "0:3", "--out", str(tmp_path / "all")])
+    trained = json.loads((tmp_path / "all/offline.json").read_text())["trained_on"]
+    assert trained and not set(trained) & set(config["data"]["val_episodes"])
+    assert "were trained on" in capsys.readouterr().out
+    for argv, said in ((["eval", str(out / "last")], "trained on data with no simulator"),
+                       (["train", "tiny", "--train.data", str(root), "--train.out", str(out), "--data.resize", "crop",
+                         "--data.val-fraction", "0.34", "--train.steps", "6"], "--data.resize: 'pad' saved, 'crop' now")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
 
 
 @pytest.mark.parametrize("storage", ["image", "video"])

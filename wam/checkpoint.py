@@ -94,6 +94,31 @@ def latest(path: Path) -> Path | None:
     return None
 
 
+READ_THE_SAME = ("state_key", "action_key", "resize", "state_norm", "action_norm", "episodes", "val_episodes",
+                 "val_fraction")
+"""The data-config fields a resumed run must share with the run it continues (workers, cache folder and skipping
+may change)."""
+
+
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("cannot resume from a run with different settings (" + "; ".join(problems)
+                         + "); pick another --train.out or pass --train.no-resume")
+
+
+def check_same_data(saved: dict, data: dict) -> None:
+    """Refuse to resume onto data read another way (`data`: the new run's data summary, train.data_summary): other
+    feature keys, resize, normalisation, episodes or cameras. Checked before the frame cache is built."""
+    if "config" not in saved["data"]:
+        return
+    old, new = saved["data"]["config"], data["config"]
+    problems = [f"--data.{k.replace('_', '-')}: {old.get(k)!r} saved, {new.get(k)!r} now" for k in READ_THE_SAME
+                if old.get(k) != new.get(k)]
+    if saved["data"].get("camera_keys") != data.get("camera_keys"):
+        problems.append(f"cameras: {saved['data'].get('camera_keys')} saved, {data.get('camera_keys')} now")
+    _refuse(problems)
+
+
 def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
     """Refuse to resume onto other data or another seed or batch size: the run would not be the same run."""
     problems = []
@@ -103,9 +128,7 @@ def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
     for key in ("seed", "batch_size"):
         if saved["train"][key] != getattr(train_cfg, key):
             problems.append(f"{key}: {saved['train'][key]} saved, {getattr(train_cfg, key)} now")
-    if problems:
-        raise ValueError("cannot resume from a run with different settings (" + "; ".join(problems)
-                         + "); pick another --train.out or pass --train.no-resume")
+    _refuse(problems)
 
 
 def load_normalizer(path: Path):

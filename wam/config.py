@@ -247,14 +247,29 @@ class TrainConfig:
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 
 
-def _episodes_spec(spec: str | None, flag: str) -> None:
+def parse_episodes(spec: str | None, total: int | None = None, flag: str = "--data.episodes") -> list[int] | None:
+    """'0:100,120,130:140' -> sorted distinct episode indices (a range's end excluded; an open end is `total`);
+    None -> None (all). With `total`, indices outside 0..total-1 are refused."""
     if spec is None:
-        return
+        return None
+    out: set[int] = set()
     for part in spec.split(","):
-        bits = part.strip().split(":")
-        if len(bits) > 2 or not all(b.strip().isdigit() or (b.strip() == "" and len(bits) == 2) for b in bits):
+        bits = [b.strip() for b in part.split(":")]
+        if len(bits) > 2 or not all(b.isdigit() or (b == "" and len(bits) == 2) for b in bits):
             raise ValueError(f"{flag} {spec!r}: expected episode indices and ranges like 0:100,120,130:140 "
                              f"(a range's end excluded)")
+        if len(bits) == 1:
+            out.add(int(bits[0]))
+        else:
+            lo = int(bits[0] or 0)
+            hi = int(bits[1]) if bits[1] else (total if total is not None else lo)
+            out.update(range(lo, hi))
+    if total is not None:
+        bad = sorted(e for e in out if not 0 <= e < total)
+        if bad:
+            raise ValueError(f"{flag} {spec!r} names episodes {bad[:5]}{'...' if len(bad) > 5 else ''}; the dataset "
+                             f"has episodes 0..{total - 1}")
+    return sorted(out)
 
 
 @dataclass(frozen=True)
@@ -293,8 +308,8 @@ class DataConfig:
         if len(set(cams)) != len(cams):
             raise ValueError(f"--data.cameras names a camera twice: {list(cams)}")
         object.__setattr__(self, "cameras", cams)
-        _episodes_spec(self.episodes, "--data.episodes")
-        _episodes_spec(self.val_episodes, "--data.val-episodes")
+        parse_episodes(self.episodes, flag="--data.episodes")  # the syntax now; the range once the data is read
+        parse_episodes(self.val_episodes, flag="--data.val-episodes")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--data.val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers < 0:

@@ -189,6 +189,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
     config = read_config(cfg.checkpoint)
     trained = config["data"]["tasks"]
+    if not trained and not cfg.tasks:
+        raise ValueError(f"{cfg.checkpoint} was trained on data with no simulator ({config['data'].get('root')}, robot "
+                         f"{config['data'].get('robot_type')!r}): evaluate it offline on demonstrations, wam eval "
+                         f"{cfg.checkpoint} --data DIR")
     tasks = parse_tasks(cfg.tasks) if cfg.tasks else tuple(trained)
     lo, hi = config["data"]["seeds"]
     if cfg.seed <= hi and cfg.seed + cfg.episodes - 1 >= lo:

@@ -126,6 +126,9 @@ def imagine(cfg: ImagineConfig) -> dict:
     if cfg.data is None:
         modes.check_mode(m.recipe, "policy")
     sampler = apply(SamplerConfig(**config.get("sampler", {})), cfg.sampler).resolve(m.recipe)
+    if cfg.data is None and not cfg.task and not config["data"].get("tasks"):
+        raise ValueError(f"{cfg.checkpoint} was trained on data with no simulator: imagine a recorded episode, wam "
+                         f"imagine {cfg.checkpoint} --data DIR --episode N")
     source = (_Recorded(Path(cfg.data), cfg.episode, m, config) if cfg.data is not None
               else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
     text = torch.from_numpy(embed([source.instruction]))

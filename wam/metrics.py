@@ -9,10 +9,19 @@ import torch
 import torch.nn.functional as F
 
 
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared error of two uint8 images (or stacks), on the 0-255 scale."""
+    return float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def psnr_of(error: float) -> float:
+    """PSNR (dB) of a mean squared error on the 0-255 scale; 99 for none."""
+    return 99.0 if error == 0 else 10 * math.log10(255.0**2 / error)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 images (or stacks), dB; 99 for identical ones."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr_of(mse(a, b))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, window: int = 7, sigma: float = 1.5) -> np.ndarray:

@@ -73,6 +73,21 @@ def _held_out(config: dict, data: Path) -> str | None:
     return ",".join(str(e) for e in val) if same and val else None
 
 
+def _trained_on(config: dict, rec) -> list[int]:
+    """The evaluated episodes the checkpoint was trained on (same dataset: its selection less the held-out and
+    skipped ones)."""
+    from wam.config import parse_episodes
+
+    saved = config.get("data", {})
+    if not saved.get("root") or Path(saved["root"]).resolve() != Path(rec.root).resolve():
+        return []
+    total = int(rec.info["total_episodes"])
+    chosen = parse_episodes((saved.get("config") or {}).get("episodes"), total) or range(total)
+    out = set(saved.get("val_episodes") or []) | {s["episode"] for s in saved.get("skipped") or []}
+    trained = set(chosen) - out
+    return sorted(int(e) for e in rec.episode_ids if int(e) in trained)
+
+
 def _resized(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 (n, H, W, 3) -> (n, size, size, 3) the way training targets are made (average pooling)."""
     from wam.data.transforms import images_from_model, images_to_model
@@ -88,10 +103,11 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
     held-out split) instead of reading cfg.data."""
     from tqdm import tqdm
 
-    from wam.data.frames import FrameStore
+    from wam.data.frames import open_frames
     from wam.data.reader import data_config_of, read_dataset
-    from wam.metrics import psnr, ssim
+    from wam.metrics import mse, psnr_of, ssim
     from wam.policy import WAMPolicy
+    from wam.safety import ActionGuard
     from wam.types import Observation
 
     policy = WAMPolicy.from_checkpoint(cfg.checkpoint, backbone_path=cfg.backbone_path)
@@ -101,12 +117,21 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
     spec = cfg.episodes if cfg.episodes is not None else _held_out(config, cfg.data)
     rec = recordings if recordings is not None else read_dataset(
         cfg.data, data_config_of(config, episodes=spec, skip_bad_episodes=cfg.skip_bad_episodes))
-    for e, why in rec.skipped:
-        print(f"skipped episode {e}: {why}")
     if rec.action.shape[1] != m.action_dim or rec.state.shape[1] < m.state_dim:
         raise ValueError(f"{rec.root}: {rec.action.shape[1]}-d actions and {rec.state.shape[1]}-d state; the checkpoint "
                          f"predicts {m.action_dim}-d actions from {m.state_dim} state entries")
-    frames = FrameStore(rec, m.image_size, rec.data.resize, progress=progress)
+    trained_fps = config.get("data", {}).get("fps")
+    if trained_fps and abs(float(trained_fps) - rec.fps) > 1e-6:
+        raise ValueError(f"{rec.root} is recorded at {rec.fps:g} fps but the checkpoint was trained at {float(trained_fps):g} "
+                         f"fps: its strides and chunks are counted in frames, so the scores would be meaningless")
+    rec, frames = open_frames(rec, m.image_size, rec.data.resize, progress=progress)
+    for e, why in rec.skipped:
+        print(f"skipped episode {e}: {why}")
+    overlap = _trained_on(config, rec)
+    if overlap:
+        print(f"warning: {len(overlap)} of the {len(rec.episode_ids)} episodes evaluated were trained on "
+              f"({overlap[:5]}{'...' if len(overlap) > 5 else ''}): these scores are not held out")
+    guard = ActionGuard.from_normalizer(policy.norm)  # what a robot would execute (wam serve clips the same way)
     stride = cfg.stride or policy.sampler.execute
     labelled = [e for e in range(len(rec.episode_ids)) if rec.has_actions[e]]
     if not labelled:
@@ -142,8 +167,9 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
             steps = t + np.arange(k)
             ok = steps < hi[t]
             truth = rec.action[np.minimum(steps, hi[t] - 1)]
-            pred_actions[w] = out.actions
-            sq[w] = (out.actions.astype(np.float64) - truth) ** 2
+            actions = guard(out.actions, out.value)
+            pred_actions[w] = actions
+            sq[w] = (actions.astype(np.float64) - truth) ** 2
             mask[w] = ok
             if out.frames is None or not len(fut_off):
                 continue
@@ -156,12 +182,13 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
             for j in np.nonzero(valid)[0]:
                 real = _resized(np.stack([frames.read(v, [fut[j]])[0] for v in range(V)]), s)
                 pred = out.frames[j]  # (v, s, s, 3)
-                frame_rows.append({"offset": int(fut_off[j]), "psnr": psnr(pred, real), "copy_psnr": psnr(current, real),
+                frame_rows.append({"offset": int(fut_off[j]), "mse": mse(pred, real), "copy_mse": mse(current, real),
                                    "ssim": float(ssim(pred, real).mean()), "copy_ssim": float(ssim(current, real).mean())})
                 if len(strip) < 6 and j == len(fut_off) - 1:
                     strip.append((real, pred, current))
         bar.update(len(ts))
     bar.close()
+    frames.close()
 
     n = mask.sum()
     per_dim = (sq * mask[..., None]).sum((0, 1)) / max(n, 1)
@@ -169,7 +196,8 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
     names = list(policy.metadata.action_names) or [f"a{i}" for i in range(m.action_dim)]
     summary = {
         "checkpoint": str(cfg.checkpoint), "data": str(rec.root), "episodes": rec.episode_ids.tolist(),
-        "held_out": spec is not None and cfg.episodes is None, "windows": int(len(windows)), "stride": int(stride),
+        "held_out": spec is not None and cfg.episodes is None, "trained_on": overlap,
+        "windows": int(len(windows)), "stride": int(stride),
         "sampler": {"steps": policy.sampler.steps, "video_steps": policy.sampler.video_steps},
         "action_mse": float(per_dim.mean()), "action_rmse_per_dim": dict(zip(names, np.sqrt(per_dim).tolist())),
         "action_mse_per_dim": dict(zip(names, per_dim.tolist())), "action_mse_per_step": per_step.tolist(),
@@ -178,10 +206,13 @@ def evaluate_offline(cfg: OfflineConfig, recordings=None, progress: bool = True)
     if frame_rows:
         offsets = sorted({r["offset"] for r in frame_rows})
         by = {o: [r for r in frame_rows if r["offset"] == o] for o in offsets}
-        mean = lambda rows, key: float(np.mean([r[key] for r in rows]))  # noqa: E731
-        summary["frames"] = {key: mean(frame_rows, key) for key in ("psnr", "copy_psnr", "ssim", "copy_ssim")}
-        summary["frames"]["per_offset"] = {str(o): {key: mean(rows, key) for key in ("psnr", "copy_psnr", "ssim", "copy_ssim")}
-                                           | {"n": len(rows)} for o, rows in by.items()}
+        def scores(rows: list[dict]) -> dict:  # PSNR of the mean squared error (a few identical frames cannot dominate)
+            mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+            return {"psnr": psnr_of(mean("mse")), "copy_psnr": psnr_of(mean("copy_mse")), "ssim": mean("ssim"),
+                    "copy_ssim": mean("copy_ssim"), "n": len(rows)}
+
+        summary["frames"] = scores(frame_rows)
+        summary["frames"]["per_offset"] = {str(o): scores(rows) for o, rows in by.items()}
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval-offline"
     out.mkdir(parents=True, exist_ok=True)
     (out / "offline.json").write_text(json.dumps(summary, indent=2))

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from wam import checkpoint, finetune, flow, fsdp
 from wam.backbones import build
 from wam.config import DataConfig, ModelConfig, SamplerConfig, TrainConfig, to_dict
-from wam.data.frames import FrameStore
+from wam.data.frames import FrameStore, open_frames
 from wam.data.loader import batches
-from wam.data.reader import Recordings, read_dataset, split
+from wam.data.reader import Recordings, read_dataset, split, usable_stats
 from wam.data.transforms import Normalizer
 from wam.data.windows import Batch, Windows, batch_to
 from wam.recipes import draw_times
@@ -117,7 +117,7 @@ def data_summary(rec: Recordings, val: Recordings | None, model_cfg: ModelConfig
             "tasks": sorted({t for t in rec.env_tasks if t}), "seeds": [min(rec.seeds), max(rec.seeds)],
             "episodes": len(rec.episode_ids), "action_free_episodes": int((~rec.has_actions).sum()),
             "frames": int(rec.episode_to[-1]), "val_episodes": [] if val is None else val.episode_ids.tolist(),
-            "skipped": [{"episode": e, "why": why} for e, why in rec.skipped]}
+            "skipped": [{"episode": e, "why": why} for e, why in sorted({*rec.skipped, *(val.skipped if val else ())})]}
 
 
 def _unwrap(model):
@@ -149,22 +149,30 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     device = resolve_device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cfg.device == "cuda" and world > 1 else cfg.device)
     everything = read_dataset(cfg.data, data)
-    if rank == 0:
-        for e, why in everything.skipped:
-            print(f"skipped episode {e}: {why}")
     recs, val = split(everything)
+
+    def frames_of(rec: Recordings, show: bool) -> tuple[Recordings, FrameStore]:
+        return open_frames(rec, model_cfg.image_size, data.resize, progress=progress and show)
+
     # the data contract (cameras, state and action sizes) comes from the data; what the checkpoint records is concrete
     model_cfg = model_cfg.for_data(recs.camera_names, recs.state.shape[1], recs.action.shape[1]).resolved()
-    normalizer = Normalizer.from_stats(recs.stats, data.state_key, data.action_key, data.state_norm, data.action_norm)
-
-    def open_frames() -> FrameStore:
-        return FrameStore(recs, model_cfg.image_size, data.resize, progress=progress and rank == 0)
-
-    frames = open_frames() if rank == 0 else None
-    if world > 1:  # rank 0 builds the frame cache, then the others open it
+    last = Path(cfg.out) / "last"
+    found = checkpoint.latest(last) if cfg.resume else None
+    if found is not None:  # before building a frame cache for nothing
+        checkpoint.check_same_data(checkpoint.read_config(found), data_summary(recs, val, model_cfg, data))
+    if rank == 0:  # rank 0 builds the frame cache, then the others open it
+        recs, frames = frames_of(recs, True)
+    if world > 1:
         dist.barrier()
     if rank != 0:
-        frames = open_frames()
+        recs, frames = frames_of(recs, False)
+    if val is not None:
+        val, _ = frames_of(val, False)
+    if rank == 0:
+        for e, why in sorted({*recs.skipped, *(val.skipped if val is not None else ())}):
+            print(f"skipped episode {e}: {why}")
+    stats = usable_stats(recs, data)
+    normalizer = Normalizer.from_stats(stats, data.state_key, data.action_key, data.state_norm, data.action_norm)
 
     torch.manual_seed(cfg.seed)
     model = build(model_cfg)
@@ -187,10 +195,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         if rank != 0:
             latents = encode()
     windows = Windows(recs, frames, model_cfg, normalizer, text, latents)
+    summary = data_summary(recs, val, model_cfg, data)
     model.to(device)
     out = Path(cfg.out)
-    last = out / "last"
-    found = checkpoint.latest(last) if cfg.resume else None
     if cfg.init is not None and found is None:
         dropped = checkpoint.load_init(cfg.init, model, model_cfg)
         if rank == 0:
@@ -218,7 +225,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     counts = finetune.trainable(model)
     run_config = {"model": to_dict(model_cfg), "train": to_dict(cfg), "sampler": to_dict(sampler),
-                  "data": data_summary(recs, val, model_cfg, data),
+                  "data": summary,
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
     if model.capabilities.pretrained:  # the folder supplies weights at load time (frozen ones, VAE, text): which folder

@@ -12,12 +12,15 @@ row-major arrays: `np.memmap(path, np.uint8, "r").reshape(-1, size, size, 3)` ma
 
 `FrameStore.read(view, idx)` gathers frames by position with os.pread: training touches random frames of a
 dataset far larger than RAM and its resident memory stays that of the batch (the page cache is the kernel's).
-Frame k of an episode is the decoded frame presented nearest to the episode's start time plus timestamp[k]; one
-further than half a frame period away is an error naming the episode, the file and the frame.
+Frame k of an episode is the decoded frame presented nearest to from_timestamp + timestamp[k], as lerobot looks it
+up; one further than half a frame period away (lerobot's own tolerance is 1e-4 s; a looser one accepts a
+re-encoded video's rounding) is an error naming the episode, the file and the frame, or, with
+--data.skip-bad-episodes, leaves the episode out (`open_frames`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -57,11 +60,19 @@ class _Unit:
         self._fd, self._pid = None, None
 
     def read(self, rows: np.ndarray, out: np.ndarray) -> None:
-        if self._pid != os.getpid():  # a DataLoader worker opens its own descriptor
+        if self._pid != os.getpid():  # a DataLoader worker opens its own descriptor (the inherited one stays shut)
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
         for j, r in enumerate(rows):
             buf = os.pread(self._fd, self.frame_bytes, int(r) * self.frame_bytes)
             out[j] = np.frombuffer(buf, np.uint8).reshape(self.size, self.size, 3)
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._pid = None, None
+
+    def __del__(self):
+        self.close()
 
     def __getstate__(self):  # descriptors are per process
         return {**self.__dict__, "_fd": None, "_pid": None}
@@ -94,6 +105,7 @@ class FrameStore:
             build(todo, size, resize, progress)
         lengths = rec.episode_to - rec.episode_from
         fps = rec.fps
+        self.bad: list[tuple[int, str]] = []  # (episode, why): frames the video does not have (skip_bad_episodes)
         for c, (cam, src) in enumerate(zip(rec.cameras, rec.sources)):
             units = [_Unit(p, size) for p in paths[c]]
             self._units.append(units)
@@ -106,8 +118,14 @@ class FrameStore:
                     lo, hi = rec.episode_from[e], rec.episode_to[e]
                     unit = units[src.file_of[e]]
                     want = src.from_ts[e] + rec.timestamp[lo:hi]
-                    rows[lo:hi] = _nearest(unit.times, want, fps, episode=int(rec.episode_ids[e]),
-                                           file=src.files[src.file_of[e]])
+                    try:
+                        rows[lo:hi] = _nearest(unit.times, want, fps, episode=int(rec.episode_ids[e]),
+                                               file=src.files[src.file_of[e]])
+                    except DataError as err:
+                        if not rec.data.skip_bad_episodes:
+                            raise
+                        self.bad.append((int(rec.episode_ids[e]), str(err)))
+                        rows[lo:hi] = 0
             bad = rows >= np.array([units[u].n for u in unit_of]) if len(rows) else np.zeros(0, bool)
             if bad.any():
                 k = int(np.argmax(bad))
@@ -121,6 +139,21 @@ class FrameStore:
     def __len__(self) -> int:
         return len(self._unit_of[0])
 
+    def fingerprint(self) -> str:
+        """Names exactly these frames: the cache files (named by their sources' digests and the transform) and the
+        frame each position reads."""
+        h = hashlib.sha1()
+        for units, unit_of, rows in zip(self._units, self._unit_of, self._row_of):
+            h.update("|".join(u.path.name for u in units).encode())
+            h.update(unit_of.tobytes())
+            h.update(rows.tobytes())
+        return h.hexdigest()[:16]
+
+    def close(self) -> None:
+        for units in self._units:
+            for u in units:
+                u.close()
+
     def read(self, view: int, idx: np.ndarray) -> np.ndarray:
         """uint8 (len(idx), size, size, 3): camera `view`'s frames at positions idx (any shape, flattened)."""
         idx = np.asarray(idx).reshape(-1)
@@ -132,6 +165,21 @@ class FrameStore:
             self._units[view][u].read(rows[m], buf)
             out[m] = buf
         return out
+
+
+def open_frames(rec: Recordings, size: int, resize: str = "pad", progress: bool = True) -> tuple[Recordings, FrameStore]:
+    """The frames of `rec`, and `rec` itself less the episodes whose video lacks frames (with
+    --data.skip-bad-episodes: each is added to rec.skipped; without, the first raises)."""
+    store = FrameStore(rec, size, resize, progress)
+    if not store.bad:
+        return rec, store
+    bad = {e for e, _ in store.bad}
+    keep = [i for i, e in enumerate(rec.episode_ids) if int(e) not in bad]
+    if not keep:
+        raise DataError(f"{rec.root}: no episode is left to read; every selected one is bad, the first: {store.bad[0][1]}")
+    store.close()
+    rec = dataclasses.replace(rec.select(keep), skipped=[*rec.skipped, *store.bad])
+    return rec, FrameStore(rec, size, resize, progress=False)
 
 
 def _nearest(times: np.ndarray, want: np.ndarray, fps: float, episode: int, file: str) -> np.ndarray:
@@ -157,7 +205,7 @@ def build(todo: list, size: int, resize: str, progress: bool = True) -> None:
     try:
         for cam, source, path in todo:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".partial")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # two builders never share a file
             frames = _ahead(_decode_video(source) if cam.storage == "video" else _decode_images(source, cam.key))
             times = []
             with tmp.open("wb") as f:

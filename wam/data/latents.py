@@ -1,9 +1,10 @@
-"""VAE latents of a dataset's frames, computed once and cached beside the data.
+"""VAE latents of a dataset's frames, computed once and cached in the dataset's cache folder.
 
 A pretrained backbone trains on latents, not pixels. Every frame of every camera the model reads is encoded
 once (models/latent.FrameCodec, one frame per latent frame) from the frame cache (frames.py) and saved to
-CACHE/latents-KEY.safetensors, where KEY names the VAE (its config and weight files), the cameras, the frames'
-size and resize and the episodes; training windows then gather latents by frame position, like pixels.
+CACHE/latents-KEY.safetensors, where KEY names the VAE (its config and weight files), the cameras, the dataset
+and the very frames read (FrameStore.fingerprint: their source files' digests, the transform, the episodes);
+training windows then gather latents by frame position, like pixels.
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ def dataset_latents(rec: Recordings, frames: FrameStore, encode, vae_dir: Path, 
     from wam.data.transforms import images_to_model
 
     cameras = frames.cameras
-    selection = hashlib.sha256(rec.index.tobytes()).hexdigest()[:16]
-    key = cache_key(vae_dir, cameras, f"{frames.size}:{frames.resize}:{selection}")
+    key = cache_key(vae_dir, cameras, f"{rec.root}:{frames.fingerprint()}")  # these very frames, of this dataset
     path = cache_dir(rec) / f"latents-{key}.safetensors"
     n = len(rec.index)
     if path.is_file():

@@ -6,8 +6,9 @@ frames and the augmentation and builds the batch; the generator's state travels 
 process goes on drawing the loss's noise from exactly where the worker stopped. Resume replays the same
 batches, with or without workers, with any number of them.
 
-Under torchrun each rank draws from its own shard of the frames (positions rank, rank + world, ...): the ranks
-read disjoint frames, and the frame cache's pages each rank touches stay its own.
+Under torchrun each rank draws its windows' current frames from its own contiguous shard of the frames (rank r of w:
+positions r*N/w .. (r+1)*N/w - 1, whole stretches of episodes): the ranks train on disjoint windows, and each reads
+mostly its own part of the frame cache (a window's context and future frames may reach just across a shard's edge).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class StepBatches(torch.utils.data.Dataset):
     def __init__(self, windows: Windows, batch_size: int, shift_px: int, seed: int, rank: int = 0, world: int = 1):
         self.windows, self.batch_size, self.shift_px = windows, batch_size, shift_px
         self.seed, self.rank, self.world = seed, rank, world
-        self.shard = (len(windows) - rank + world - 1) // world  # frames rank, rank + world, ...
+        self.first = rank * len(windows) // world
+        self.shard = (rank + 1) * len(windows) // world - self.first
         if self.shard < 1:
             raise ValueError(f"rank {rank} of {world} has no frames to train on ({len(windows)} frames in all)")
 
@@ -38,7 +40,7 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[Batch, torch.Tensor]:
         g = step_generator(self.seed, step, self.rank)
         j = torch.randint(self.shard, (self.batch_size,), generator=g).numpy()
-        batch = self.windows.get(self.rank + j * self.world, shift_px=self.shift_px, generator=g)
+        batch = self.windows.get(self.first + j, shift_px=self.shift_px, generator=g)
         return batch, g.get_state()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from wam.config import DataConfig
+from wam.config import parse_episodes as _parse
 
 CODEBASE_VERSION = "v3.0"
 IMAGE_PREFIX = "observation.images."
@@ -46,8 +47,9 @@ class Camera:
 @dataclass(frozen=True)
 class FrameSource:
     """Where one camera's frame of each selected episode lies. For video: the mp4 file (relative to the root) and
-    the time in it of the episode's first frame; the frame k of the episode is at from_ts + (timestamp[k] -
-    timestamp[0]). For image storage: the data file and the row in it of every frame."""
+    the time in it of the episode's first frame; frame k of the episode is at from_ts + timestamp[k], as lerobot
+    looks it up (its writer starts every episode's timestamps at 0). For image storage: the data file and the row
+    in it of every frame."""
 
     files: tuple[str, ...]  # the distinct files this camera's selected frames come from
     file_of: np.ndarray  # (E,) for each selected episode, its file in `files`
@@ -67,10 +69,9 @@ class Recordings:
     sources: tuple[FrameSource, ...]  # one per camera
     state: np.ndarray  # (N, S) float32 (S = 0 without a state feature)
     action: np.ndarray  # (N, A) float32
-    timestamp: np.ndarray  # (N,) float64, seconds from the episode's start
+    timestamp: np.ndarray  # (N,) float64, the data's timestamp column (seconds; 0 at an episode's first frame)
     index: np.ndarray  # (N,) the dataset's global frame index
     task_index: np.ndarray  # (N,)
-    success: np.ndarray | None  # (N,) bool, `next.success` where the data has it
     episode_ids: np.ndarray  # (E,) the dataset's episode_index of each selected episode
     episode_from: np.ndarray  # (E,) first position (in these arrays) of each episode
     episode_to: np.ndarray  # (E,) one past its last
@@ -110,7 +111,6 @@ class Recordings:
                                 rows=None if s.rows is None else s.rows[frames]) for s in self.sources)
         return replace(self, sources=sources, state=self.state[frames], action=self.action[frames],
                        timestamp=self.timestamp[frames], index=self.index[frames], task_index=self.task_index[frames],
-                       success=None if self.success is None else self.success[frames],
                        episode_ids=self.episode_ids[positions], episode_from=to - lengths, episode_to=to,
                        has_actions=self.has_actions[positions], env_tasks=[self.env_tasks[e] for e in positions],
                        seeds=[self.seeds[e] for e in positions])
@@ -174,22 +174,10 @@ def choose_cameras(info: dict, wanted: tuple[str, ...], root: Path) -> list[Came
 
 
 def parse_episodes(spec: str | None, total: int, flag: str = "--data.episodes") -> list[int] | None:
-    """'0:100,120,130:140' -> sorted distinct indices (a range's end excluded); None -> None (all)."""
-    if spec is None:
-        return None
-    out: set[int] = set()
-    for part in spec.split(","):
-        bits = [b.strip() for b in part.split(":")]
-        if len(bits) == 1:
-            out.add(int(bits[0]))
-        else:
-            lo, hi = int(bits[0] or 0), int(bits[1] or total)
-            out.update(range(lo, hi))
-    bad = sorted(e for e in out if not 0 <= e < total)
-    if bad:
-        raise DataError(f"{flag} {spec!r} names episodes {bad[:5]}{'...' if len(bad) > 5 else ''}; the dataset has "
-                        f"episodes 0..{total - 1}")
-    return sorted(out)
+    try:
+        return _parse(spec, total, flag)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def _vectors(column, rows: int, key: str, where: str) -> np.ndarray:
@@ -211,7 +199,7 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     import pandas as pd
     import pyarrow.parquet as pq
 
-    root = Path(root)
+    root = Path(root).resolve()
     info = read_info(root)
     features = info["features"]
     for key, flag in ((data.action_key, "--data.action-key"), (data.state_key, "--data.state-key")):
@@ -224,11 +212,14 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     if not stats_path.is_file():
         raise DataError(f"{stats_path} is missing: expected the dataset's statistics (lerobot writes them when it "
                         f"finalises a dataset); the normaliser reads them")
-    stats = json.loads(stats_path.read_text())
+    try:
+        stats = json.loads(stats_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{stats_path} is not valid JSON ({e}); expected the dataset's statistics") from e
     tasks_path = root / "meta/tasks.parquet"
     if not tasks_path.is_file():
         raise DataError(f"{tasks_path} is missing: expected the task table (task string -> task_index)")
-    tasks = pd.read_parquet(tasks_path)
+    tasks = _parquet(tasks_path, None).to_pandas()
     if "task_index" not in tasks.columns:
         raise DataError(f"{tasks_path} has no task_index column (columns {list(tasks.columns)})")
     by_index = {int(i): str(t) for t, i in zip(tasks.index if "task" not in tasks.columns else tasks["task"],
@@ -238,8 +229,12 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     ep_files = sorted((root / "meta/episodes").glob("chunk-*/file-*.parquet"))
     if not ep_files:
         raise DataError(f"{root}/meta/episodes/ holds no chunk-*/file-*.parquet: expected the episode table")
-    episodes = pd.concat([pd.read_parquet(p, columns=None) for p in ep_files]).sort_values("episode_index")
+    episodes = pd.concat([_parquet(p, None).to_pandas() for p in ep_files]).sort_values("episode_index")
     episodes = episodes.reset_index(drop=True)
+    absent = [c for c in ("episode_index", "length", "data/chunk_index", "data/file_index") if c not in episodes.columns]
+    if absent:
+        raise DataError(f"{ep_files[0]} has no columns {absent}: expected the v3.0 episode table (columns "
+                        f"{list(episodes.columns)[:12]})")
     if len(episodes) != info["total_episodes"]:
         raise DataError(f"{root}: meta/episodes lists {len(episodes)} episodes, info.json's total_episodes is "
                         f"{info['total_episodes']}")
@@ -250,6 +245,8 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         episodes = episodes.iloc[chosen].reset_index(drop=True)
     for cam in cameras:
         if cam.storage == "video":
+            if not info.get("video_path"):
+                raise DataError(f"{root}/meta/info.json has no video_path but camera {cam.key} is a video feature")
             need = [f"videos/{cam.key}/{k}" for k in ("chunk_index", "file_index", "from_timestamp")]
             absent = [c for c in need if c not in episodes.columns]
             if absent:
@@ -265,11 +262,11 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         if not path.is_file():
             raise DataError(f"{path} is missing: expected the frame data of episodes "
                             f"{sorted(episodes.loc[(episodes['data/chunk_index'] == c) & (episodes['data/file_index'] == f), 'episode_index'].tolist())[:5]}")
-        schema = pq.read_schema(path)
+        schema = _parquet(path, None, schema=True)
         absent = [k for k in required if k not in schema.names]
         if absent:
             raise DataError(f"{path} has no columns {absent}: expected them for every frame (columns {schema.names})")
-        table = pq.read_table(path, columns=required + [k for k in ("task_index", "next.success") if k in schema.names])
+        table = _parquet(path, required + (["task_index"] if "task_index" in schema.names else []))
         n = table.num_rows
         part = {"file": np.full(n, len(parts)), "row": np.arange(n)}
         for k in table.column_names:
@@ -333,9 +330,8 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     return Recordings(
         root=root, info=info, stats=stats, data=data, cameras=tuple(cameras), sources=tuple(sources),
         state=np.ascontiguousarray(state[take], np.float32), action=np.ascontiguousarray(action[take], np.float32),
-        timestamp=ts[take] - np.repeat(ts[starts], lengths), index=frames["index"][take].astype(np.int64),
+        timestamp=ts[take], index=frames["index"][take].astype(np.int64),
         task_index=frames["task_index"][take].astype(np.int64) if "task_index" in frames else np.zeros(len(take), np.int64),
-        success=frames["next.success"][take].astype(bool).reshape(-1) if "next.success" in frames else None,
         episode_ids=episodes["episode_index"].to_numpy(np.int64), episode_from=to - lengths, episode_to=to,
         has_actions=np.asarray(col("wam/has_actions", True), bool), instructions=instructions,
         env_tasks=[str(t) for t in col("wam/env_task", "")], seeds=[int(s) for s in col("wam/seed", -1)],
@@ -379,7 +375,7 @@ def _episode_problem(row, lo: int, hi: int, state, action, ts, frame_index, data
         if not path.is_file():
             return f"episode {e} (camera {cam.key}): its video {path} is missing"
         end = video_end(path)
-        need = float(row[f"videos/{cam.key}/from_timestamp"]) + float(t[-1] - t[0])
+        need = float(row[f"videos/{cam.key}/from_timestamp"]) + float(t[-1])
         if need > end + 0.5 / fps:
             return (f"episode {e} ({path}, frame {length - 1}): needs the video at {need:.3f} s but the file ends at "
                     f"{end:.3f} s; expected the video to cover the episode's timestamps (truncated or corrupt?)")
@@ -436,8 +432,39 @@ def data_config_of(config: dict, **changes) -> DataConfig:
     cameras pinned to the ones the model reads, in its order, and `changes` on top (the episodes to read)."""
     data = config.get("data", {})
     saved = data.get("config") or {}
-    keep = {"state_key", "action_key", "resize", "state_norm", "action_norm"}
+    keep = {"state_key", "action_key", "resize", "state_norm", "action_norm", "cache_dir"}
     kw = {k: v for k, v in saved.items() if k in keep}
     kw["cameras"] = tuple(data.get("camera_keys") or config["model"]["cameras"])
     names = {f.name for f in dataclasses.fields(DataConfig)}
     return DataConfig(**{**kw, **{k: v for k, v in changes.items() if k in names}})
+
+
+def _parquet(path: Path, columns: list[str] | None, schema: bool = False):
+    """A parquet file's table (or schema), or a DataError naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path) if schema else pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path} is not a readable parquet file ({e})") from e
+
+
+def usable_stats(rec: Recordings, data: DataConfig) -> dict:
+    """meta/stats.json, unless its state or action entry is not finite (lerobot's statistics carry a bad episode's
+    NaN into the whole dataset's): then that entry is computed from the episodes kept (`rec`), and said so."""
+    from wam.data.stats import feature_stats
+
+    stats = dict(rec.stats)
+    labelled = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)  # action-free episodes store zeros
+    for key, x in ((data.state_key, rec.state), (data.action_key, rec.action[labelled])):
+        if not key or x.shape[1] == 0 or len(x) == 0:
+            continue
+        entry = stats.get(key) or {}
+        finite = all(np.isfinite(np.asarray(v, np.float64)).all() for k, v in entry.items() if k != "count")
+        if entry and finite:
+            continue
+        print(f"meta/stats.json {'has no' if not entry else 'has non-finite'} statistics for {key!r}; the normaliser "
+              f"uses those of the {len(x)} frames kept")
+        stats[key] = feature_stats(x)
+    return stats

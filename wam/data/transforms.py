@@ -60,7 +60,10 @@ class Normalizer:
             sc, ss = np.zeros(0), np.ones(0)
         ac, as_ = _affine(stats, action_key, action_norm)
         a = stats[action_key]
-        lo, hi = (np.asarray(a[k], np.float64).reshape(-1) for k in ("min", "max")) if "min" in a else (ac - as_, ac + as_)
+        if "min" not in a or "max" not in a:
+            raise ValueError(f"meta/stats.json has no min/max for {action_key!r}: the action guard clips to the "
+                             f"demonstrations' range")
+        lo, hi = (np.asarray(a[k], np.float64).reshape(-1) for k in ("min", "max"))
         return cls(sc, ss, ac, as_, lo, hi)
 
     def state(self, x: torch.Tensor) -> torch.Tensor:
