@@ -197,7 +197,6 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     """The selected episodes of the dataset at `root` (module docstring). Validation set aside by
     data.val_episodes / val_fraction is not removed here: see `split`."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     root = Path(root).resolve()
     info = read_info(root)
