@@ -9,6 +9,22 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def cli_error(capsys):
+    """Run `wam ARGV` as a user's mistake: it must exit with status 2 and print one line, `error: ...`; returns it."""
+    from wam.cli import main
+
+    def run(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """Two real scripted episodes each of two tasks, at the tiny preset's cameras and size."""

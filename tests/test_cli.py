@@ -10,25 +10,16 @@ from wam import cli
 from wam.cli import main
 
 
-def _error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
-
-
-def test_user_mistakes_are_one_line_and_status_2(capsys, tmp_path, tiny_dataset):
-    line = _error(capsys, ["train", "tiny", "--train.data", str(tmp_path / "nope"), "--train.out", str(tmp_path / "r")])
+def test_user_mistakes_are_one_line_and_status_2(cli_error, tmp_path, tiny_dataset):
+    line = cli_error(["train", "tiny", "--train.data", str(tmp_path / "nope"), "--train.out", str(tmp_path / "r")])
     assert "no dataset at" in line and "wam collect --out" in line
-    line = _error(capsys, ["eval", str(tmp_path)])
+    line = cli_error(["eval", str(tmp_path)])
     assert f"{tmp_path} is not a wam checkpoint" in line
     broken = shutil.copytree(tiny_dataset, tmp_path / "broken")
     (broken / "meta/stats.json").unlink()
-    line = _error(capsys, ["train", "tiny", "--train.data", str(broken), "--train.out", str(tmp_path / "r2")])
+    line = cli_error(["train", "tiny", "--train.data", str(broken), "--train.out", str(tmp_path / "r2")])
     assert "stats.json is missing: expected the dataset's statistics" in line
-    line = _error(capsys, ["imagine", str(tmp_path / "nope")])
+    line = cli_error(["imagine", str(tmp_path / "nope")])
     assert "is not a wam checkpoint" in line
 
 

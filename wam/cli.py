@@ -17,6 +17,7 @@
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
     wam bench serve [--checkpoint CKPT]   serving latency and throughput, 1-8 clients on loopback, batching on/off
     wam bench data [--quick]              the data path at scale: write, frame cache, DataLoader vs a training step, RSS
+    wam bench peers --demo runs/demo      lerobot's ACT and Diffusion Policy vs our WAM at the demo's training time
     wam demo --out runs/demo
 
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
@@ -120,7 +121,7 @@ def cmd_eval(argv: list[str]) -> None:
     cfg = tyro.cli(EvalConfig, args=argv, prog="wam eval")
     summary = evaluate(cfg)
     print_table(summary)
-    out = cfg.out or Path(cfg.checkpoint).parent / "eval"
+    out = cfg.out or Path(summary["checkpoint"]).parent / "eval"
     print(f"\nreport: {out / 'report.html'}")
 
 
@@ -148,12 +149,13 @@ def cmd_bench(argv: list[str]) -> None:
     from wam.bench.data import DataBenchConfig, bench_data
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
+    from wam.bench.peers import PeersBenchConfig, bench_peers
     from wam.bench.recipes import RecipesBenchConfig, bench_recipes
     from wam.bench.serve import ServeBenchConfig, bench_serve
 
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
                "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve),
-               "data": (DataBenchConfig, bench_data)}
+               "data": (DataBenchConfig, bench_data), "peers": (PeersBenchConfig, bench_peers)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

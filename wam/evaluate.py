@@ -40,8 +40,12 @@ SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: tyro.conf.Positional[Path]
+    checkpoint: tyro.conf.Positional[Path | None] = None
     """Checkpoint folder (e.g. runs/train/last)."""
+    policy: str | None = None
+    """Instead of a checkpoint, another framework's policy: lerobot:PATH, a lerobot-train `pretrained_model` folder
+    of an ACT or Diffusion Policy (run from the lerobot venv, scripts/lerobot-venv.sh; wam/lerobot/policy.py).
+    --sampler.steps sets Diffusion Policy's denoising steps per chunk."""
     tasks: str | None = None
     """Comma-separated tasks, or Meta-World benchmarks: MT10, MT50, ML10-train, ML10-test, ML45-train, ML45-test
     (default: the tasks the checkpoint was trained on)."""
@@ -121,6 +125,7 @@ class WorkerSetup:
 
     checkpoint: str
     sampler: SamplerConfig
+    lerobot: str | None = None  # a lerobot policy's folder instead of the checkpoint (wam.lerobot.policy)
     threads: int = 0  # torch threads per worker (0: torch's default)
     delay: int = 0
     blend: int = 0
@@ -140,6 +145,14 @@ class Worker:
 
         if setup.threads:
             torch.set_num_threads(setup.threads)
+        if setup.lerobot:  # lerobot's own select_action executes its chunks and keeps its observation history
+            from wam.lerobot.policy import LeRobotPolicy
+            from wam.safety import ActionGuard, Guarded
+
+            peer = LeRobotPolicy(setup.lerobot, device=setup.sampler.device, denoising_steps=setup.sampler.steps)
+            self.policy = self.runner = Guarded(peer, ActionGuard(*peer.action_bounds()))
+            self.envs = {}
+            return
         if setup.remote:  # FrameHistory and the chunk executor here, so the server must not stack frames again
             from wam.serve.client import RemotePolicy
 
@@ -187,7 +200,26 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from wam.checkpoint import read_config
     from wam.envs.tasks import parse_tasks
 
-    config = read_config(cfg.checkpoint)
+    if (cfg.checkpoint is None) == (cfg.policy is None):
+        raise ValueError("give a checkpoint folder, or --policy lerobot:PATH for a lerobot policy (one of them)")
+    if cfg.policy is not None and not cfg.policy.startswith("lerobot:"):
+        raise ValueError(f"--policy {cfg.policy}: expected lerobot:PATH (a lerobot-train pretrained_model folder)")
+    if cfg.policy is not None and cfg.remote:
+        raise ValueError("--remote serves a wam checkpoint; it does not combine with --policy")
+    if cfg.policy:  # lerobot:PATH
+        from wam.lerobot.policy import eval_facts
+
+        from wam.envs.metaworld import check_cameras
+
+        source = Path(cfg.policy.split(":", 1)[1])
+        config = eval_facts(source)
+        try:
+            check_cameras(tuple(config["data"]["cameras"]))
+        except ValueError as e:
+            raise ValueError(f"{source} reads cameras {config['data']['cameras']}, which Meta-World does not render: {e}") from None
+    else:
+        source = Path(cfg.checkpoint)
+        config = read_config(source)
     trained = config["data"]["tasks"]
     if not trained and not cfg.tasks:
         raise ValueError(f"{cfg.checkpoint} was trained on data with no simulator ({config['data'].get('root')}, robot "
@@ -199,10 +231,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         raise ValueError(f"evaluation seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} overlap the training "
                          f"demonstrations' seeds {lo}..{hi}; pick --seed above {hi}")
     # The checkpoint's own sampler (best_of, compile, decode_frames included) with the flags' changes, resolved.
-    saved = SamplerConfig(**config.get("sampler", {}))
-    sampler = apply(saved, cfg.sampler).resolve(model_from_dict(config["model"]).recipe)
+    if cfg.policy:
+        sampler = lerobot_sampler(cfg, config)
+    else:
+        saved = SamplerConfig(**config.get("sampler", {}))
+        sampler = apply(saved, cfg.sampler).resolve(model_from_dict(config["model"]).recipe)
     server = _check_remote(cfg) if cfg.remote else None
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "eval"
+    out = Path(cfg.out) if cfg.out else source.parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
     for task in tasks:
@@ -212,7 +247,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                                    prompt=cfg.instruction, video=video))
 
     workers = min(cfg.workers, len(jobs))
-    setup = WorkerSetup(checkpoint=str(cfg.checkpoint), sampler=sampler, threads=1 if workers > 1 else 0,
+    setup = WorkerSetup(checkpoint=str(source), sampler=sampler, threads=1 if workers > 1 else 0,
+                        lerobot=str(source) if cfg.policy else None,
                         delay=cfg.delay, blend=cfg.blend,  # one thread per worker
                         backbone_path=str(cfg.backbone_path) if cfg.backbone_path else None, remote=cfg.remote,
                         api_key=cfg.api_key or os.environ.get("WAM_API_KEY") or None)
@@ -243,7 +279,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                           "median_ms": statistics.median(ms)}
     all_ms = [m for r in results for m in r["ms"]]
     summary = {
-        "checkpoint": str(cfg.checkpoint), "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
+        "checkpoint": str(source), "policy": cfg.policy, "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
         "tasks": per_task, "episodes_per_task": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
         "instruction_override": cfg.instruction, "delay": cfg.delay, "blend": cfg.blend, "median_ms_per_chunk": statistics.median(all_ms),
@@ -253,8 +289,24 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     from wam.report import write_report
 
-    write_report(out, summary, Path(cfg.checkpoint))
+    write_report(out, summary, source)
     return summary
+
+
+def lerobot_sampler(cfg: EvalConfig, config: dict) -> SamplerConfig:
+    """What of --sampler.* applies to a lerobot policy: steps (Diffusion Policy's denoising steps per chunk) and
+    device. The rest (execute, best-of, cache, ...) belongs to our sampler; lerobot's select_action executes its own
+    chunks (n_action_steps), so those flags are refused rather than silently ignored."""
+    given = {k for k, v in dataclasses.asdict(cfg.sampler).items() if v is not None}
+    other = sorted(given - {"steps", "device"})
+    if other:
+        raise ValueError(f"--sampler.{', --sampler.'.join(other)} cannot apply to a lerobot policy (it executes its own "
+                         f"chunks); only --sampler.steps (Diffusion Policy's denoising steps) and --sampler.device do")
+    if cfg.sampler.steps is not None and config["model"]["recipe"] != "lerobot-diffusion":
+        raise ValueError(f"--sampler.steps sets Diffusion Policy's denoising steps; {config['model']['recipe']} has none")
+    if cfg.delay or cfg.blend:
+        raise ValueError("--delay and --blend drive our chunk executor; a lerobot policy executes its own chunks")
+    return SamplerConfig(steps=cfg.sampler.steps, device=cfg.sampler.device or "cpu")
 
 
 def _check_remote(cfg: EvalConfig) -> dict:

@@ -19,6 +19,16 @@ SIZES = {  # width, depth, heads, MLP hidden: the transformers of the real check
 }
 
 
+def publish(out: Path, name: str, result: dict, markdown, plot) -> dict:
+    """Write a benchmark's OUT/NAME.json, NAME.md (markdown(result)) and NAME.png (plot(result, path)); print the table."""
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(markdown(result))
+    plot(result, out / f"{name}.png")
+    print("\n" + markdown(result))
+    print(f"written: {out / f'{name}.json'}, {out / f'{name}.md'}, {out / f'{name}.png'}")
+    return result
+
+
 def collect_once(out: Path, p: Preset, tasks: str, episodes: int, workers: int, action_free: bool = False) -> Path:
     if (out / "meta/info.json").exists():
         info = json.loads((out / "meta/info.json").read_text())

@@ -9,11 +9,10 @@ interrupted benchmark continues where it stopped. Results: OUT/recipes.json, rec
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from wam.bench.common import collect_once, train_and_evaluate
+from wam.bench.common import collect_once, publish, train_and_evaluate
 from wam.data.collect import DEFAULT_TASKS
 from wam.config import Preset, preset, with_recipe
 from wam.recipes import OWN, recipe
@@ -72,12 +71,7 @@ def bench_recipes(cfg: RecipesBenchConfig) -> dict:
               "episodes_per_task": cfg.episodes, "data": str(data), "recipes": rows}
     if cfg.pretrain:
         result["pretraining"] = _pretraining(cfg, base, out / "pretraining")
-    (out / "recipes.json").write_text(json.dumps(result, indent=2))
-    (out / "recipes.md").write_text(markdown(result))
-    plot(result, out / "recipes.png")
-    print("\n" + markdown(result))
-    print(f"written: {out / 'recipes.json'}, {out / 'recipes.md'}, {out / 'recipes.png'}")
-    return result
+    return publish(out, "recipes", result, markdown, plot)
 
 
 def _pretraining(cfg: RecipesBenchConfig, base: Preset, out: Path) -> dict:
