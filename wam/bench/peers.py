@@ -106,6 +106,9 @@ def bench_peers(cfg: PeersBenchConfig) -> dict:
         rows.append(_action_only(cfg, out / "action-only", Path(demo["data"]), budget_s))
     for kind in cfg.peer_types:
         rows.append(_peer(cfg, kind, out / f"lerobot-{kind}", Path(demo["data"]), budget_s, venv))
+    for row in rows:
+        if not row.get("unfinished"):
+            row.update(_latency(cfg, row, out / row["name"] / "latency", venv))
     result = {"budget": cfg.budget, "budget_minutes": budget_s / 60, "episodes_per_task": cfg.episodes,
               "max_steps": cfg.max_steps, "seeds": demo["row"]["seeds"], "data": str(demo["data"]),
               "machine_gflops": round(matmul_gflops()), "cpu_count": os.cpu_count(), "policies": rows}
@@ -150,7 +153,8 @@ def _row(name: str, label: str, summary: dict, train_s: float, steps: int, batch
             "tasks": {t: {k: r[k] for k in ("success_rate", "ci95", "successes", "episodes")}
                       for t, r in summary["tasks"].items()},
             "train_minutes": train_s / 60, "train_steps": steps, "batch_size": batch_size,
-            "ms_per_chunk": summary["median_ms_per_chunk"], "p90_ms_per_chunk": summary["p90_ms_per_chunk"],
+            "ms_per_chunk": summary["median_ms_per_chunk"], "eval_ms_per_chunk": summary["median_ms_per_chunk"],
+            "p90_ms_per_chunk": summary["p90_ms_per_chunk"],
             "parameters": summary.get("parameters"), "seeds": summary["seeds"], "checkpoint": checkpoint, **extra}
 
 
@@ -231,10 +235,7 @@ def _peer(cfg: PeersBenchConfig, kind: str, cell: Path, data: Path, budget_s: fl
                             cfg.denoising_steps if kind == "diffusion" else None)
     extra = {"settings": settings, "pretrained_vision": False, "lerobot_defaults": True}
     if kind == "diffusion":
-        # Its ms per chunk at the default 100 denoising steps, on a short rollout (three chunks).
-        slow = _lerobot_eval(cfg, kind, venv, ckpt, cell / "latency-default", 1, "reach-v3", None, max_steps=24,
-                             workers=1)
-        extra.update(denoising_steps=cfg.denoising_steps, ms_per_chunk_default_steps=slow["median_ms_per_chunk"])
+        extra["denoising_steps"] = cfg.denoising_steps
     label = {"act": "lerobot ACT (ResNet-18 from scratch)", "diffusion": "lerobot Diffusion Policy (from scratch)"}[kind]
     row = _row(f"lerobot-{kind}", label, summary, train_s, steps, cfg.batch_size, str(ckpt), **extra)
     (cell / "row.json").write_text(json.dumps(row, indent=2))
@@ -365,6 +366,44 @@ def _lerobot_eval(cfg: PeersBenchConfig, kind: str, venv: Path, ckpt: Path, out:
     if rc != 0:
         raise RuntimeError(f"wam eval of {ckpt} failed (exit {rc})")
     return json.loads((out / "results.json").read_text())
+
+
+# ------------------------------------------------------------------------------ latency, alone
+LATENCY_TASK, LATENCY_EPISODES, LATENCY_STEPS = "reach-v3", 3, 200
+"""Three 200-step rollouts: at least six new chunks even for ACT, which executes 100 actions of each."""
+
+
+def _latency(cfg: PeersBenchConfig, row: dict, cell: Path, venv: Path | None) -> dict:
+    """Milliseconds per new chunk (the median), measured the same way for every policy: one process with the
+    machine's threads (the evaluations above run `--workers` processes of one thread each, and share the machine
+    with whatever else runs), LATENCY_EPISODES rollouts of LATENCY_STEPS steps of LATENCY_TASK. Diffusion Policy is
+    also timed at its config's 100 denoising steps, on one 64-step rollout (eight chunks of about 10 s here).
+    Cached in CELL/latency.json; delete CELL to measure again."""
+    done = cell / "latency.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    load = os.getloadavg()[0]
+    runs = [("ms_per_chunk", cfg.denoising_steps if row["name"] == "lerobot-diffusion" else None, LATENCY_EPISODES,
+             LATENCY_STEPS)]
+    if row["name"] == "lerobot-diffusion":
+        runs.append(("ms_per_chunk_default_steps", None, 1, 64))
+    result = {"eval_ms_per_chunk": row.get("eval_ms_per_chunk", row["ms_per_chunk"])}
+    for key, steps, episodes, max_steps in runs:
+        out = cell / key
+        if row["name"].startswith("lerobot-"):
+            summary = _lerobot_eval(cfg, row["name"].removeprefix("lerobot-"), venv, Path(row["checkpoint"]), out, episodes, LATENCY_TASK, steps,
+                                    max_steps=max_steps, workers=1)
+        else:
+            from wam.evaluate import EvalConfig, evaluate
+
+            summary = evaluate(EvalConfig(checkpoint=Path(row["checkpoint"]), tasks=LATENCY_TASK, episodes=episodes,
+                                          max_steps=max_steps, workers=1, videos=0, out=out))
+        result[key] = summary["median_ms_per_chunk"]
+        result[key.replace("ms_per", "chunks_timed_per")] = sum(len(e["ms"]) for e in summary["episodes"])
+    result["latency_load_avg"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    cell.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(result, indent=2))
+    return result
 
 
 # ------------------------------------------------------------------------------ reporting
