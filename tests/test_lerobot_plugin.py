@@ -221,7 +221,10 @@ def test_bad_input_is_one_line_naming_what_was_expected(lerobot_trained, tmp_pat
     refused(lambda: policy.select_action({**{k: v for k, v in frame.items() if k != "observation.images.top"},
                                           "observation.image": torch.rand(1, 3, 32, 32)}), ValueError,
             "reads the cameras observation.images.oblique, observation.images.top but the observation has "
-            "observation.image, observation.images.oblique; map them with --rename_map")
+            "observation.image, observation.images.oblique; map them with --rename_map "
+            "'{\"observation.image\": \"observation.images.top\"}'")
+    refused(lambda: policy.select_action({k: v for k, v in frame.items() if k != "observation.images.top"}), ValueError,
+            "but the observation has observation.images.oblique; observation.images.top missing, and no other camera")
     refused(lambda: policy.select_action({**frame, "observation.images.top": torch.rand(1, 3, 480, 480)}), ValueError,
             r"observation.images.top: expected frames \(b, 1, 3, 32, 32\) \(the preprocessor fits every camera")
     refused(lambda: policy.select_action({**frame, "observation.state": torch.zeros(1, 7)}), ValueError,

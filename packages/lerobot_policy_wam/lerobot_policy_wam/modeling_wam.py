@@ -158,9 +158,11 @@ class WAMPolicy(PreTrainedPolicy):
         missing = [k for k in self.camera_keys if k not in batch]
         if missing:
             given = sorted(k for k in batch if k.startswith("observation.image") and not k.endswith("_is_pad"))
+            spare = [k for k in given if k not in self.camera_keys]
+            how = (f"map them with --rename_map '{{\"{spare[0]}\": \"{missing[0]}\"}}'" if spare else
+                   f"{', '.join(missing)} missing, and no other camera to map onto it with --rename_map")
             raise ValueError(f"the policy reads the cameras {', '.join(self.camera_keys)} but the observation has "
-                             f"{', '.join(given) or 'none'}; map them with --rename_map "
-                             f"'{{\"{given[0] if given else 'observation.image'}\": \"{missing[0]}\"}}'")
+                             f"{', '.join(given) or 'none'}; {how}")
         out = []
         for key in self.camera_keys:
             x = batch[key]
