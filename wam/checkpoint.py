@@ -8,6 +8,10 @@
 Weights that a run does not train (a frozen or LoRA fine-tune's pretrained backbone) are not saved: loading
 rebuilds the model from the backbone folder, whose fingerprint the config records, and reads the rest.
 Folders are written under NAME.tmp and renamed into place, so a crash never leaves a half checkpoint.
+
+A `wam` policy saved by lerobot (lerobot-train with the lerobot_policy_wam plugin: its pretrained_model/ folder)
+reads here too, as a checkpoint to evaluate, serve or initialise from: `read_config` and `served_tensors` tell the
+two apart by config.json (a lerobot policy's has a "type") and wam/lerobot/wam_checkpoint.py reads lerobot's.
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
 def load_normalizer(path: Path):
     from wam.data.transforms import Normalizer
 
-    return Normalizer.from_tensors(load_file(Path(path) / "model.safetensors"))
+    return Normalizer.from_tensors(served_tensors(path))
 
 
 def fingerprint(path: Path) -> str:
@@ -148,12 +152,45 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def read_config(path: Path) -> dict:
-    path = Path(path)
+def _saved_config(path: Path) -> dict:
+    """config.json as written, by `wam train` or by lerobot; a folder that is neither is refused in one line."""
     file = path / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not a wam checkpoint: {file} is missing")
-    return json.loads(file.read_text())
+        raise FileNotFoundError(f"{path} is not a wam checkpoint: {file} is missing (expected a `wam train` "
+                                f"checkpoint or a lerobot `wam` policy's pretrained_model/ folder)")
+    from wam.lerobot.wam_checkpoint import read_json
+
+    config = read_json(file, "a checkpoint's config")
+    if not isinstance(config, dict) or ("type" not in config and "model" not in config):
+        raise ValueError(f"{path} is neither a `wam train` checkpoint nor a lerobot policy: its config.json has "
+                         f"neither 'model' (wam) nor 'type' (lerobot)")
+    return config
+
+
+def read_config(path: Path) -> dict:
+    """The run config of a checkpoint folder (model, train, sampler, data, step, ...); a lerobot `wam` policy's is
+    read into the same keys (wam/lerobot/wam_checkpoint.py)."""
+    path = Path(path)
+    config = _saved_config(path)
+    if "type" in config:
+        from wam.lerobot import wam_checkpoint
+
+        return wam_checkpoint.read_config(path)
+    return config
+
+
+def served_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """What evaluation and serving load from a checkpoint: the served weights and the normaliser's tensors
+    (`normalizer.*`), from a `wam train` checkpoint's model.safetensors or a lerobot `wam` policy's folder."""
+    path = Path(path)
+    if "type" in _saved_config(path):
+        from wam.lerobot import wam_checkpoint
+
+        return wam_checkpoint.served_tensors(path)
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: the checkpoint is incomplete")
+    return load_file(file)
 
 
 def load_model(path: Path, backbone_path: str | Path | None = None) -> tuple[torch.nn.Module, "object", dict]:
@@ -177,9 +214,7 @@ def load_model(path: Path, backbone_path: str | Path | None = None) -> tuple[tor
     elif backbone_path is not None:
         raise ValueError(f"--backbone-path {backbone_path}: {path} is a {cfg.backbone!r} checkpoint, it reads no backbone folder")
     file = Path(path) / "model.safetensors"
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing: the checkpoint is incomplete")
-    tensors = load_file(file)
+    tensors = served_tensors(path)
     model = build(cfg)  # a pretrained backbone's folder supplies its VAE and text encoder
     train = config.get("train", {})
     finetune.apply(model, train.get("finetune", "full"), train.get("lora_rank", 16))  # the same modules (LoRA layers)
@@ -258,7 +293,7 @@ def load_init(path: Path, model: torch.nn.Module, model_cfg: ModelConfig) -> lis
             if k not in ("recipe", "future_frames") and getattr(saved, k) != getattr(model_cfg, k)}
     if diff:
         raise ValueError(f"cannot initialise from {path}: its model config differs (saved, requested): {diff}")
-    weights = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.startswith("normalizer.")}
+    weights = {k: v for k, v in served_tensors(path).items() if not k.startswith("normalizer.")}
     own = model.state_dict()
     missing = sorted(set(own) - set(weights) - frozen_names(model))
     if missing:

@@ -40,6 +40,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+BETAS = (0.9, 0.95)
+"""AdamW's betas."""
+
+
+def param_groups(trained: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW's two parameter groups: weight decay on matrices, none on biases, norms and position embeddings."""
+    decay, no_decay = [], []
+    for name, p in trained.items():
+        (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g: torch.Generator) -> dict[str, torch.Tensor]:
     """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised.
 
@@ -206,11 +218,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         fsdp.shard(model, cfg.precision)
     trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
     ema = {n: p.detach().clone() for n, p in trained.items()}
-    decay, no_decay = [], []
-    for name, p in trained.items():
-        (decay if p.dim() >= 2 and not name.startswith("pos_") else no_decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(param_groups(trained, cfg.weight_decay), lr=cfg.lr, betas=BETAS)
     start = 0
     if found is not None:
         saved = checkpoint.read_config(found)

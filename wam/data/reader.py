@@ -196,8 +196,6 @@ def _vectors(column, rows: int, key: str, where: str) -> np.ndarray:
 def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recordings:
     """The selected episodes of the dataset at `root` (module docstring). Validation set aside by
     data.val_episodes / val_fraction is not removed here: see `split`."""
-    import pandas as pd
-
     root = Path(root).resolve()
     info = read_info(root)
     features = info["features"]
@@ -215,25 +213,9 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         stats = json.loads(stats_path.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{stats_path} is not valid JSON ({e}); expected the dataset's statistics") from e
-    tasks_path = root / "meta/tasks.parquet"
-    if not tasks_path.is_file():
-        raise DataError(f"{tasks_path} is missing: expected the task table (task string -> task_index)")
-    tasks = _parquet(tasks_path, None).to_pandas()
-    if "task_index" not in tasks.columns:
-        raise DataError(f"{tasks_path} has no task_index column (columns {list(tasks.columns)})")
-    by_index = {int(i): str(t) for t, i in zip(tasks.index if "task" not in tasks.columns else tasks["task"],
-                                             tasks["task_index"])}
-    instructions = [by_index.get(i, "") for i in range(max(by_index, default=-1) + 1)]
-
+    instructions = read_tasks(root)
+    episodes = read_episode_table(root)
     ep_files = sorted((root / "meta/episodes").glob("chunk-*/file-*.parquet"))
-    if not ep_files:
-        raise DataError(f"{root}/meta/episodes/ holds no chunk-*/file-*.parquet: expected the episode table")
-    episodes = pd.concat([_parquet(p, None).to_pandas() for p in ep_files]).sort_values("episode_index")
-    episodes = episodes.reset_index(drop=True)
-    absent = [c for c in ("episode_index", "length", "data/chunk_index", "data/file_index") if c not in episodes.columns]
-    if absent:
-        raise DataError(f"{ep_files[0]} has no columns {absent}: expected the v3.0 episode table (columns "
-                        f"{list(episodes.columns)[:12]})")
     if len(episodes) != info["total_episodes"]:
         raise DataError(f"{root}: meta/episodes lists {len(episodes)} episodes, info.json's total_episodes is "
                         f"{info['total_episodes']}")
@@ -335,6 +317,35 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         has_actions=np.asarray(col("wam/has_actions", True), bool), instructions=instructions,
         env_tasks=[str(t) for t in col("wam/env_task", "")], seeds=[int(s) for s in col("wam/seed", -1)],
         skipped=bad)
+
+
+def read_tasks(root: Path) -> list[str]:
+    """meta/tasks.parquet: the instruction of each task_index, in order ("" for an index the table lacks)."""
+    tasks_path = Path(root) / "meta/tasks.parquet"
+    if not tasks_path.is_file():
+        raise DataError(f"{tasks_path} is missing: expected the task table (task string -> task_index)")
+    tasks = _parquet(tasks_path, None).to_pandas()
+    if "task_index" not in tasks.columns:
+        raise DataError(f"{tasks_path} has no task_index column (columns {list(tasks.columns)})")
+    by_index = {int(i): str(t) for t, i in zip(tasks.index if "task" not in tasks.columns else tasks["task"],
+                                             tasks["task_index"])}
+    return [by_index.get(i, "") for i in range(max(by_index, default=-1) + 1)]
+
+
+def read_episode_table(root: Path):
+    """meta/episodes/*/*.parquet as one pandas table, one row per episode in episode_index order."""
+    import pandas as pd
+
+    ep_files = sorted((Path(root) / "meta/episodes").glob("chunk-*/file-*.parquet"))
+    if not ep_files:
+        raise DataError(f"{root}/meta/episodes/ holds no chunk-*/file-*.parquet: expected the episode table")
+    episodes = pd.concat([_parquet(p, None).to_pandas() for p in ep_files]).sort_values("episode_index")
+    episodes = episodes.reset_index(drop=True)
+    absent = [c for c in ("episode_index", "length", "data/chunk_index", "data/file_index") if c not in episodes.columns]
+    if absent:
+        raise DataError(f"{ep_files[0]} has no columns {absent}: expected the v3.0 episode table (columns "
+                        f"{list(episodes.columns)[:12]})")
+    return episodes
 
 
 def _episode_problem(row, lo: int, hi: int, state, action, ts, frame_index, data: DataConfig, fps: float, where: str,

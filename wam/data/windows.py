@@ -90,17 +90,31 @@ class Windows:
             return Batch(context=context, video=lat[:, c:], video_mask=torch.from_numpy(fut_ok).float(),
                          actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
                          has_actions=self.labelled[idx], **extras)
-        images = images_to_model(self.images(frames))  # (b, c+f, v, 3, H, W)
-        if shift_px:
-            images = shift(images, shift_px, generator)
-        c, b = cfg.context_frames, len(idx)
-        future = images[:, c:].flatten(0, 2)  # (b*f*v, 3, H, W)
-        future = F.avg_pool2d(future, cfg.image_size // cfg.future_size) if len(future) else future
-        future = future.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
-        context = Context(images=images[:, :c], state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]])
-        return Batch(context=context, video=future, video_mask=torch.from_numpy(fut_ok).float(),
-                     actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
-                     has_actions=self.labelled[idx], **extras)
+        return pixel_batch(cfg, self.images(frames), state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]],
+                           actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
+                           video_mask=torch.from_numpy(fut_ok).float(), has_actions=self.labelled[idx],
+                           shift_px=shift_px, generator=generator, **extras)
+
+
+def pixel_batch(cfg: ModelConfig, frames: torch.Tensor, *, state: torch.Tensor, text: torch.Tensor, actions: torch.Tensor,
+                action_mask: torch.Tensor, video_mask: torch.Tensor, has_actions: torch.Tensor, shift_px: int = 0,
+                generator: torch.Generator | None = None, **extras) -> Batch:
+    """A pixel backbone's batch from one window of frames: uint8 frames (b, c+f, v, H, W, 3) at the context offsets
+    then the future offsets, at the model's image size; state (b, state_dim) and actions (b, k, a) normalised.
+    The frames are random-shift augmented by up to `shift_px` (context and future alike, one shift per sample and
+    camera) and the future ones average-pooled to future_size: the training targets. `Windows.get` builds its
+    batches with it, and so does the lerobot plugin from a LeRobotDataset's frames (packages/lerobot_policy_wam)."""
+    cfg = cfg.resolved()
+    images = images_to_model(frames)  # (b, c+f, v, 3, H, W)
+    if shift_px:
+        images = shift(images, shift_px, generator)
+    c, b = cfg.context_frames, frames.shape[0]
+    future = images[:, c:].flatten(0, 2)  # (b*f*v, 3, H, W)
+    future = F.avg_pool2d(future, cfg.image_size // cfg.future_size) if len(future) else future
+    future = future.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+    context = Context(images=images[:, :c], state=state, text=text)
+    return Batch(context=context, video=future, video_mask=video_mask, actions=actions, action_mask=action_mask,
+                 has_actions=has_actions, **extras)
 
 
 def batch_to(batch: Batch, device: torch.device) -> Batch:

@@ -1,3 +1,4 @@
-"""LeRobot interoperability: lerobot's own policies behind our `Policy` protocol (policy.py, for `wam eval --policy
-lerobot:PATH` and `wam bench peers`). lerobot itself is imported only where it is used; it runs in the venv
-scripts/lerobot-venv.sh builds."""
+"""LeRobot interoperability, both ways. lerobot's own policies (ACT, Diffusion Policy) behind our `Policy` protocol
+(policy.py: `wam eval --policy lerobot:PATH`, `wam bench peers`); and `wam` policies that lerobot saved (the
+lerobot_policy_wam plugin in packages/) read as wam checkpoints (wam_checkpoint.py, normalize.py). lerobot itself
+is imported only by policy.py, where it is used; it runs in the venv scripts/lerobot-venv.sh builds."""
