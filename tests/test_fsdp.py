@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from wam.config import preset, with_backbone
-from wam.testing import concrete, save_tiny
+from wam.testing import concrete, save_tiny, skip_without_pretrained
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -25,7 +25,7 @@ def losses(run: Path) -> list[float]:
 @pytest.mark.parametrize("kind", ["wan", "wam"])
 def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp_path):
     if kind == "wan":
-        pytest.importorskip("diffusers", reason="needs the pretrained extra: pip install 'wam[pretrained]'")
+        skip_without_pretrained()
     from wam.checkpoint import load_model
 
     folder = save_tiny(tmp_path / "backbone", "wan") if kind == "wan" else tmp_path / "no-backbone"
@@ -83,7 +83,7 @@ def test_fsdp_refusals(tiny_dataset, tmp_path):
 
 def test_lora_checkpoints_leave_the_frozen_backbone_out(tiny_dataset, tmp_path):
     """A single-process LoRA run saves the adapters, the action stream and the EMA of those only."""
-    pytest.importorskip("diffusers", reason="needs the pretrained extra: pip install 'wam[pretrained]'")
+    skip_without_pretrained()
     from wam.checkpoint import load_model
     from wam.train import train
 

@@ -98,6 +98,18 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
         wam.extras.require("wam_no_such_module", "a pretrained backbone")
 
 
+def test_an_extra_older_than_its_minimum_is_refused_with_the_pip_command(monkeypatch):
+    """lerobot's venv pins diffusers<0.36: it imports, but lacks the classes our backbones use."""
+    import wam.extras
+
+    monkeypatch.setitem(wam.extras.EXTRAS, "pytest", "pretrained")
+    monkeypatch.setitem(wam.extras.MINIMUM, "pytest", (999, 0))
+    with pytest.raises(ImportError, match=r"save_tiny needs pytest>=999.0, but \d+\.\d+ is installed: pip install 'wam\[pretrained\]'"):
+        wam.extras.require("pytest", "save_tiny")
+    monkeypatch.setitem(wam.extras.MINIMUM, "pytest", (1, 0))
+    assert wam.extras.unavailable("pytest") is None and wam.extras.require("pytest", "x") is pytest
+
+
 def test_machine_speed_is_one_positive_number():
     from wam.machine import describe, matmul_gflops
 

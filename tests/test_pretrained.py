@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("diffusers", reason="the pretrained backbones need the extra: pip install 'wam[pretrained]'")
+from wam.testing import skip_without_pretrained
+
+skip_without_pretrained()
 
 from wam import finetune, flow  # noqa: E402
 from wam.models.folders import LayoutError

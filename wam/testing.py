@@ -192,3 +192,15 @@ def synthetic_dataset(root: str | Path, episodes: int = 4, length: int | Sequenc
     except BaseException:
         writer.abort()
         raise
+
+
+def skip_without_pretrained() -> None:
+    """Skip the calling test (or module) unless the pretrained extra is installed at the versions it needs: not
+    installed, or too old (lerobot's venv pins diffusers<0.36), the reason names the pip command."""
+    import pytest
+
+    from wam.extras import unavailable
+
+    reason = unavailable("diffusers", "a pretrained backbone") or unavailable("peft", "LoRA fine-tuning")
+    if reason:
+        pytest.skip(reason, allow_module_level=True)
