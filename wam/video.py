@@ -24,8 +24,9 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=int(fps))
         self._stream.width, self._stream.height = int(width), int(height)
         self._stream.pix_fmt = pix_fmt
-        self._stream.options = {"crf": str(crf), "preset": preset}
-        self._stream.codec_context.thread_count = 1  # deterministic (see above)
+        # deterministic (see above): one thread for the codec context and, said to x264 itself, for its lookahead too
+        self._stream.options = {"crf": str(crf), "preset": preset, "x264-params": "threads=1:lookahead-threads=1"}
+        self._stream.codec_context.thread_count = 1
         self.frames = self.packets = self.bytes = 0
 
     def write(self, frame: np.ndarray) -> None:
