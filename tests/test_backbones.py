@@ -10,13 +10,14 @@ from wam import flow
 from wam.backbones import BACKBONES, backbone, build
 from wam.config import ModelConfig, preset, with_backbone
 from wam.recipes import OWN, RECIPES
-from wam.testing import concrete, fake_batch, save_tiny
+from wam.testing import concrete, fake_batch, save_tiny, skip_without_pretrained
 
 TINY = concrete(preset("tiny")).model
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
+    skip_without_pretrained()
     root = tmp_path_factory.mktemp("backbones")
     return {kind: save_tiny(root / kind, kind) for kind in ("wan", "cosmos")}
 

@@ -9,7 +9,7 @@ import tyro
 from wam.cli import train_command
 from wam.config import PRESETS, SamplerConfig, apply, field_docs
 from wam.evaluate import EvalConfig, SamplerOverrides
-from wam.testing import save_tiny
+from wam.testing import save_tiny, skip_without_pretrained
 
 
 def _resolved(argv):
@@ -47,6 +47,7 @@ def test_presets_are_subcommands_and_the_default_needs_none():
 
 
 def test_cosmos_with_its_recipe_named_explicitly_in_any_order(tmp_path):
+    skip_without_pretrained()
     folder = str(save_tiny(tmp_path / "cosmos", "cosmos"))
     for argv in (["--backbone", "cosmos", "--backbone-path", folder, "--recipe", "cosmos-policy"],
                  ["--recipe", "cosmos-policy", "--backbone-path", folder, "--preset", "tiny", "--backbone", "cosmos"],
