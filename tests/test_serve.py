@@ -574,7 +574,7 @@ def test_eval_remote_equals_in_process(tiny_dataset, tmp_path, port):
         executed = []
         for setup in (WorkerSetup(str(ckpt), sampler), WorkerSetup(str(ckpt), sampler, remote=url)):
             worker = Worker(setup)
-            env = worker.envs["metaworld:drawer-close-v3"] = RecordingEnv(make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
+            env = worker.envs["metaworld:drawer-close-v3", None] = RecordingEnv(make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
             worker.run(EpisodeJob(env="metaworld:drawer-close-v3", task="drawer-close-v3", seed=100_001, max_steps=7))
             executed.append(np.stack(env.actions))
             env.close()

@@ -50,7 +50,7 @@ def test_async_execution_over_the_wire_equals_in_process(tiny_dataset, tmp_path)
             worker = Worker(WorkerSetup(str(ckpt), sampler, delay=1, blend=1, remote=remote))
             spy = _Guides(worker.policy)
             worker.runner = closed_loop(spy, sampler.execute, delay=1, blend=1)  # the evaluation's own stack, watched
-            env = worker.envs["metaworld:drawer-close-v3"] = RecordingEnv(
+            env = worker.envs["metaworld:drawer-close-v3", None] = RecordingEnv(
                 make_env("metaworld:drawer-close-v3", P.model.cameras, P.model.image_size))
             worker.run(EpisodeJob(env="metaworld:drawer-close-v3", task="drawer-close-v3", seed=100_002, max_steps=9))
             executed.append(np.stack(env.actions))

@@ -10,6 +10,9 @@ with a 5% margin), in process and remote alike: an evaluation measures what a se
 Success is Meta-World's own `info["success"]`, counted when it is reached at any step within `max_steps`
 (the episode then ends). Variation seeds for evaluation start at `seed` (default 100000); demonstrations use
 seeds from 0 up, and the checkpoint records the range it was trained on, so an overlap is refused.
+
+`--shift colour` (or light, camera, instruction) evaluates under a distribution shift the policy was not trained
+on, drawn per episode from its variation seed (wam/envs/shift.py): the same seeds give the same shifted scenes.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class EvalConfig:
     """Steps over which a new chunk is blended into the old one (inpainting for WAM policies)."""
     instruction: str | None = None
     """Override every task's instruction with this text (phrasing robustness)."""
+    shift: str | None = None
+    """A distribution shift at evaluation, without retraining, drawn per episode from its seed: colour, light,
+    camera or instruction (wam/envs/shift.py)."""
     out: Path | None = None
     """Write results.json, report.html and videos here (default: CHECKPOINT/../eval)."""
     videos: int = -1
@@ -106,6 +112,7 @@ class EpisodeJob:
     seed: int
     max_steps: int
     prompt: str | None = None  # replaces the environment's instruction
+    shift: str | None = None  # a distribution shift (envs/shift.py), drawn from the seed
     video: str | None = None  # write the rollout video here
 
 
@@ -171,10 +178,11 @@ class Worker:
         from wam.video import write_mp4
 
         meta = self.policy.metadata
-        if job.env not in self.envs:
-            self.envs[job.env] = make_env(job.env, meta.cameras, meta.image_size[0])
+        key = (job.env, job.shift)  # a shifted env redraws its shift at every reset, so it is reused like any other
+        if key not in self.envs:
+            self.envs[key] = make_env(job.env, meta.cameras, meta.image_size[0], shift=job.shift)
         policy = Recorder(self.runner) if job.video else self.runner
-        r = rollout(self.envs[job.env], policy, job.seed, job.max_steps, prompt=job.prompt)
+        r = rollout(self.envs[key], policy, job.seed, job.max_steps, prompt=job.prompt)
         if job.video:
             write_mp4(job.video, policy.video(), fps=20)
         return EpisodeResult(task=job.task, seed=job.seed, success=r.success, steps=r.steps, ms=r.infer_ms,
@@ -198,8 +206,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from wam.checkpoint import read_config
+    from wam.envs.shift import check_shift
     from wam.envs.tasks import parse_tasks
 
+    # checked here rather than in __post_init__, where tyro would show the message in a box, not in one line
+    check_shift(cfg.shift)
+    if cfg.shift == "instruction" and cfg.instruction is not None:
+        raise ValueError("--instruction replaces every prompt, so --shift instruction would change nothing; give one")
     if (cfg.checkpoint is None) == (cfg.policy is None):
         raise ValueError("give a checkpoint folder, or --policy lerobot:PATH for a lerobot policy (one of them)")
     if cfg.policy is not None and not cfg.policy.startswith("lerobot:"):
@@ -244,7 +257,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         for i in range(cfg.episodes):
             video = str(out / "videos" / f"{task}-{cfg.seed + i}.mp4") if cfg.videos < 0 or i < cfg.videos else None
             jobs.append(EpisodeJob(env=f"metaworld:{task}", task=task, seed=cfg.seed + i, max_steps=cfg.max_steps,
-                                   prompt=cfg.instruction, video=video))
+                                   prompt=cfg.instruction, shift=cfg.shift, video=video))
 
     workers = min(cfg.workers, len(jobs))
     setup = WorkerSetup(checkpoint=str(source), sampler=sampler, threads=1 if workers > 1 else 0,
@@ -282,7 +295,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "checkpoint": str(source), "policy": cfg.policy, "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
         "tasks": per_task, "episodes_per_task": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
-        "instruction_override": cfg.instruction, "delay": cfg.delay, "blend": cfg.blend, "median_ms_per_chunk": statistics.median(all_ms),
+        "instruction_override": cfg.instruction, "shift": cfg.shift, "delay": cfg.delay, "blend": cfg.blend,
+        "median_ms_per_chunk": statistics.median(all_ms),
         "p90_ms_per_chunk": float(np.percentile(all_ms, 90)), "parameters": config.get("parameters"),
         "train_step": config.get("step"), "remote": cfg.remote, "server": server, "episodes": results,
     }

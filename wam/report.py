@@ -88,7 +88,8 @@ def write_report(out: Path, summary: dict, checkpoint: Path) -> Path:
 Closed loop in Meta-World v3, held-out variation seeds {summary['seeds'][0]}..{summary['seeds'][1]},
 {summary['episodes_per_task']} episodes per task, at most {summary['max_steps']} steps,
 {summary['sampler']['steps']} sampler steps, {summary['sampler']['execute']} actions executed per chunk.
-{('Instruction override: <b>' + html.escape(summary['instruction_override']) + '</b>.') if summary['instruction_override'] else ''}</p>
+{('Instruction override: <b>' + html.escape(summary['instruction_override']) + '</b>.') if summary['instruction_override'] else ''}
+{('Shift at evaluation: <b>' + html.escape(summary['shift']) + '</b>, drawn per episode from its seed.') if summary.get('shift') else ''}</p>
 <h2>Mean success {summary['mean_success']:.2f}</h2>
 <table><tr><th>task</th><th>success</th><th>95% CI</th><th>episodes</th><th>mean steps</th><th>ms / chunk</th></tr>{rows}</table>
 <p>Median {summary['median_ms_per_chunk']:.1f} ms per action chunk (p90 {summary['p90_ms_per_chunk']:.1f} ms).</p>

@@ -8,6 +8,10 @@ builds one by name.
 Variations: `reset(seed)` seeds Meta-World's own sampler (`seeded_rand_vec`), so a seed names one
 object/goal placement, reproducibly, with Meta-World's own rejection rules. Demonstrations and evaluation
 draw seeds from disjoint ranges (see `data/collect.py` and `evaluate.py`).
+
+Shifts: `MetaWorldEnv(..., shift="colour")` (or light, camera, instruction; envs/shift.py) changes what the
+cameras see or the instruction the policy reads, drawn afresh from the seed at every `reset(seed)`; the
+simulation, the expert and the success flag are Meta-World's own, unchanged.
 """
 
 from __future__ import annotations
@@ -82,15 +86,19 @@ def _register_cleanup() -> None:
 
 
 class MetaWorldEnv:
-    """One Meta-World v3 task rendered from `cameras` at `image_size` px. `step` returns (obs, success)."""
+    """One Meta-World v3 task rendered from `cameras` at `image_size` px. `step` returns (obs, success).
+    `shift` names a distribution shift (envs/shift.py) drawn per episode from the seed of `reset`."""
 
-    def __init__(self, task: str, cameras: tuple[str, ...] = ("oblique", "top"), image_size: int = 96):
+    def __init__(self, task: str, cameras: tuple[str, ...] = ("oblique", "top"), image_size: int = 96,
+                 shift: str | None = None):
         import mujoco
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
+        from wam.envs.shift import Scene, check_shift
         from wam.envs.tasks import check_task, instruction
 
         self.task = check_task(task)
+        self.shift = check_shift(shift)
         self.instruction = instruction(task)
         self.cameras = check_cameras(tuple(cameras))
         self.image_size = image_size
@@ -125,9 +133,16 @@ class MetaWorldEnv:
                 self._cams.append(cam)
             else:
                 self._cams.append(name)
+        # the defaults of what a shift changes, kept from here; each reset writes them + that episode's draw
+        self._scene = None if shift is None else Scene(model, [None if isinstance(c, str) else c for c in self._cams],
+                                                       self.task, self.instruction)
+        self._prompt = self.instruction
 
     # ---------------------------------------------------------------- protocol
     def reset(self, seed: int) -> Observation:
+        if self._scene is not None:  # before Meta-World's reset, whose forward pass places the moved cameras and lights
+            self._scene.apply(self.shift, seed)
+            self._prompt = self._scene.prompt
         self._env.seed(int(seed))
         self._raw, _ = self._env.reset()
         return self._observe()
@@ -166,4 +181,4 @@ class MetaWorldEnv:
         return frames
 
     def _observe(self) -> Observation:
-        return Observation(images=self.render(), state=self._raw[:STATE_DIM].astype(np.float32), prompt=self.instruction)
+        return Observation(images=self.render(), state=self._raw[:STATE_DIM].astype(np.float32), prompt=self._prompt)
