@@ -22,7 +22,7 @@ import torch
 
 FILE = Path(__file__).parent / "golden" / "tiny.json"
 SAMPLER_STEPS = {"joint": (3, 3), "decoupled": (3, 3), "flash": (3, 1), "video-then-idm": (3, 3),
-                 "features": (3, 1), "action-only": (3, 0)}
+                 "features": (3, 1), "plan-then-act": (3, 3), "action-only": (3, 0)}
 """(steps, video_steps) per recipe, given explicitly so the values do not depend on preset defaults."""
 TRAIN_RECIPES = ("decoupled", "action-only")
 

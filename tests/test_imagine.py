@@ -75,7 +75,7 @@ def test_video_pretraining_on_action_free_episodes_then_fine_tuning(tiny_dataset
     scratch = train(replace(P.train, data=tiny_dataset, out=tmp_path / "scratch", steps=1), m, P.sampler, progress=False)
     c = load_file(scratch / "model.safetensors")
     key = "blocks.0.qkv.weight"
-    assert (a[key] - b[key]).abs().max() < (c[key] - b[key]).abs().max()  # nearer the pretrained start than a fresh one
+    assert (a[key] - b[key]).abs().mean() < (c[key] - b[key]).abs().mean()  # nearer the pretrained start than a fresh one
     with pytest.raises(ValueError, match="model config differs"):
         train(replace(P.train, data=tiny_dataset, out=tmp_path / "bad", steps=1, init=pre), replace(m, width=64),
               P.sampler, progress=False)

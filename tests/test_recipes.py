@@ -243,3 +243,61 @@ def test_actions_must_see_frames_where_the_recipe_decodes_them_from_frames():
     for name in ("video-then-idm", "features"):
         with pytest.raises(ValueError, match="--model.actions-see-frames must be True"):
             dataclasses.replace(with_recipe(TINY, name).model, actions_see_frames=False)
+
+
+def test_plan_then_act_decodes_actions_blind_to_the_instruction():
+    """plan-then-act plans the frames with the instruction, then decodes the actions with it zeroed: given the same
+    frames another instruction gives the same actions (inverse dynamics, policy), while the plan itself changes; in
+    training, the samples that train the actions see no instruction either."""
+    name = "plan-then-act"
+    model = _model(name)
+    cfg = with_recipe(TINY, name)
+    batch = fake_batch(cfg.model, 2)
+    other = dataclasses.replace(batch.context, text=torch.randn_like(batch.context.text))
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    _, a1 = modes.run(model, "inverse_dynamics", batch.context, cfg.sampler, video=batch.video, generator=g())
+    _, a2 = modes.run(model, "inverse_dynamics", other, cfg.sampler, video=batch.video, generator=g())
+    assert torch.equal(a1, a2)
+    v1, p1 = modes.run(model, "policy", batch.context, cfg.sampler, generator=g())
+    v2, p2 = modes.run(model, "policy", other, cfg.sampler, generator=g())
+    assert not torch.allclose(v1, v2, atol=1e-4) and not torch.allclose(p1, p2, atol=1e-4)  # another plan, other actions
+    _, again = modes.run(model, "inverse_dynamics", other, cfg.sampler, video=v1, generator=g())
+    _, same = modes.run(model, "inverse_dynamics", batch.context, cfg.sampler, video=v1, generator=g())
+    assert torch.equal(again, same)
+    images = dataclasses.replace(batch.context, images=torch.randn_like(batch.context.images))
+    assert not torch.allclose(modes.run(model, "inverse_dynamics", images, cfg.sampler, video=batch.video, generator=g())[1],
+                              a1, atol=1e-4)  # the context images still matter
+    # training: an action sample's loss does not depend on the instruction
+    labelled = dataclasses.replace(batch, has_actions=torch.ones(2, dtype=torch.bool))
+    seeds = [s for s in range(50) if draw_times(name, 2, torch.Generator().manual_seed(s), labelled.has_actions)[3].all()]
+    assert seeds
+    g0 = lambda: torch.Generator().manual_seed(seeds[0])  # noqa: E731
+    base = loss_terms(model, labelled, TINY.train, cfg.model, g0())
+    moved = loss_terms(model, dataclasses.replace(labelled, context=other), TINY.train, cfg.model, g0())
+    assert torch.equal(base["action"], moved["action"])
+
+
+def test_action_free_samples_always_train_the_video_model_of_plan_then_act():
+    g = torch.Generator().manual_seed(0)
+    labelled = torch.arange(1000) % 2 == 0
+    t_v, t_a, w_v, w_a = draw_times("plan-then-act", 1000, g, labelled)
+    assert (w_a[~labelled] == 0).all() and (w_v[~labelled] == 1).all()  # no IDM sample without actions
+    assert 0.4 < w_a[labelled].mean() < 0.6
+
+
+def test_a_residual_frame_head_starts_as_the_copy_of_the_current_frame():
+    """With video_residual the untrained world model predicts the current frame (pooled to the future size); the
+    legacy head predicts zeros (a grey frame)."""
+    cfg = with_recipe(TINY, "decoupled").model
+    batch = fake_batch(cfg, 2)
+    torch.manual_seed(0)
+    model = WAMTransformer(cfg).eval()
+    current = model._current(batch.context)
+    out, _ = model(batch.video, batch.actions, torch.zeros(2), torch.zeros(2), batch.context)
+    assert torch.equal(out, current[:, None].expand_as(out))
+    legacy = WAMTransformer(dataclasses.replace(cfg, video_residual=False)).eval()
+    assert (legacy(batch.video, batch.actions, torch.zeros(2), torch.zeros(2), batch.context)[0] == 0).all()
+    from wam.config import model_from_dict, to_dict
+
+    old = {k: v for k, v in to_dict(cfg.resolved()).items() if k != "video_residual"}
+    assert model_from_dict(old).video_residual is False  # a checkpoint from before the field

@@ -73,9 +73,14 @@ class ModelConfig:
     the backbone's default (data for wam, velocity for wan and cosmos: backbones.py)."""
     action_target: Target | None = None
     """The same for actions. None: the backbone's default (velocity)."""
+    video_residual: bool = True
+    """Our backbone with x-prediction of frames: the network outputs the change from the current frame, and the
+    predicted frame is the current frame (at the future frames' size) plus that change. At initialisation the world
+    model then copies the current frame, the baseline it has to beat, and its capacity goes to what moves.
+    Checkpoints from before this field read as False."""
     recipe: Annotated[str | None, tyro.conf.arg(aliases=("--recipe",))] = None
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
-    video-then-idm, features, cosmos-policy, action-only (see recipes.py). None: the backbone's default (decoupled
+    video-then-idm, features, plan-then-act, cosmos-policy, action-only (see recipes.py). None: the backbone's default (decoupled
     for wam and wan, cosmos-policy for cosmos)."""
 
     backbone: Annotated[str, tyro.conf.arg(aliases=("--backbone",))] = "wam"
@@ -116,7 +121,7 @@ class ModelConfig:
         if self.backbone_path and not spec.needs_path:
             raise ValueError(f"{_PATH} {self.backbone_path} is given but {_BACKBONE} {self.backbone} reads no folder; "
                              f"backbones that do: {', '.join(b.name for b in BACKBONES.values() if b.needs_path)}")
-        if not self.actions_see_frames and name in ("video-then-idm", "features"):
+        if not self.actions_see_frames and name in ("video-then-idm", "features", "plan-then-act"):
             raise ValueError(f"{_RECIPE} {name} decodes actions from the frames: --model.actions-see-frames must be True")
         if r.predicts_video and self.future_frames < 1:
             raise ValueError(f"{_RECIPE} {name} predicts future frames: --model.future-frames must be >= 1, got "
@@ -285,6 +290,10 @@ class DataConfig:
     action_key: str = "action"
     episodes: str | None = None
     """Episodes to use: indices and ranges, like 0:100,120,130:140 (a range's end excluded). None: all."""
+    video_only_episodes: str | None = None
+    """Episodes read as action-free video (same syntax): their frames and instruction train the future-frame stream,
+    their actions and robot state are not read (as video of another robot or of a person would have none), and the
+    normaliser's statistics come from the other episodes. Benchmarks hold tasks out this way (wam bench generalise)."""
     val_episodes: str | None = None
     """Episodes held out for validation (same syntax), never trained on; offline evaluation reads them."""
     val_fraction: float = 0.0
@@ -318,6 +327,7 @@ class DataConfig:
         object.__setattr__(self, "cameras", cams)
         parse_episodes(self.episodes, flag="--data.episodes")  # the syntax now; the range once the data is read
         parse_episodes(self.val_episodes, flag="--data.val-episodes")
+        parse_episodes(self.video_only_episodes, flag="--data.video-only-episodes")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"--data.val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers is not None and self.workers < 0:
@@ -455,10 +465,15 @@ def to_dict(cfg) -> dict:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
+LEGACY_MODEL_FIELDS = {"video_residual": False}
+"""What a recorded model config that lacks a field meant: the behaviour before the field existed."""
+
+
 def model_from_dict(d: dict) -> ModelConfig:
     """The resolved model config a checkpoint records (older checkpoints hold concrete fields already)."""
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"model config has unknown fields {sorted(unknown)}; expected fields of ModelConfig")
+    d = {**LEGACY_MODEL_FIELDS, **d}
     return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}).resolved()

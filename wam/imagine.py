@@ -8,7 +8,7 @@ the same actions are also executed in Meta-World, so the real frames they lead t
 
 The robot state the model reads is taken from the real trajectory (the model does not predict it).
 Writes OUT/imagine.mp4 (real frames above, imagined below, cameras side by side) and
-OUT/imagine.json with the PSNR of every imagined frame against the real one, next to a "nothing moves"
+OUT/imagine.json with the PSNR and SSIM of every imagined frame against the real one, next to a "nothing moves"
 baseline (the first real frame held).
 """
 
@@ -25,7 +25,7 @@ import tyro
 
 from wam.config import SamplerConfig, apply, overrides_of
 from wam.evaluate import EVAL_SEED
-from wam.metrics import psnr
+from wam.metrics import psnr, ssim
 
 SamplerOverrides = overrides_of(SamplerConfig, "SamplerOverrides", aliases={"video_steps": ("--steps",)})
 
@@ -170,7 +170,8 @@ def imagine(cfg: ImagineConfig) -> dict:
         if step > horizon:
             break
         real = pooled(source.frame(step))
-        rows.append({"step": step, "psnr": psnr(small[step], real), "psnr_static": psnr(first, real)})
+        rows.append({"step": step, "psnr": psnr(small[step], real), "psnr_static": psnr(first, real),
+                     "ssim": float(ssim(small[step], real).mean()), "ssim_static": float(ssim(first, real).mean())})
         rep = m.image_size // s
         big = lambda x: np.concatenate([np.kron(v, np.ones((rep, rep, 1), np.uint8)) for v in x], axis=1)  # noqa: E731
         video.append(np.concatenate([np.concatenate(list(source.frame(step)), axis=1), big(small[step])], axis=0))
@@ -181,11 +182,14 @@ def imagine(cfg: ImagineConfig) -> dict:
               "episode": cfg.episode if cfg.data else None, "task_instruction": source.instruction,
               "seed": None if cfg.data else cfg.seed, "frames": rows,
               "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
-              "mean_psnr_static": float(np.mean([r["psnr_static"] for r in rows]))}
+              "mean_psnr_static": float(np.mean([r["psnr_static"] for r in rows])),
+              "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
+              "mean_ssim_static": float(np.mean([r["ssim_static"] for r in rows]))}
     (out / "imagine.json").write_text(json.dumps(result, indent=2))
-    print(f"{'step':>5s} {'PSNR imagined':>14s} {'PSNR first frame held':>22s}")
+    print(f"{'step':>5s} {'PSNR imagined':>14s} {'first frame held':>17s} {'SSIM imagined':>14s} {'first frame held':>17s}")
     for r in rows:
-        print(f"{r['step']:5d} {r['psnr']:14.1f} {r['psnr_static']:22.1f}")
-    print(f"mean  {result['mean_psnr']:14.1f} {result['mean_psnr_static']:22.1f}")
+        print(f"{r['step']:5d} {r['psnr']:14.1f} {r['psnr_static']:17.1f} {r['ssim']:14.3f} {r['ssim_static']:17.3f}")
+    print(f"mean  {result['mean_psnr']:14.1f} {result['mean_psnr_static']:17.1f} {result['mean_ssim']:14.3f} "
+          f"{result['mean_ssim_static']:17.3f}")
     print(f"video (real above, imagined below): {out / 'imagine.mp4'}")
     return result

@@ -11,6 +11,8 @@ serves depends on its recipe (recipes.py); asking for another is an error, not n
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from wam import flow
@@ -48,6 +50,25 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
     if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and model.capabilities.frames_optional):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
+    if not r.actions_read_text and mode in ("policy", "inverse_dynamics"):
+        # plan the frames with the instruction, then decode the actions from them with the instruction zeroed
+        # (as they were trained: recipes.Recipe.actions_read_text)
+        shapes = (model.video_shape(b), (b, cfg.action_horizon, cfg.action_dim))
+        if mode == "policy" and vs == 0:
+            raise ValueError(f"recipe {cfg.recipe!r} decodes its actions from the planned frames: video_steps must be >= 1")
+        if mode == "policy":
+            plan_noise = None if noise is None else (noise[0], torch.zeros(shapes[1]))
+            video, _ = flow.sample(model, context, *shapes, steps=0, video_steps=vs, video_target=cfg.video_target,
+                                   action_target=cfg.action_target, decode=r.decode, generator=generator,
+                                   noise=plan_noise, cache=sampler.cache)
+        blind = dataclasses.replace(context, text=torch.zeros_like(context.text))
+        act_noise = None if noise is None else (torch.zeros(shapes[0]), noise[1])
+        if act_noise is None:  # the actions' noise drawn after the frames', from the same generator
+            act_noise = (torch.zeros(shapes[0]), torch.randn(shapes[1], generator=generator))
+        _, actions = flow.sample(model, blind, *shapes, steps=sampler.steps, video_steps=0, video_target=cfg.video_target,
+                                 action_target=cfg.action_target, decode=r.decode, video=video, generator=generator,
+                                 noise=act_noise, cache=sampler.cache, guide=guide)
+        return video, actions
     return flow.sample(model, context, model.video_shape(b),
                        (b, cfg.action_horizon, cfg.action_dim), steps=0 if mode == "video" else sampler.steps,
                        video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,

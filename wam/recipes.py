@@ -15,6 +15,11 @@ A recipe is a handful of facts about the same transformer (models/transformer.py
                     inverse dynamics from the finished frames (actions read only frames)
     features        one pass of the frame stream at pure noise; the action tokens       VPP, mimic-video
                     read its features at every layer (frames never read actions)
+    plan-then-act   frames planned first from the instruction (they never read          UniPi's idea, with
+                    actions); then an inverse-dynamics pass with the instruction        an IDM that reads the
+                    zeroed reads the context images, the state and the planned frames: context and is blind
+                    what it learns on labelled tasks applies to tasks seen only in      to the task
+                    video
     cosmos-policy   the Cosmos backbone as is: actions, future robot state and a value   Cosmos Policy
                     estimate are extra latent frames denoised with the future frames;
                     best-of-N planning by the predicted value (backbone cosmos only)
@@ -55,6 +60,11 @@ class Recipe:
     video_steps: int | None
     """Default frame denoising steps (None: as many as the action steps; 0: frames are not predicted)."""
     summary: str
+    actions_read_text: bool = True
+    """The actions are decoded with the instruction in the sequence. False (with decode "video_then_actions"): the
+    inverse-dynamics pass runs with the instruction zeroed, in training (every sample that trains the actions) and at
+    inference (modes.py): the whole sequence then holds nothing of the task, so the decoder maps what the images and
+    the planned frames show to actions the same way for every task, seen with actions or only in video."""
 
     @property
     def predicts_video(self) -> bool:
@@ -74,6 +84,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("features", "VPP, mimic-video (action decoder on video features)", "cv", "cva", "independent", "noisy",
            "together", ("policy", "video"), 10, 1,
            "one pass of the frame stream at pure noise; action tokens read its features at every layer"),
+    Recipe("plan-then-act", "UniPi's plan-then-act, with a task-blind inverse dynamics reading the context", "cv", "cva",
+           "video_or_idm", "uniform", "video_then_actions", ("policy", "inverse_dynamics", "video"), 10, None,
+           "frames planned first from the instruction, then actions from the context and the plan by an "
+           "instruction-blind inverse dynamics", actions_read_text=False),
     Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
            "shared", "uniform", "together", ("policy",), 10, None,
            "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames"),
@@ -89,6 +103,7 @@ _WHY_NOT = {
     ("video-then-idm", "world_model"): "its future-frame tokens never read the actions",
     ("features", "world_model"): "its future-frame tokens never read the actions",
     ("features", "inverse_dynamics"): "its action decoder was trained on frame features at high noise, not on clean frames",
+    ("plan-then-act", "world_model"): "its future-frame tokens never read the actions",
 }
 
 
@@ -123,8 +138,10 @@ def _noisy(b: int, g: torch.Generator | None) -> torch.Tensor:
     return 1 - torch.rand(b, generator=g) ** (1 / 3)
 
 
-def draw_times(name: str, b: int, g: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-    """Training noise levels and loss weights: (t_video, t_action, w_video, w_action), each (b,)."""
+def draw_times(name: str, b: int, g: torch.Generator | None = None,
+               labelled: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Training noise levels and loss weights: (t_video, t_action, w_video, w_action), each (b,). `labelled` (b,)
+    bool: samples with actions; one without (action-free video) always trains the frames where a recipe chooses."""
     r = recipe(name)
     ones = torch.ones(b)
     t_v = torch.rand(b, generator=g) if r.t_video == "uniform" else _noisy(b, g)
@@ -135,6 +152,8 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None) -> tuple[tor
     elif r.noise == "video_or_idm":
         # Half the samples train the video model (actions absent), half the inverse dynamics (frames given).
         idm = torch.rand(b, generator=g) < 0.5
+        if labelled is not None:  # action-free video has no actions to decode: it trains the video model
+            idm &= labelled.bool().cpu()
         t_v = torch.where(idm, ones, t_v)
         t_a = torch.where(idm, t_a, torch.zeros(b))
         w_v, w_a = (~idm).float(), idm.float()

@@ -12,6 +12,7 @@ loss curve. Under `torchrun --nproc_per_node=N` it runs DDP (gloo on CPU, nccl o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -30,7 +31,7 @@ from wam.data.loader import batches
 from wam.data.reader import Recordings, read_dataset, split, usable_stats
 from wam.data.transforms import Normalizer
 from wam.data.windows import Batch, Windows, batch_to
-from wam.recipes import draw_times
+from wam.recipes import draw_times, recipe
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -56,7 +57,8 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     """Weighted, masked, reduced losses for one batch; 'loss' is what is optimised.
 
     The recipe draws the noise levels and says which losses count (recipes.draw_times). Samples from
-    action-free episodes train the frames only: their actions sit at pure noise and their loss is masked.
+    action-free episodes train the frames only: their actions sit at pure noise and their loss is masked. A recipe
+    whose actions are decoded blind to the task (plan-then-act) sees no instruction in the samples that train them.
     """
     model_cfg = model_cfg.resolved()
     b = batch.actions.shape[0]
@@ -65,13 +67,17 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     if net.capabilities.packed_video:  # cosmos-policy: future state and value ride in extra latent frames
         video, video_mask = net.pack_video(batch)
     device = video.device
-    t_video, t_action, w_video, w_action = (x.to(device) for x in draw_times(model_cfg.recipe, b, g))
+    t_video, t_action, w_video, w_action = (x.to(device) for x in draw_times(model_cfg.recipe, b, g, batch.has_actions))
     noise_v = torch.randn(video.shape, generator=g).to(device)
     noise_a = torch.randn(batch.actions.shape, generator=g).to(device)
     labelled = batch.has_actions.float()
     t_action = t_action * labelled
     w_action = w_action * labelled
-    per = flow.losses(model, video, batch.actions, batch.context, t_video, t_action, noise_v, noise_a,
+    context = batch.context
+    if not recipe(model_cfg.recipe).actions_read_text:  # the samples that train the actions see no instruction
+        blind = (w_action > 0).to(context.text.dtype).reshape(-1, *([1] * (context.text.dim() - 1)))
+        context = dataclasses.replace(context, text=context.text * (1 - blind))
+    per = flow.losses(model, video, batch.actions, context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
     am = batch.action_mask[..., None] * w_action[:, None, None]
     action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)

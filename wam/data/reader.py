@@ -80,6 +80,11 @@ class Recordings:
     env_tasks: list[str]  # (E,) simulator task per episode ("" for a real robot's data)
     seeds: list[int]  # (E,) variation seed per episode (-1 when unknown)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (episode, why), with --data.skip-bad-episodes
+    has_state: np.ndarray | None = None  # (E,) False where the robot state is not read (--data.video-only-episodes)
+
+    def __post_init__(self):
+        if self.has_state is None:
+            self.has_state = np.ones(len(self.episode_ids), bool)
 
     @property
     def fps(self) -> float:
@@ -112,7 +117,7 @@ class Recordings:
         return replace(self, sources=sources, state=self.state[frames], action=self.action[frames],
                        timestamp=self.timestamp[frames], index=self.index[frames], task_index=self.task_index[frames],
                        episode_ids=self.episode_ids[positions], episode_from=to - lengths, episode_to=to,
-                       has_actions=self.has_actions[positions], env_tasks=[self.env_tasks[e] for e in positions],
+                       has_actions=self.has_actions[positions], has_state=self.has_state[positions], env_tasks=[self.env_tasks[e] for e in positions],
                        seeds=[self.seeds[e] for e in positions])
 
 
@@ -308,13 +313,19 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
                                        from_ts=np.zeros(len(starts)), rows=frames["row"][take]))
 
     col = lambda name, default: episodes[name].tolist() if name in episodes.columns else [default] * len(episodes)  # noqa: E731
+    # action-free video by selection: its actions and state are zeroed here, so nothing downstream can read them
+    blind = np.isin(episodes["episode_index"].to_numpy(np.int64),
+                    parse_episodes(data.video_only_episodes, int(info["total_episodes"]), "--data.video-only-episodes") or [])
+    state, action = np.array(state[take], np.float32), np.array(action[take], np.float32)
+    hidden = np.repeat(blind, lengths)
+    state[hidden], action[hidden] = 0.0, 0.0
     return Recordings(
         root=root, info=info, stats=stats, data=data, cameras=tuple(cameras), sources=tuple(sources),
-        state=np.ascontiguousarray(state[take], np.float32), action=np.ascontiguousarray(action[take], np.float32),
+        state=state, action=action, has_state=~blind,
         timestamp=ts[take], index=frames["index"][take].astype(np.int64),
         task_index=frames["task_index"][take].astype(np.int64) if "task_index" in frames else np.zeros(len(take), np.int64),
         episode_ids=episodes["episode_index"].to_numpy(np.int64), episode_from=to - lengths, episode_to=to,
-        has_actions=np.asarray(col("wam/has_actions", True), bool), instructions=instructions,
+        has_actions=np.asarray(col("wam/has_actions", True), bool) & ~blind, instructions=instructions,
         env_tasks=[str(t) for t in col("wam/env_task", "")], seeds=[int(s) for s in col("wam/seed", -1)],
         skipped=bad)
 
@@ -462,16 +473,23 @@ def _parquet(path: Path, columns: list[str] | None, schema: bool = False):
 
 def usable_stats(rec: Recordings, data: DataConfig) -> dict:
     """meta/stats.json, unless its state or action entry is not finite (lerobot's statistics carry a bad episode's
-    NaN into the whole dataset's): then that entry is computed from the episodes kept (`rec`), and said so."""
+    NaN into the whole dataset's): then that entry is computed from the episodes kept (`rec`), and said so. With
+    --data.episodes or --data.video-only-episodes the dataset's statistics would cover episodes (or actions and
+    states) that are not read, so both entries come from the frames whose state and actions are read."""
     from wam.data.stats import feature_stats
 
     stats = dict(rec.stats)
-    labelled = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)  # action-free episodes store zeros
-    for key, x in ((data.state_key, rec.state), (data.action_key, rec.action[labelled])):
+    lengths = rec.episode_to - rec.episode_from
+    labelled = np.repeat(rec.has_actions, lengths)  # action-free episodes store zeros
+    known = np.repeat(rec.has_state, lengths)
+    for key, x in ((data.state_key, rec.state[known]), (data.action_key, rec.action[labelled])):
         if not key or x.shape[1] == 0 or len(x) == 0:
             continue
         entry = stats.get(key) or {}
         finite = all(np.isfinite(np.asarray(v, np.float64)).all() for k, v in entry.items() if k != "count")
+        if data.video_only_episodes is not None or data.episodes is not None:  # meta/stats.json covers episodes not read
+            stats[key] = feature_stats(x)
+            continue
         if entry and finite:
             continue
         print(f"meta/stats.json {'has no' if not entry else 'has non-finite'} statistics for {key!r}; the normaliser "

@@ -53,6 +53,7 @@ class Windows:
         self.ep_from = rec.episode_from[ep]  # (N,) first index of each frame's episode
         self.ep_to = rec.episode_to[ep]  # (N,) one past its last
         self.labelled = torch.from_numpy(rec.has_actions[ep])  # (N,) bool
+        self.known = torch.from_numpy(rec.has_state[ep]).float() if not rec.has_state.all() else None  # (N,)
         self.latents = latents
         self.n = len(ep)
 
@@ -79,6 +80,7 @@ class Windows:
         act_i = np.minimum(act_i, hi[:, None] - 1)
 
         frames = np.concatenate([ctx_i, fut_i], axis=1)  # (b, c+f)
+        known = self.known[idx] if self.known is not None else None  # (b,) 0 for action-free video
         extras = {"future_state": self.norm.state(self.state[fut_i[:, -1] if fut_i.shape[1] else idx]),
                   "steps_left": torch.from_numpy(hi - 1 - idx)}
         if self.latents is not None:  # pretrained backbone: latent frames, no pixel augmentation
@@ -86,11 +88,14 @@ class Windows:
             lat = self.latents[torch.from_numpy(frames)].float()  # (b, c+f, v, z, h, w)
             images = images_to_model(self.images(ctx_i))
             context = Context(images=images, state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]],
-                              latents=lat[:, :c])
+                              latents=lat[:, :c], state_known=known)
             return Batch(context=context, video=lat[:, c:], video_mask=torch.from_numpy(fut_ok).float(),
                          actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
                          has_actions=self.labelled[idx], **extras)
-        return pixel_batch(cfg, self.images(frames), state=self.norm.state(self.state[idx]), text=self.text[self.task[idx]],
+        state = self.norm.state(self.state[idx])
+        if known is not None:  # an absent state reads as zeros, and the model is told it is absent
+            state = state * known[:, None]
+        return pixel_batch(cfg, self.images(frames), state=state, state_known=known, text=self.text[self.task[idx]],
                            actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
                            video_mask=torch.from_numpy(fut_ok).float(), has_actions=self.labelled[idx],
                            shift_px=shift_px, generator=generator, **extras)
@@ -98,11 +103,12 @@ class Windows:
 
 def pixel_batch(cfg: ModelConfig, frames: torch.Tensor, *, state: torch.Tensor, text: torch.Tensor, actions: torch.Tensor,
                 action_mask: torch.Tensor, video_mask: torch.Tensor, has_actions: torch.Tensor, shift_px: int = 0,
-                generator: torch.Generator | None = None, **extras) -> Batch:
+                generator: torch.Generator | None = None, state_known: torch.Tensor | None = None, **extras) -> Batch:
     """A pixel backbone's batch from one window of frames: uint8 frames (b, c+f, v, H, W, 3) at the context offsets
     then the future offsets, at the model's image size; state (b, state_dim) and actions (b, k, a) normalised.
     The frames are random-shift augmented by up to `shift_px` (context and future alike, one shift per sample and
-    camera) and the future ones average-pooled to future_size: the training targets. `Windows.get` builds its
+    camera) and the future ones average-pooled to future_size: the training targets. `state_known` (b,): 0 where the
+    state is absent (action-free video). `Windows.get` builds its
     batches with it, and so does the lerobot plugin from a LeRobotDataset's frames (packages/lerobot_policy_wam)."""
     cfg = cfg.resolved()
     images = images_to_model(frames)  # (b, c+f, v, 3, H, W)
@@ -112,7 +118,7 @@ def pixel_batch(cfg: ModelConfig, frames: torch.Tensor, *, state: torch.Tensor, 
     future = images[:, c:].flatten(0, 2)  # (b*f*v, 3, H, W)
     future = F.avg_pool2d(future, cfg.image_size // cfg.future_size) if len(future) else future
     future = future.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
-    context = Context(images=images[:, :c], state=state, text=text)
+    context = Context(images=images[:, :c], state=state, text=text, state_known=state_known)
     return Batch(context=context, video=future, video_mask=video_mask, actions=actions, action_mask=action_mask,
                  has_actions=has_actions, **extras)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wam.config import DataConfig, ModelConfig, SamplerConfig, to_dict
+from wam.config import LEGACY_MODEL_FIELDS, DataConfig, ModelConfig, SamplerConfig, to_dict
 from wam.lerobot.normalize import FROM_WAM, NormStep, normalizer
 
 TYPE = "wam"
@@ -81,6 +81,7 @@ def model_config(fields: dict, cameras: list[str], state_dim: int, action_dim: i
     contract: the camera feature keys, the state's and the action's sizes. The fields' state_dim and action_dim,
     where set, must agree with it (ModelConfig.for_data)."""
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in MODEL_FIELDS and v is not None}
+    given = {**{k: v for k, v in LEGACY_MODEL_FIELDS.items() if k not in fields}, **given}
     return ModelConfig(**given).for_data(tuple(camera_name(c) for c in cameras), state_dim, action_dim).resolved()
 
 

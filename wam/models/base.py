@@ -110,6 +110,7 @@ class Context:
     state: torch.Tensor  # (b, state_dim), normalised
     text: torch.Tensor  # (b, text_dim) sentence embedding; (b, tokens, text_dim) for pretrained backbones
     latents: torch.Tensor | None = None  # (b, c, v, z, h, w) VAE latents of the images (pretrained backbones)
+    state_known: torch.Tensor | None = None  # (b,) 1 where the state is known, 0 where absent (action-free video); None: all known
 
     def apply(self, fn) -> "Context":
         """The same context with `fn` applied to each of its tensors (moved to a device, expanded, ...)."""

@@ -12,8 +12,8 @@ One sequence per sample, three groups of tokens:
 Each token is modulated (adaLN) by the noise level of its own group, so future frames and actions can
 sit at different noise levels (t = 1 is clean data, t = 0 pure noise; context tokens are always t = 1).
 Who attends to whom is the recipe's (recipes.py): context tokens read only the context in every recipe;
-in `video-then-idm` and `features` the frame tokens never read the actions; in `action-only` there are no
-frame tokens at all.
+in `video-then-idm`, `features` and `plan-then-act` the frame tokens never read the actions; in `action-only` there are
+no frame tokens at all.
 
 `WAMTransformer.forward(noisy_video, noisy_actions, t_video, t_action, context)` is a pure tensor
 function; `flow.py` turns it into a loss and a sampler. `encode` + `decode` compute the same function in
@@ -200,6 +200,7 @@ class WAMTransformer(nn.Module):
         # mask[i, j]: token i may attend to token j, as the recipe says (context always reads only context).
         self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.n_ctx, self.n_vid, self.n_act = n_ctx, n_vid, n_act
+        self.residual = cfg.video_residual and cfg.video_target == "data"  # frames = current + change
         # What the mask allows: frames cached with the context when they never read actions (a prefix per
         # frame noise level); frames left out when the actions never read them (the fast path).
         self.capabilities = Capabilities(
@@ -244,7 +245,10 @@ class WAMTransformer(nn.Module):
         ctx = self.stem(context.images.flatten(0, 2)).reshape(b, -1, self.cfg.width)  # (b, c*v*(g*g+1), d)
         extra = [self.text_in(context.text)[:, None]]  # (b, 1, d)
         if self.state_in is not None:
-            extra.insert(0, self.state_in(context.state[:, : self.cfg.state_dim])[:, None])
+            state = self.state_in(context.state[:, : self.cfg.state_dim])  # (b, d)
+            if context.state_known is not None:  # an absent state is a zero token (only its position embedding)
+                state = state * context.state_known[:, None].to(state.dtype)
+            extra.insert(0, state[:, None])
         return torch.cat([ctx, *extra], dim=1) + self.pos_context
 
     def _current(self, context: Context) -> torch.Tensor:
@@ -266,11 +270,14 @@ class WAMTransformer(nn.Module):
         ones = torch.ones_like(t_action)
         return self.t_embed(torch.stack([ones, t_video, t_action], 1).flatten()).reshape(len(text), 3, -1) + text[:, None]
 
-    def _video_out(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _video_out(self, h: torch.Tensor, cond: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Frame tokens -> the raw frame output (b, f, v, 3, s, s); with `video_residual`, the current frame plus the
+        network's change (so the untrained model copies the current frame)."""
         cfg, b = self.cfg, h.shape[0]
         out = self.video_out(h, cond[:, VIDEO])
         out = unpatchify(out.reshape(b * cfg.future_frames * cfg.views, -1, out.shape[-1]), cfg.future_patch, cfg.future_size)
-        return out.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+        out = out.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
+        return out + current[:, None] if self.residual else out
 
     def _mask(self, rows: range, past: range) -> torch.Tensor | None:
         """The attention mask of tokens `rows` reading tokens `past` + `rows` (None: all allowed)."""
@@ -299,12 +306,13 @@ class WAMTransformer(nn.Module):
         text = self.text_cond(context.text)
         cond = self._cond(t_video, t_action, text)
         parts = [self._context_tokens(context)]
+        current = self._current(context) if self.n_vid else None
         if self.n_vid:
-            parts.append(self._video_tokens(noisy_video, self._current(context)))
+            parts.append(self._video_tokens(noisy_video, current))
         parts.append(self.action_in(noisy_actions) + self.pos_action)
         n = self.n_ctx + self.n_vid + self.n_act
         x, _ = self._run(torch.cat(parts, dim=1), cond, (self.n_ctx, self.n_vid, self.n_act), range(n))
-        vid_out = self._video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond) if self.n_vid else None
+        vid_out = self._video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond, current) if self.n_vid else None
         return vid_out, self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
 
     # ------------------------------------------------------------------ cached inference (same function)
@@ -324,7 +332,7 @@ class WAMTransformer(nn.Module):
         if with_video:
             x = torch.cat([x, self._video_tokens(noisy_video, current)], dim=1)
         x, kv = self._run(x, cond, (self.n_ctx, self.n_vid if with_video else 0, 0), range(x.shape[1]))
-        video_out = self._video_out(x[:, self.n_ctx:], cond) if with_video else None
+        video_out = self._video_out(x[:, self.n_ctx:], cond, current) if with_video else None
         return Prefix(kv=kv, n=x.shape[1], text=text, current=current, video_out=video_out)
 
     def decode(self, prefix: Prefix, noisy_video: torch.Tensor | None, noisy_actions: torch.Tensor,
@@ -342,7 +350,7 @@ class WAMTransformer(nn.Module):
         rows = range(prefix.n, n) if video_here or prefix.n > self.n_ctx else range(n - self.n_act, n)
         x, _ = self._run(torch.cat(parts, dim=1), cond, (0, self.n_vid if video_here else 0, self.n_act),
                          rows, prefix.kv, range(prefix.n))
-        vid_out = self._video_out(x[:, :self.n_vid], cond) if video_here else prefix.video_out
+        vid_out = self._video_out(x[:, :self.n_vid], cond, prefix.current) if video_here else prefix.video_out
         return vid_out, self.action_out(x[:, -self.n_act:], cond[:, ACTION])
 
 

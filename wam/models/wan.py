@@ -59,7 +59,10 @@ class WanWAM(LatentAdapter):
         video = lat.permute(0, 3, 1, 4, 2, 5).reshape(b, z, n_frames, h, v * w)  # views side by side
         extra = [self.action_in(noisy_actions) + self.pos_action]
         if self.state_in is not None:
-            extra.insert(0, self.state_in(context.state[:, : cfg.state_dim])[:, None])
+            state = self.state_in(context.state[:, : cfg.state_dim])  # (b, d)
+            if context.state_known is not None:  # an absent state is a zero token
+                state = state * context.state_known[:, None].to(state.dtype)
+            extra.insert(0, state[:, None])
         extra = torch.cat(extra, dim=1)
         k, c, f = cfg.action_horizon, cfg.context_frames, cfg.future_frames
         per_frame = (h // self.patch[1]) * (v * w // self.patch[2])

@@ -77,6 +77,7 @@ class WAMConfig(PreTrainedConfig):
     future_patch: int | None = None
     video_target: str | None = None
     action_target: str | None = None
+    video_residual: bool | None = None
     recipe: str | None = None
     """joint, decoupled, flash, video-then-idm, features, action-only (wam/recipes.py); None: the backbone's."""
     actions_see_frames: bool | None = None
