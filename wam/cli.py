@@ -18,6 +18,7 @@
     wam bench serve [--checkpoint CKPT]   serving latency and throughput, 1-8 clients on loopback, batching on/off
     wam bench data [--quick]              the data path at scale: write, frame cache, DataLoader vs a training step, RSS
     wam bench peers --demo runs/demo      lerobot's ACT and Diffusion Policy vs our WAM at the demo's training time
+    wam bench generalise [--splits S,..]  unseen tasks from video, few demos, shifts, MT10: every recipe vs action-only
     wam demo --out runs/demo
 
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
@@ -147,6 +148,7 @@ def cmd_replay(argv: list[str]) -> None:
 
 def cmd_bench(argv: list[str]) -> None:
     from wam.bench.data import DataBenchConfig, bench_data
+    from wam.bench.generalise import GeneraliseBenchConfig, bench_generalise
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
     from wam.bench.peers import PeersBenchConfig, bench_peers
@@ -155,7 +157,8 @@ def cmd_bench(argv: list[str]) -> None:
 
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
                "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve),
-               "data": (DataBenchConfig, bench_data), "peers": (PeersBenchConfig, bench_peers)}
+               "data": (DataBenchConfig, bench_data), "peers": (PeersBenchConfig, bench_peers),
+               "generalise": (GeneraliseBenchConfig, bench_generalise)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)

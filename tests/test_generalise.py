@@ -1,0 +1,151 @@
+"""`wam bench generalise`: each split's construction is honest (held-out tasks never appear with actions or state,
+evaluation seeds never meet training seeds), a killed cell resumes, and the world-model metric meets its closed form."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
+                                  entries, plan_of)
+from wam.evaluate import EVAL_SEED
+
+QUICK = GeneraliseBenchConfig(quick=True, workers=1)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Pool:
+    plan = plan_of(QUICK)
+    out = tmp_path_factory.mktemp("generalise")
+    return collect_pool(out, "mt10", ("drawer-close-v3", "button-press-topdown-v3", "drawer-open-v3"), plan, workers=1)
+
+
+def pools(pool: Pool) -> dict[str, Pool]:
+    """The quick plan's mt10 and few pools hold the same three tasks: one dataset stands for both."""
+    return {"mt10": pool, "few": pool}
+
+
+def test_unseen_tasks_are_read_as_video_only_without_actions_or_state(pool):
+    from wam.data.reader import read_dataset, usable_stats
+
+    plan = plan_of(QUICK)
+    cond = conditions(plan)["mt10+unseen-video"]
+    rec = read_dataset(pool.root, cond.data_config(pool))
+    held = np.array([t in plan.unseen for t in rec.env_tasks])
+    assert held.any() and (~held).any()
+    assert not rec.has_actions[held].any() and not rec.has_state[held].any()
+    assert rec.has_actions[~held].all() and rec.has_state[~held].all()
+    frames = np.repeat(held, rec.episode_to - rec.episode_from)
+    assert (rec.action[frames] == 0).all() and (rec.state[frames] == 0).all()
+    assert (rec.action[~frames] != 0).any() and (rec.state[~frames] != 0).all()
+    # the normaliser never sees the held-out episodes' actions or states
+    stats = usable_stats(rec, rec.data)
+    assert stats["action"]["count"] == [int((~frames).sum())] and stats["observation.state"]["count"] == [int((~frames).sum())]
+    # and the model is told the state is absent
+    from wam.data.frames import open_frames
+    from wam.data.transforms import Normalizer
+    from wam.data.windows import Windows
+
+    m = plan.preset.model
+    m = m.for_data(rec.camera_names, rec.state.shape[1], rec.action.shape[1]).resolved()
+    rec, store = open_frames(rec, m.image_size, progress=False)
+    norm = Normalizer.from_stats(stats, "observation.state", "action", "mean_std", "min_max")
+    batch = Windows(rec, store, m, norm, torch.zeros(len(rec.instructions), m.text_dim)).get(np.arange(len(frames)))
+    assert (batch.context.state_known.numpy() == (~frames)).all() and (batch.context.state[torch.from_numpy(frames)] == 0).all()
+    assert (batch.has_actions.numpy() == ~frames).all()
+
+
+def test_every_split_is_built_from_disjoint_labelled_and_held_out_episodes(pool):
+    plan = plan_of(QUICK)
+    conds = conditions(plan)
+    check_protocol(plan, conds, pools(pool))
+    for name in ("few2", "few2+same-video", "few3+other-video"):
+        every, video = conds[name].episodes(pool)
+        labelled = set(every) - set(video)
+        assert len(labelled) == int(name[3]) * len(plan.few)
+        assert not labelled & set(video)
+    same = set(conds["few3+same-video"].episodes(pool)[1])
+    assert same == set(conds["few2+same-video"].episodes(pool)[1])  # the same video for every demo count
+    assert all(pool.seeds[e] < EVAL_SEED for e in pool.seeds)
+    # a condition that labels a held-out task is refused before anything trains
+    bad = dict(conds)
+    bad["mt10+unseen-video"] = conds["mt10"].__class__("mt10+unseen-video", "mt10",
+                                                       {**conds["mt10"].labelled, plan.unseen[0]: 2}, steps=1)
+    with pytest.raises(AssertionError, match="held-out task"):
+        check_protocol(plan, bad, pools(pool))
+    # the baseline of `unseen` is trained without the video it cannot use; every WAM with it
+    es = entries("unseen", plan, (BASELINE, "decoupled"))
+    assert {(e.recipe, e.condition) for e in es} == {(BASELINE, "mt10"), ("decoupled", "mt10+unseen-video")}
+    assert all(set(e.tasks) == set(plan.unseen) for e in es)
+    shifted = entries("shift", plan, (BASELINE,))
+    assert [e.shift for e in shifted] == [None, "colour", "light", "camera", "instruction"]
+    with pytest.raises(ValueError, match="unknown split"):
+        GeneraliseBenchConfig(splits="unseen,bogus")
+
+
+def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):
+    """SIGKILL the bench in the middle of a cell's training; the rerun resumes from the cell's checkpoint and finishes."""
+    cmd = [sys.executable, "-m", "wam.cli", "bench", "generalise", "--quick", "--splits", "in-distribution",
+           "--recipes", "action-only", "--workers", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ckpt = tmp_path / "cells/mt10/action-only/train/last/config.json"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ckpt.exists(), proc.stdout.read().decode()[-2000:]
+    killed_at = json.loads(ckpt.read_text())["step"]
+    assert killed_at < 30 and not (tmp_path / "cells/mt10/action-only/cell.json").exists()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"at step {killed_at}" in again.stdout  # "resumed from ... at step N"
+    result = json.loads((tmp_path / "generalise.json").read_text())
+    entry = result["in-distribution"]["recipes"][BASELINE]
+    assert 0 <= entry["mean_success"] <= 1 and set(entry["tasks"]) == set(plan_of(QUICK).mt10)
+    assert json.loads((tmp_path / "cells/mt10/action-only/train/last/config.json").read_text())["step"] == 30
+
+
+def test_the_world_model_metric_meets_its_closed_form_on_identical_and_offset_frames():
+    from wam.metrics import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 2, 16, 16, 3), dtype=np.uint8)
+    assert psnr(frames, frames) == 99.0 and np.allclose(ssim(frames, frames), 1.0)
+    d = 5
+    shifted = np.clip(frames.astype(int) + d, 0, 255).astype(np.uint8)
+    base = np.full_like(frames, 100)
+    assert abs(psnr(base, base + d) - 10 * np.log10(255**2 / d**2)) < 1e-9
+    assert psnr(frames, shifted) > 10 * np.log10(255**2 / d**2)  # clipping only shrinks the error
+    assert (ssim(frames, shifted) < 1).all()
+
+
+def test_an_untrained_residual_world_model_is_the_copy_baseline(pool, tmp_path):
+    """With video_residual the frame head starts at zero: the predicted frames are the current frame, so the offline
+    world-model metric gives the copy-the-current-frame scores (up to uint8 rounding)."""
+    import dataclasses
+
+    from wam.config import preset, with_recipe
+    from wam.offline import OfflineConfig, evaluate_offline
+    from wam.train import train
+
+    p = with_recipe(preset("tiny"), "decoupled")
+    ckpt = train(dataclasses.replace(p.train, data=pool.root, out=tmp_path / "t", steps=1, lr=0.0, warmup=1), p.model,
+                 p.sampler, progress=False)
+    summary = evaluate_offline(OfflineConfig(checkpoint=ckpt, data=pool.root, episodes="0", out=tmp_path / "o",
+                                             plots=False), progress=False)
+    f = summary["frames"]
+    assert abs(f["psnr"] - f["copy_psnr"]) < 0.3 and abs(f["ssim"] - f["copy_ssim"]) < 0.02
+    legacy = dataclasses.replace(p.model, video_residual=False)
+    ckpt = train(dataclasses.replace(p.train, data=pool.root, out=tmp_path / "l", steps=1, lr=0.0, warmup=1), legacy,
+                 p.sampler, progress=False)
+    old = evaluate_offline(OfflineConfig(checkpoint=ckpt, data=pool.root, episodes="0", out=tmp_path / "lo", plots=False),
+                           progress=False)["frames"]
+    assert old["psnr"] < f["copy_psnr"] - 3  # a zero output is a grey frame, far from the copy
