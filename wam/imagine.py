@@ -1,8 +1,9 @@
 """`wam imagine CHECKPOINT`: roll the world model forward, open loop, and compare with what really happened.
 
 Starting from one real frame, the model predicts the next frames under a chunk of actions; the last predicted
-frame (upsampled to the camera resolution) becomes the next context, and so on: every frame after the first
-is imagined. The actions come either from a dataset episode (`--data DIR --episode N`, the recorded actions)
+frame becomes the next context, and so on: every frame after the first is imagined. At the camera's resolution the
+next context is the current one plus the predicted change (upsampled from the model's future size), so what the
+model leaves unchanged keeps its detail. The actions come either from a dataset episode (`--data DIR --episode N`, the recorded actions)
 or from the model itself in policy mode, reading its own imagined frames (`--task`, no dataset); in that case
 the same actions are also executed in Meta-World, so the real frames they lead to are known too.
 
@@ -155,7 +156,12 @@ def imagine(cfg: ImagineConfig) -> dict:
         for i, o in enumerate(m.future_offsets):
             pred = frames[0, i]  # (v, 3, s, s)
             small[t + o] = images_from_model(pred)
-            up = F.interpolate(pred, size=m.image_size, mode="bilinear", align_corners=False)
+            # The next context at the camera's resolution: the current frame plus the predicted change, upsampled,
+            # so what the model does not change keeps its detail (upsampling the 32 px prediction itself would
+            # blur the whole view at every chunk, a context no model was trained on)
+            now = ctx.images[0, -1]  # (v, 3, H, W)
+            change = pred - F.avg_pool2d(now, m.image_size // m.future_size)
+            up = (now + F.interpolate(change, size=m.image_size, mode="bilinear", align_corners=False)).clamp(-1, 1)
             imagined[t + o] = images_from_model(up)
         t += chunk
 
