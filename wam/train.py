@@ -194,6 +194,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     torch.manual_seed(cfg.seed)
     model = build(model_cfg)
+    if model_cfg.image_encoder != "conv" and found is None and cfg.init is None:  # pretrained image features
+        weights = model.stem.load_pretrained()
+        if rank == 0:
+            print(f"image encoder {model_cfg.image_encoder}: ImageNet weights from {weights}")
     finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
     text = model.embed_text(recs.instructions)  # once per instruction
     if model.capabilities.pretrained:
@@ -266,12 +270,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             print("no simulator and no held-out episodes (--data.val-fraction / --data.val-episodes): "
                   "--train.eval-every has nothing to evaluate on")
     metrics_file = out / "metrics.jsonl"
+    spent = 0.0  # training seconds behind the step we continue from (earlier, interrupted runs)
     if rank == 0 and metrics_file.exists():  # keep only what led to the step we continue from
         rows = [r for r in metrics_file.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
         metrics_file.write_text("".join(r + "\n" for r in rows))
+        spent = max((json.loads(r).get("train_s", 0.0) for r in rows), default=0.0)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()
     tick, seen = time.perf_counter(), 0
+    began = tick - spent
     for step, batch, g in batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, cfg.steps),
                                   workers=data.loader_workers, rank=rank, world=world):
         batch = batch_to(batch, device)
@@ -297,7 +304,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             rate = seen / (time.perf_counter() - tick)
             tick, seen = time.perf_counter(), 0
             row = {"step": done, "loss": terms["loss"].item(), "video": terms["video"].item(),
-                   "action": terms["action"].item(), "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": rate}
+                   "action": terms["action"].item(), "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": rate,
+                   "train_s": time.perf_counter() - began}
             with metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.4f}", act=f"{row['action']:.4f}", vid=f"{row['video']:.4f}",

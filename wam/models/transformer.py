@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,34 @@ class ConvStem(nn.Module):
                 kp = self.kp_proj(spatial_softmax(self.kp_conv(x)))[:, None]  # (B, 1, d)
         tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, g*g, d)
         return tokens if kp is None else torch.cat([tokens, kp], dim=1)
+
+
+class PretrainedStem(nn.Module):
+    """(B, 3, H, W) -> (B, g*g + 1, d) like ConvStem, from EfficientNet-Lite0's ImageNet features (models/efficientnet.py):
+    its stride-16 map projected to tokens, the keypoint token from its stride-4 map. `load_pretrained()` reads the
+    published weights (training does, before its first step; a checkpoint already holds them)."""
+
+    def __init__(self, d: int, keypoints: int, path: str | None):
+        super().__init__()
+        from wam.models import efficientnet
+
+        self.path = path
+        self.encoder = efficientnet.EfficientNetLiteEncoder()
+        self.proj = nn.Conv2d(efficientnet.OUT_CHANNELS, d, 1)
+        self.kp_conv = nn.Conv2d(efficientnet.KEYPOINT_CHANNELS, keypoints, 1) if keypoints else None
+        self.kp_proj = nn.Linear(2 * keypoints, d) if keypoints else None
+
+    def load_pretrained(self) -> Path:
+        from wam.models import efficientnet
+
+        return efficientnet.load_pretrained(self.encoder, self.path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine, x = self.encoder(x)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, g*g, d)
+        if self.kp_conv is None:
+            return tokens
+        return torch.cat([tokens, self.kp_proj(spatial_softmax(self.kp_conv(fine)))[:, None]], dim=1)
 
 
 def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
@@ -181,7 +210,8 @@ class WAMTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg.resolved()
         d = cfg.width
-        self.stem = ConvStem(cfg.stem_channels, d, cfg.keypoints)
+        self.stem = (ConvStem(cfg.stem_channels, d, cfg.keypoints) if cfg.image_encoder == "conv"
+                     else PretrainedStem(d, cfg.keypoints, cfg.image_encoder_path))
         self.state_in = nn.Linear(cfg.state_dim, d) if cfg.state_dim else None
         self.text_in = nn.Linear(cfg.text_dim, d)
         self.video_in = nn.Linear(6 * cfg.future_patch**2, d) if cfg.future_frames else None
