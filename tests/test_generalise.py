@@ -1,6 +1,7 @@
 """`wam bench generalise`: each split's construction is honest (held-out tasks never appear with actions or state,
 evaluation seeds never meet training seeds), a killed cell resumes, and the world-model metric meets its closed form."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
-                                  entries, plan_of)
+                                  configured, entries, plan_of)
 from wam.evaluate import EVAL_SEED
 
 QUICK = GeneraliseBenchConfig(quick=True, workers=1)
@@ -89,6 +90,22 @@ def test_every_split_is_built_from_disjoint_labelled_and_held_out_episodes(pool)
         GeneraliseBenchConfig(splits="unseen,bogus")
 
 
+def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
+    plan = plan_of(QUICK)
+    names = (BASELINE, "action-only@imagenet", "plan-then-act", "plan-then-act@imagenet")
+    es = entries("unseen", plan, names)
+    assert [(e.name, e.condition) for e in es] == [(BASELINE, "mt10"), ("action-only@imagenet", "mt10"),
+                                                   ("plan-then-act", "mt10+unseen-video"),
+                                                   ("plan-then-act@imagenet", "mt10+unseen-video")]
+    few = entries("few", plan, (), ("action-only@imagenet", "plan-then-act@imagenet"))
+    assert {e.condition for e in few if e.recipe == "action-only@imagenet"} == {f"few{k}" for k in plan.demos}
+    p, q = configured(plan.preset, "plan-then-act"), configured(plan.preset, "plan-then-act@imagenet")
+    assert (p.model.image_encoder, q.model.image_encoder) == ("conv", "efficientnet-lite0")
+    assert dataclasses.replace(q.model, image_encoder="conv") == p.model  # one change, nothing else
+    with pytest.raises(ValueError, match="unknown lever 'bogus'"):
+        GeneraliseBenchConfig(recipes="plan-then-act@bogus")
+
+
 def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):
     """SIGKILL the bench in the middle of a cell's training; the rerun resumes from the cell's checkpoint and finishes."""
     cmd = [sys.executable, "-m", "wam.cli", "bench", "generalise", "--quick", "--splits", "in-distribution",
@@ -108,9 +125,14 @@ def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert f"at step {killed_at}" in again.stdout  # "resumed from ... at step N"
     result = json.loads((tmp_path / "generalise.json").read_text())
-    entry = result["in-distribution"]["recipes"][BASELINE]
+    entry = result["in-distribution"][BASELINE]
     assert 0 <= entry["mean_success"] <= 1 and set(entry["tasks"]) == set(plan_of(QUICK).mt10)
     assert json.loads((tmp_path / "cells/mt10/action-only/train/last/config.json").read_text())["step"] == 30
+    rows = [json.loads(r) for r in (tmp_path / "cells/mt10/action-only/train/metrics.jsonl").read_text().splitlines()]
+    times = [r["train_s"] for r in rows if "train_s" in r]  # the killed run's seconds carry over into the resumed run's
+    assert len(times) == 3 and all(a < b for a, b in zip(times, times[1:]))
+    assert entry["train_s"] == times[-1]
+    assert result["runs"][-1]["splits"] == ["in-distribution"] and result["runs"][-1]["bench_s"] > 0
 
 
 def test_the_world_model_metric_meets_its_closed_form_on_identical_and_offset_frames():

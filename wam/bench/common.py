@@ -29,6 +29,14 @@ def publish(out: Path, name: str, result: dict, markdown, plot) -> dict:
     return result
 
 
+def command_flags(cfg) -> str:
+    """The flags that set a benchmark config's fields away from their defaults, as a command line would."""
+    default = type(cfg)()
+    fields = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)]
+    return " ".join(f"--{'' if getattr(cfg, n) else 'no-'}{n.replace('_', '-')}" if isinstance(getattr(cfg, n), bool)
+                    else f"--{n.replace('_', '-')} {getattr(cfg, n)}" for n in fields)
+
+
 def collect_once(out: Path, p: Preset, tasks: str, episodes: int, workers: int, action_free: bool = False) -> Path:
     if (out / "meta/info.json").exists():
         info = json.loads((out / "meta/info.json").read_text())

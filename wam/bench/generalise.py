@@ -61,6 +61,27 @@ FEW_OTHER = ("door-open-v3", "drawer-open-v3", "window-open-v3", "window-close-v
 SHIFT_TASKS = ("button-press-topdown-v3", "drawer-close-v3", "window-close-v3")
 SHIFTS = ("colour", "light", "camera", "instruction")
 BASELINE = "action-only"
+LEVERS = {
+    "imagenet": lambda m: dataclasses.replace(m, image_encoder="efficientnet-lite0"),
+}
+"""Changes to the model measured one at a time: a bench recipe `RECIPE@LEVER` is the recipe with the lever applied
+(imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py)."""
+
+
+def base_recipe(name: str) -> str:
+    """`plan-then-act@imagenet` -> `plan-then-act`."""
+    return name.partition("@")[0]
+
+
+def configured(base: Preset, name: str) -> Preset:
+    """The preset a bench recipe name (RECIPE or RECIPE@LEVER) trains."""
+    recipe_name, _, lever = name.partition("@")
+    p = with_recipe(base, recipe_name)
+    if lever:
+        if lever not in LEVERS:
+            raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
+        p = dataclasses.replace(p, model=LEVERS[lever](p.model))
+    return p
 VIDEO_CONDITIONS = ("none", "same-video", "other-video")
 
 
@@ -70,7 +91,8 @@ class GeneraliseBenchConfig:
     splits: str = ",".join(SPLITS)
     """Comma-separated splits to run: unseen, unseen-avdc, few, shift, in-distribution."""
     recipes: str = "action-only,video-then-idm,decoupled,plan-then-act"
-    """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is always included)."""
+    """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is always included).
+    RECIPE@LEVER is the recipe with one of LEVERS applied (imagenet: the EfficientNet-Lite0 image encoder)."""
     few_recipes: str = "plan-then-act"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
@@ -99,7 +121,8 @@ class GeneraliseBenchConfig:
             if s not in SPLITS:
                 raise ValueError(f"--splits: unknown split {s!r}; valid splits are: {', '.join(SPLITS)}")
         for r in self.recipe_names + self.few_recipe_names:
-            recipe(r)
+            recipe(base_recipe(r))
+            configured(preset("tiny"), r)
         if min(self.steps, self.few_steps, self.pool_episodes, self.episodes, self.max_steps) < 1 or self.world_episodes < 0:
             raise ValueError("steps, few_steps, pool_episodes, episodes and max_steps must be >= 1, world_episodes >= 0")
         demos = self.demo_counts
@@ -257,23 +280,24 @@ class Entry:
 
 
 def entries(split: str, plan: Plan, recipes: tuple[str, ...], few_recipes: tuple[str, ...] = ()) -> list[Entry]:
-    wams = [r for r in (few_recipes if split == "few" else recipes) if r != BASELINE]
+    """The split's entries. A recipe that predicts no frames (the action-only baseline, with or without a lever)
+    cannot use action-free video: it trains on the labelled episodes alone."""
+    def sees_video(r: str) -> bool:
+        return recipe(base_recipe(r)).predicts_video
+
     if split == "in-distribution":
         return [Entry(split, r, r, "mt10", plan.mt10) for r in recipes]
     if split == "unseen":
-        return [Entry(split, BASELINE, BASELINE, "mt10", plan.unseen)] + [
-            Entry(split, r, r, "mt10+unseen-video", plan.unseen) for r in wams]
+        return [Entry(split, r, r, "mt10+unseen-video" if sees_video(r) else "mt10", plan.unseen) for r in recipes]
     if split == "unseen-avdc":
-        return [Entry(split, BASELINE, BASELINE, "avdc-train", plan.avdc)] + [
-            Entry(split, r, r, "avdc-train+avdc-video", plan.avdc) for r in wams]
+        return [Entry(split, r, r, "avdc-train+avdc-video" if sees_video(r) else "avdc-train", plan.avdc) for r in recipes]
     if split == "shift":
         return [Entry(split, r, r, "mt10", plan.shift_tasks, shift=s, variant=s) for r in recipes for s in (None, *SHIFTS)]
     if split == "few":
         out = []
         for k in plan.demos:
-            out.append(Entry(split, BASELINE, BASELINE, f"few{k}", plan.few, variant=f"{k} demos"))
-            for r in wams:
-                for v in VIDEO_CONDITIONS:
+            for r in few_recipes:
+                for v in VIDEO_CONDITIONS if sees_video(r) else ("none",):
                     cond = f"few{k}" if v == "none" else f"few{k}+{v}"
                     out.append(Entry(split, r if v == "none" else f"{r}+{v}", r, cond, plan.few, variant=f"{k} demos"))
         return out
@@ -307,7 +331,7 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     from wam.train import train
 
     cell = out / "cells" / cond.name / name
-    p = with_recipe(plan.preset, name)
+    p = configured(plan.preset, name)
     data = cond.data_config(pool)
     train_cfg = dataclasses.replace(p.train, data=pool.root, out=cell / "train", steps=cond.steps,
                                     ckpt_every=plan.ckpt_every)
@@ -319,25 +343,12 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
         if record["settings"] == settings:
             return record
     print(f"\n[train] {cond.name} / {name}: {cond.steps} steps", flush=True)
-    before = _spent(cell, train_cfg.batch_size)
-    t = time.perf_counter()
     ckpt = train(train_cfg, p.model, p.sampler, data=data)
-    record = {"settings": settings, "checkpoint": str(ckpt), "train_s": before + time.perf_counter() - t}
+    rows = [json.loads(r) for r in (cell / "train" / "metrics.jsonl").read_text().splitlines() if r.strip()]
+    record = {"settings": settings, "checkpoint": str(ckpt),  # seconds over every run that led to it (resumes too)
+              "train_s": max(r.get("train_s", 0.0) for r in rows)}
     record_file.write_text(json.dumps(record, indent=2))
     return record
-
-
-def _spent(cell: Path, batch: int) -> float:
-    """Training seconds spent by earlier, interrupted runs of this cell, from its metrics log (each row's steps
-    since the previous row, at the row's samples per second)."""
-    log, last = cell / "train" / "metrics.jsonl", cell / "train" / "last" / "config.json"
-    if not (log.exists() and last.exists()):
-        return 0.0
-    kept = json.loads(last.read_text()).get("step", 0)  # steps past the last checkpoint are trained again
-    rows = [json.loads(r) for r in log.read_text().splitlines() if r.strip()]
-    rows = [r for r in rows if "samples_per_s" in r and r["step"] <= kept]
-    return float(sum((r["step"] - (q["step"] if q else 0)) * batch / r["samples_per_s"]
-                     for q, r in zip([None, *rows[:-1]], rows)))
 
 
 def evaluate_cell(out: Path, entry: Entry, record: dict, plan: Plan, workers: int) -> dict:
@@ -349,15 +360,10 @@ def evaluate_cell(out: Path, entry: Entry, record: dict, plan: Plan, workers: in
     key = f"eval-{entry.split}" + (f"-{entry.shift or 'none'}" if entry.split == "shift" else "")
     settings = {"tasks": list(entry.tasks), "shift": entry.shift, "episodes": plan.episodes, "max_steps": plan.max_steps,
                 "checkpoint": record["checkpoint"], "trained_s": record["train_s"]}
-    for where, tasks in ((cell / key, entry.tasks), (cell / "eval-in-distribution", None)):
-        if tasks is None and (entry.shift is not None or entry.split != "shift"):
-            continue
-        if (where / "row.json").exists():
-            row = json.loads((where / "row.json").read_text())
-            same = {k: v for k, v in row["settings"].items() if k != "tasks"} == {k: v for k, v in settings.items() if k != "tasks"}
-            if same and set(entry.tasks) <= set(row["tasks"]):
-                sub = {t: row["tasks"][t] for t in entry.tasks}
-                return {**row, "tasks": sub, "mean_success": float(np.mean([r["success_rate"] for r in sub.values()]))}
+    written = [cell / key] + ([cell / "eval-in-distribution"] if entry.split == "shift" and entry.shift is None else [])
+    for where in written:
+        if (row := _written_row(where, settings)) is not None:
+            return row
     where = cell / key
     print(f"\n[eval] {entry.condition} / {entry.recipe} on {len(entry.tasks)} tasks"
           + (f", shift {entry.shift}" if entry.shift else ""), flush=True)
@@ -372,6 +378,19 @@ def evaluate_cell(out: Path, entry: Entry, record: dict, plan: Plan, workers: in
     return row
 
 
+def _written_row(where: Path, settings: dict) -> dict | None:
+    """The evaluation in WHERE, cut to the settings' tasks, if it ran with the same settings on at least those tasks."""
+    if not (where / "row.json").exists():
+        return None
+    row = json.loads((where / "row.json").read_text())
+    tasks = settings["tasks"]
+    same = {k: v for k, v in row["settings"].items() if k != "tasks"} == {k: v for k, v in settings.items() if k != "tasks"}
+    if not (same and set(tasks) <= set(row["tasks"])):
+        return None
+    sub = {t: row["tasks"][t] for t in tasks}
+    return {**row, "tasks": sub, "mean_success": float(np.mean([r["success_rate"] for r in sub.values()]))}
+
+
 def world_model_cell(record: dict, cond: Condition, pool: Pool) -> dict | None:
     """Open-loop frame prediction of a WAM cell on the pool's held-out episodes of its labelled tasks, against
     copy-the-current-frame (wam/offline.py); reused when written. None for a recipe that predicts no frames.
@@ -379,7 +398,7 @@ def world_model_cell(record: dict, cond: Condition, pool: Pool) -> dict | None:
     prediction from pure noise (`mean`: with x-prediction, its estimate of the expected frame, what PSNR rewards)."""
     from wam.offline import OfflineConfig, evaluate_offline
 
-    if not recipe(record["settings"]["recipe"]).predicts_video:
+    if not recipe(base_recipe(record["settings"]["recipe"])).predicts_video:
         return None
     held = sorted(e for t in cond.labelled for e in pool.held_out(t))
     if not held:
@@ -406,26 +425,32 @@ def world_model_cell(record: dict, cond: Condition, pool: Pool) -> dict | None:
 
 # ====================================================================================== the bench
 def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
-    from wam.bench.common import publish
+    from wam.bench.common import command_flags, publish
+    from wam.machine import matmul_gflops
 
+    t0 = time.perf_counter()  # the run's wall time: pools, training and evaluation
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_of(cfg)
     conds = conditions(plan)
-    todo = {s: entries(s, plan, cfg.recipe_names, cfg.few_recipe_names) for s in cfg.split_names}
+    order = sorted(cfg.split_names, key=lambda s: s == "shift")  # its unshifted reference comes from in-distribution
+    todo = {s: entries(s, plan, cfg.recipe_names, cfg.few_recipe_names) for s in order}
     needed_pools = {conds[e.condition].pool for es in todo.values() for e in es}
     pools = {name: collect_pool(out, name, tasks, plan, cfg.workers) for name, tasks in pools_of(plan).items()
              if name in needed_pools}
     check_protocol(plan, conds, pools)
-    t0 = time.perf_counter()
-    result: dict = {"command": "wam bench generalise " + _flags(cfg), "quick": cfg.quick, "preset": "tiny" if cfg.quick else cfg.preset,
+    result: dict = {"command": ("wam bench generalise " + command_flags(cfg)).strip(), "quick": cfg.quick, "preset": "tiny" if cfg.quick else cfg.preset,
                     "steps": plan.steps, "few_steps": plan.few_steps, "episodes_per_task": plan.episodes,
                     "max_steps": plan.max_steps, "pool_episodes_per_task": plan.pool_episodes}
     saved = out / "generalise.json"
+    runs: list[dict] = []
     if saved.exists():  # the splits of earlier runs stay, this run's replace theirs
         earlier = json.loads(saved.read_text())
         if all(earlier.get(k) == result[k] for k in ("quick", "preset", "steps", "few_steps", "episodes_per_task", "max_steps")):
             result = {**{k: v for k, v in earlier.items() if k in SPLITS}, **result}
+            runs = earlier.get("runs", [])
+    this_run = {"command": result["command"], "splits": list(todo), "machine_gflops": round(matmul_gflops()), "bench_s": None}
+    result["runs"] = runs + [this_run]  # each run's splits, wall time and machine speed (fp32 matmul GFLOP/s)
     records: dict[tuple[str, str], dict] = {}
     for split, es in todo.items():
         rows: dict[str, dict] = {}
@@ -444,8 +469,9 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                 if wm is not None:
                     rows[e.name]["world_model"] = {"sampled": wm["sampled"], "mean": wm["mean"]}
         result[split] = summarise(split, rows)
+        this_run["bench_s"] = time.perf_counter() - t0
         (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
-    result["bench_s"] = time.perf_counter() - t0
+    this_run["bench_s"] = time.perf_counter() - t0
     return publish(out, "generalise", result, markdown, plot)
 
 
@@ -470,7 +496,7 @@ def summarise(split: str, rows: dict[str, dict]) -> dict:
         if "world_model" in r:
             entry["world_model"] = r["world_model"]
         recipes[name] = entry
-    return {"recipes": recipes}
+    return recipes
 
 
 def check_protocol(plan: Plan, conds: dict[str, Condition], pools: dict[str, Pool]) -> None:
@@ -495,13 +521,6 @@ def check_protocol(plan: Plan, conds: dict[str, Condition], pools: dict[str, Poo
             raise AssertionError(f"{cond.name}: a training seed reaches the evaluation seeds ({EVAL_SEED} on)")
 
 
-def _flags(cfg: GeneraliseBenchConfig) -> str:
-    default = GeneraliseBenchConfig()
-    flags = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-             if getattr(cfg, f.name) != getattr(default, f.name) and not isinstance(getattr(cfg, f.name), bool)]
-    return " ".join(flags + (["--quick"] if cfg.quick else []))
-
-
 # ====================================================================================== the report
 SPLIT_TITLES = {"unseen": "Unseen tasks from action-free video", "unseen-avdc": "Unseen tasks: AVDC's 11 tasks",
                 "few": "Few demonstrations", "shift": "Shift at evaluation, without retraining",
@@ -514,7 +533,7 @@ def markdown(result: dict) -> str:
     for split in SPLITS:
         if split not in result:
             continue
-        recipes = result[split]["recipes"]
+        recipes = result[split]
         lines += [f"### {SPLIT_TITLES[split]} (`{split}`)", ""]
         if split in ("few", "shift"):
             variants = list(dict.fromkeys(v for r in recipes.values() for v in r["variants"]))
@@ -553,10 +572,10 @@ def plot(result: dict, path: Path) -> None:
     splits = [s for s in SPLITS if s in result]
     fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits), 3.4), squeeze=False)
     for ax, split in zip(axes[0], splits):
-        recipes = result[split]["recipes"]
+        recipes = result[split]
         names = list(recipes)
         ax.barh(range(len(names)), [recipes[n]["mean_success"] for n in names],
-                color=["C7" if recipes[n]["recipe"] == BASELINE else "C0" for n in names])
+                color=["C7" if base_recipe(recipes[n]["recipe"]) == BASELINE else "C0" for n in names])
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)

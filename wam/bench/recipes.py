@@ -8,11 +8,10 @@ interrupted benchmark continues where it stopped. Results: OUT/recipes.json, rec
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from wam.bench.common import collect_once, publish, train_and_evaluate
+from wam.bench.common import collect_once, command_flags, publish, train_and_evaluate
 from wam.data.collect import DEFAULT_TASKS
 from wam.config import Preset, preset, with_recipe
 from wam.recipes import OWN, recipe
@@ -66,7 +65,7 @@ def bench_recipes(cfg: RecipesBenchConfig) -> dict:
         print(f"\n[{i + 1}/{len(names)}] recipe {name}: {recipe(name).follows}, {cfg.steps} steps", flush=True)
         rows[name] = train_and_evaluate(name, out / name, with_recipe(base, name), data, cfg.steps, cfg.episodes, cfg.workers,
                           max_steps=cfg.max_steps)
-    result = {"command": ("wam bench recipes " + _flags(cfg)).strip(), "preset": cfg.preset, "steps": cfg.steps,
+    result = {"command": ("wam bench recipes " + command_flags(cfg)).strip(), "preset": cfg.preset, "steps": cfg.steps,
               "max_steps": cfg.max_steps,
               "episodes_per_task": cfg.episodes, "data": str(data), "recipes": rows}
     if cfg.pretrain:
@@ -91,15 +90,6 @@ def _pretraining(cfg: RecipesBenchConfig, base: Preset, out: Path) -> dict:
             "pretrain_episodes_per_task": cfg.pretrain_episodes, "pretrain_steps": cfg.pretrain_steps,
             "pretrain_train_s": pre["train_s"], "finetune_demos_per_task": cfg.finetune_demos,
             "finetune_steps": cfg.finetune_steps, "runs": rows}
-
-
-def _flags(cfg: RecipesBenchConfig) -> str:
-    default = RecipesBenchConfig()
-    flags = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
-             if getattr(cfg, f.name) != getattr(default, f.name) and not isinstance(getattr(cfg, f.name), bool)]
-    flags += [f"--{'' if getattr(cfg, f.name) else 'no-'}{f.name.replace('_', '-')}" for f in dataclasses.fields(cfg)
-              if isinstance(getattr(cfg, f.name), bool) and getattr(cfg, f.name) != getattr(default, f.name)]
-    return " ".join(flags)
 
 
 def _table(rows: dict, tasks: list[str], label: str, costs: bool = True) -> list[str]:
