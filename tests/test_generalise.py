@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
-                                  configured, entries, plan_of)
+                                  configured, entries, markdown, plan_of)
 from wam.evaluate import EVAL_SEED
 
 QUICK = GeneraliseBenchConfig(quick=True, workers=1)
@@ -133,6 +133,8 @@ def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):
     assert len(times) == 3 and all(a < b for a, b in zip(times, times[1:]))
     assert entry["train_s"] == times[-1]
     assert result["runs"][-1]["splits"] == ["in-distribution"] and result["runs"][-1]["bench_s"] > 0
+    assert "incomplete" not in result  # the split's last entry is in
+    assert "Incomplete" in markdown({**result, "incomplete": ["in-distribution"]}) and "Incomplete" not in markdown(result)
 
 
 def test_the_world_model_metric_meets_its_closed_form_on_identical_and_offset_frames():

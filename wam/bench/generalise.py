@@ -444,16 +444,19 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                     "max_steps": plan.max_steps, "pool_episodes_per_task": plan.pool_episodes}
     saved = out / "generalise.json"
     runs: list[dict] = []
+    unfinished: list[str] = []  # splits of earlier runs that stopped before their last entry
     if saved.exists():  # the splits of earlier runs stay, this run's replace theirs
         earlier = json.loads(saved.read_text())
         if all(earlier.get(k) == result[k] for k in ("quick", "preset", "steps", "few_steps", "episodes_per_task", "max_steps")):
             result = {**{k: v for k, v in earlier.items() if k in SPLITS}, **result}
             runs = earlier.get("runs", [])
+            unfinished = [s for s in earlier.get("incomplete", []) if s not in todo]
     this_run = {"command": result["command"], "splits": list(todo), "machine_gflops": round(matmul_gflops()), "bench_s": None}
     result["runs"] = runs + [this_run]  # each run's splits, wall time and machine speed (fp32 matmul GFLOP/s)
     records: dict[tuple[str, str], dict] = {}
-    for split, es in todo.items():
+    for n, (split, es) in enumerate(todo.items()):
         rows: dict[str, dict] = {}
+        result["incomplete"] = unfinished + list(todo)[n:]  # until a split's last entry is in
         for e in es:
             cond = conds[e.condition]
             if (e.condition, e.recipe) not in records:
@@ -468,10 +471,13 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                 wm = world_model_cell(record, cond, pools[cond.pool])
                 if wm is not None:
                     rows[e.name]["world_model"] = {"sampled": wm["sampled"], "mean": wm["mean"]}
-        result[split] = summarise(split, rows)
-        this_run["bench_s"] = time.perf_counter() - t0
-        (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
+            result[split] = summarise(split, rows)
+            this_run["bench_s"] = time.perf_counter() - t0
+            (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
     this_run["bench_s"] = time.perf_counter() - t0
+    result["incomplete"] = unfinished
+    if not unfinished:
+        del result["incomplete"]
     return publish(out, "generalise", result, markdown, plot)
 
 
@@ -535,6 +541,8 @@ def markdown(result: dict) -> str:
             continue
         recipes = result[split]
         lines += [f"### {SPLIT_TITLES[split]} (`{split}`)", ""]
+        if split in result.get("incomplete", []):
+            lines += ["Incomplete: the run stopped before the split's last entry; these are the entries it finished.", ""]
         if split in ("few", "shift"):
             variants = list(dict.fromkeys(v for r in recipes.values() for v in r["variants"]))
             lines += ["| entry | " + " | ".join(variants) + " | mean |", "|" + " --- |" * (len(variants) + 2)]
