@@ -272,9 +272,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     metrics_file = out / "metrics.jsonl"
     spent = 0.0  # training seconds behind the step we continue from (earlier, interrupted runs)
     if rank == 0 and metrics_file.exists():  # keep only what led to the step we continue from
-        rows = [r for r in metrics_file.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= start]
-        metrics_file.write_text("".join(r + "\n" for r in rows))
-        spent = max((json.loads(r).get("train_s", 0.0) for r in rows), default=0.0)
+        rows = [json.loads(r) for r in metrics_file.read_text().splitlines() if r.strip()]
+        rows = [r for r in rows if r["step"] <= start]
+        metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        spent = max((r.get("train_s", 0.0) for r in rows), default=0.0)
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()
     tick, seen = time.perf_counter(), 0

@@ -61,6 +61,7 @@ FEW_OTHER = ("door-open-v3", "drawer-open-v3", "window-open-v3", "window-close-v
 SHIFT_TASKS = ("button-press-topdown-v3", "drawer-close-v3", "window-close-v3")
 SHIFTS = ("colour", "light", "camera", "instruction")
 BASELINE = "action-only"
+VIDEO_CONDITIONS = ("none", "same-video", "other-video")
 LEVERS = {
     "imagenet": lambda m: dataclasses.replace(m, image_encoder="efficientnet-lite0"),
 }
@@ -82,7 +83,11 @@ def configured(base: Preset, name: str) -> Preset:
             raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
         p = dataclasses.replace(p, model=LEVERS[lever](p.model))
     return p
-VIDEO_CONDITIONS = ("none", "same-video", "other-video")
+
+
+def predicts_video(name: str) -> bool:
+    """Whether a bench recipe (RECIPE or RECIPE@LEVER) predicts frames, so can learn from action-free video."""
+    return recipe(base_recipe(name)).predicts_video
 
 
 @dataclass(frozen=True)
@@ -282,22 +287,19 @@ class Entry:
 def entries(split: str, plan: Plan, recipes: tuple[str, ...], few_recipes: tuple[str, ...] = ()) -> list[Entry]:
     """The split's entries. A recipe that predicts no frames (the action-only baseline, with or without a lever)
     cannot use action-free video: it trains on the labelled episodes alone."""
-    def sees_video(r: str) -> bool:
-        return recipe(base_recipe(r)).predicts_video
-
     if split == "in-distribution":
         return [Entry(split, r, r, "mt10", plan.mt10) for r in recipes]
     if split == "unseen":
-        return [Entry(split, r, r, "mt10+unseen-video" if sees_video(r) else "mt10", plan.unseen) for r in recipes]
+        return [Entry(split, r, r, "mt10+unseen-video" if predicts_video(r) else "mt10", plan.unseen) for r in recipes]
     if split == "unseen-avdc":
-        return [Entry(split, r, r, "avdc-train+avdc-video" if sees_video(r) else "avdc-train", plan.avdc) for r in recipes]
+        return [Entry(split, r, r, "avdc-train+avdc-video" if predicts_video(r) else "avdc-train", plan.avdc) for r in recipes]
     if split == "shift":
         return [Entry(split, r, r, "mt10", plan.shift_tasks, shift=s, variant=s) for r in recipes for s in (None, *SHIFTS)]
     if split == "few":
         out = []
         for k in plan.demos:
             for r in few_recipes:
-                for v in VIDEO_CONDITIONS if sees_video(r) else ("none",):
+                for v in VIDEO_CONDITIONS if predicts_video(r) else ("none",):
                     cond = f"few{k}" if v == "none" else f"few{k}+{v}"
                     out.append(Entry(split, r if v == "none" else f"{r}+{v}", r, cond, plan.few, variant=f"{k} demos"))
         return out
@@ -398,7 +400,7 @@ def world_model_cell(record: dict, cond: Condition, pool: Pool) -> dict | None:
     prediction from pure noise (`mean`: with x-prediction, its estimate of the expected frame, what PSNR rewards)."""
     from wam.offline import OfflineConfig, evaluate_offline
 
-    if not recipe(base_recipe(record["settings"]["recipe"])).predicts_video:
+    if not predicts_video(record["settings"]["recipe"]):
         return None
     held = sorted(e for t in cond.labelled for e in pool.held_out(t))
     if not held:
@@ -475,9 +477,9 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
             this_run["bench_s"] = time.perf_counter() - t0
             (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
     this_run["bench_s"] = time.perf_counter() - t0
-    result["incomplete"] = unfinished
-    if not unfinished:
-        del result["incomplete"]
+    result.pop("incomplete", None)
+    if unfinished:
+        result["incomplete"] = unfinished
     return publish(out, "generalise", result, markdown, plot)
 
 

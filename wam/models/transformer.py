@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wam.config import ModelConfig
+from wam.models import efficientnet
 from wam.models.base import Capabilities, Context
 from wam.recipes import attention_mask
 
@@ -97,8 +98,6 @@ class PretrainedStem(nn.Module):
 
     def __init__(self, d: int, keypoints: int, path: str | None):
         super().__init__()
-        from wam.models import efficientnet
-
         self.path = path
         self.encoder = efficientnet.EfficientNetLiteEncoder()
         self.proj = nn.Conv2d(efficientnet.OUT_CHANNELS, d, 1)
@@ -106,8 +105,6 @@ class PretrainedStem(nn.Module):
         self.kp_proj = nn.Linear(2 * keypoints, d) if keypoints else None
 
     def load_pretrained(self) -> Path:
-        from wam.models import efficientnet
-
         return efficientnet.load_pretrained(self.encoder, self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
