@@ -102,6 +102,8 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     p, q = configured(plan.preset, "plan-then-act"), configured(plan.preset, "plan-then-act@imagenet")
     assert (p.model.image_encoder, q.model.image_encoder) == ("conv", "efficientnet-lite0")
     assert dataclasses.replace(q.model, image_encoder="conv") == p.model  # one change, nothing else
+    r = configured(plan.preset, "self-label@nolabel")
+    assert r.train.label_at is None and dataclasses.replace(r.train, label_at=0.5) == configured(plan.preset, "self-label").train
     with pytest.raises(ValueError, match="unknown lever 'bogus'"):
         GeneraliseBenchConfig(recipes="plan-then-act@bogus")
 
@@ -135,6 +137,15 @@ def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):
     assert result["runs"][-1]["splits"] == ["in-distribution"] and result["runs"][-1]["bench_s"] > 0
     assert "incomplete" not in result  # the split's last entry is in
     assert "Incomplete" in markdown({**result, "incomplete": ["in-distribution"]}) and "Incomplete" not in markdown(result)
+    # a later run of another recipe without the baseline keeps the earlier run's entries beside its own
+    more = subprocess.run(cmd[:-5] + ["self-label", "--no-baseline", "--workers", "1", "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stdout[-2000:] + more.stderr[-2000:]
+    assert [json.loads(r) for r in (tmp_path / "cells/mt10/action-only/train/metrics.jsonl").read_text().splitlines()] == rows
+    later = json.loads((tmp_path / "generalise.json").read_text())
+    assert list(later["in-distribution"]) == [BASELINE, "self-label"] and len(later["runs"]) == 2
+    assert later["in-distribution"][BASELINE] == entry and entry["run"] == 0
+    assert later["in-distribution"]["self-label"]["run"] == 1
 
 
 def test_the_world_model_metric_meets_its_closed_form_on_identical_and_offset_frames():

@@ -50,7 +50,7 @@ class BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {b.name: b for b in [
     BackboneSpec("wam", "wam.models.transformer:build",
-                 ("decoupled", "joint", "flash", "video-then-idm", "features", "plan-then-act", "action-only"),
+                 ("decoupled", "joint", "flash", "video-then-idm", "features", "plan-then-act", "self-label", "action-only"),
                  ("data", "velocity"), ("velocity", "data"), "pixels", False,
                  "our transformer, trained from scratch: any recipe its attention mask can express"),
     BackboneSpec("wan", "wam.models.wan:build", ("decoupled", "joint", "flash"), ("velocity",), ("velocity", "data"),

@@ -255,6 +255,10 @@ class TrainConfig:
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun: "ddp" keeps a whole copy of the model on each rank; "fsdp" shards weights, gradients and
     AdamW state over the ranks, one transformer block at a time (FSDP2, fsdp.py), with sharded checkpoints."""
+    label_at: float | None = 0.5
+    """A recipe that labels its action-free video (self-label): the fraction of the steps after which its own inverse
+    dynamics labels the action-free episodes, which then train the policy too (label.py). None: never (the recipe's
+    video then trains the frames only)."""
     init: Path | None = None
     """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
     recipe), with a fresh optimizer, schedule and the new data's normalisation."""
@@ -265,6 +269,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.label_at is not None and not 0 < self.label_at < 1:
+            raise ValueError(f"label_at must be in (0, 1) or None, got {self.label_at}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 

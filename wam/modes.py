@@ -50,9 +50,9 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
     if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and model.capabilities.frames_optional):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
-    if not r.actions_read_text and mode in ("policy", "inverse_dynamics"):
-        # plan the frames with the instruction, then decode the actions from them with the instruction zeroed
-        # (as they were trained: recipes.Recipe.actions_read_text)
+    if not r.idm_reads_text and (mode == "inverse_dynamics" or (mode == "policy" and r.decode == "video_then_actions")):
+        # (plan the frames with the instruction, then) decode the actions from them with the instruction zeroed
+        # (as they were trained: recipes.Recipe.idm_reads_text)
         shapes = (model.video_shape(b), (b, cfg.action_horizon, cfg.action_dim))
         if mode == "policy" and vs == 0:
             raise ValueError(f"recipe {cfg.recipe!r} decodes its actions from the planned frames: video_steps must be >= 1")

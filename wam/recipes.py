@@ -20,6 +20,11 @@ A recipe is a handful of facts about the same transformer (models/transformer.py
                     zeroed reads the context images, the state and the planned frames: context and is blind
                     what it learns on labelled tasks applies to tasks seen only in      to the task
                     video
+    self-label      one model as policy, world model and a task-blind inverse dynamics    VPT's labels inside
+                    (UWM's modality dropout: some samples give the frames clean and train  one WAM, with UWM's
+                    the actions blind to the task, some leave the actions absent); midway  modality dropout
+                    through training its inverse dynamics labels the action-free video,
+                    and the policy (which reads the instruction) trains on those labels too
     cosmos-policy   the Cosmos backbone as is: actions, future robot state and a value   Cosmos Policy
                     estimate are extra latent frames denoised with the future frames;
                     best-of-N planning by the predicted value (backbone cosmos only)
@@ -51,7 +56,7 @@ class Recipe:
     """Token groups future-frame tokens attend to ('c' context, 'v' frames, 'a' actions)."""
     action_reads: str
     """Token groups action tokens attend to."""
-    noise: Literal["shared", "independent", "video_or_idm", "action_only"]
+    noise: Literal["shared", "independent", "video_or_idm", "modality_dropout", "action_only"]
     t_video: Literal["uniform", "noisy"]
     decode: Literal["together", "video_then_actions"]
     modes: tuple[str, ...]
@@ -60,11 +65,17 @@ class Recipe:
     video_steps: int | None
     """Default frame denoising steps (None: as many as the action steps; 0: frames are not predicted)."""
     summary: str
-    actions_read_text: bool = True
-    """The actions are decoded with the instruction in the sequence. False (with decode "video_then_actions"): the
-    inverse-dynamics pass runs with the instruction zeroed, in training (every sample that trains the actions) and at
-    inference (modes.py): the whole sequence then holds nothing of the task, so the decoder maps what the images and
-    the planned frames show to actions the same way for every task, seen with actions or only in video."""
+    idm_reads_text: bool = True
+    """False: the inverse dynamics (frames given clean, actions decoded) runs with the instruction zeroed, in training
+    (every sample that trains the actions from clean frames) and at inference (modes.py): the sequence then holds
+    nothing of the task, so it maps what the images and the frames show to actions the same way for every task, seen
+    with actions or only in video. With decode "video_then_actions" (plan-then-act) the policy acts through it."""
+    state_dropout: float = 0.0
+    """Fraction of labelled samples trained with the robot state absent (as action-free video has none), so the
+    inverse dynamics can label video and the policy acts on it with or without the state."""
+    labels_video: bool = False
+    """Training labels the action-free episodes with the model's own inverse dynamics once `TrainConfig.label_at` of
+    the steps are done (label.py), and trains on them as demonstrations without a state from then on."""
 
     @property
     def predicts_video(self) -> bool:
@@ -87,7 +98,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("plan-then-act", "UniPi's plan-then-act, with a task-blind inverse dynamics reading the context", "cv", "cva",
            "video_or_idm", "uniform", "video_then_actions", ("policy", "inverse_dynamics", "video"), 10, None,
            "frames planned first from the instruction, then actions from the context and the plan by an "
-           "instruction-blind inverse dynamics", actions_read_text=False),
+           "instruction-blind inverse dynamics", idm_reads_text=False),
+    Recipe("self-label", "VPT's inverse-dynamics labels inside one WAM, with UWM's modality dropout", "cva", "cva",
+           "modality_dropout", "uniform", "together", MODES, 10, None,
+           "one model, three kinds of sample (a task-blind IDM on clean frames, video with the actions absent, both "
+           "noised independently); midway its IDM labels the action-free video, on which the policy then trains",
+           idm_reads_text=False, state_dropout=0.3, labels_video=True),
     Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
            "shared", "uniform", "together", ("policy",), 10, None,
            "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames"),
@@ -157,6 +173,18 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None,
         t_v = torch.where(idm, ones, t_v)
         t_a = torch.where(idm, t_a, torch.zeros(b))
         w_v, w_a = (~idm).float(), idm.float()
+    elif r.noise == "modality_dropout":
+        # UWM's modality dropout: a quarter of the samples give the frames clean and train the inverse dynamics, a
+        # quarter leave the actions absent and train the video model, the rest are noised independently (policy and
+        # world model); action-free samples train the video model.
+        kind = torch.rand(b, generator=g)
+        idm, video = kind < 0.25, (kind >= 0.25) & (kind < 0.5)
+        if labelled is not None:
+            free = ~labelled.bool().cpu()
+            idm, video = idm & ~free, video | free
+        t_v = torch.where(idm, ones, t_v)
+        t_a = torch.where(video, torch.zeros(b), t_a)
+        w_v, w_a = (~idm).float(), (~video).float()
     elif r.noise == "action_only":
         w_v = torch.zeros(b)
     return t_v, t_a, w_v, w_a

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from wam import checkpoint, finetune, flow, fsdp
+from wam import checkpoint, finetune, flow, fsdp, label
 from wam.backbones import build
 from wam.config import DataConfig, ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.data.frames import FrameStore, open_frames
@@ -58,7 +58,8 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
 
     The recipe draws the noise levels and says which losses count (recipes.draw_times). Samples from
     action-free episodes train the frames only: their actions sit at pure noise and their loss is masked. A recipe
-    whose actions are decoded blind to the task (plan-then-act) sees no instruction in the samples that train them.
+    whose inverse dynamics is blind to the task (plan-then-act, self-label) sees no instruction in the samples that
+    train it; one with state dropout (self-label) sees no state in some samples.
     """
     model_cfg = model_cfg.resolved()
     b = batch.actions.shape[0]
@@ -74,9 +75,14 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     t_action = t_action * labelled
     w_action = w_action * labelled
     context = batch.context
-    if not recipe(model_cfg.recipe).actions_read_text:  # the samples that train the actions see no instruction
-        blind = (w_action > 0).to(context.text.dtype).reshape(-1, *([1] * (context.text.dim() - 1)))
+    r = recipe(model_cfg.recipe)
+    if not r.idm_reads_text:  # the samples that train the inverse dynamics (clean frames, actions) see no instruction
+        blind = ((w_action > 0) & (t_video == 1)).to(context.text.dtype).reshape(-1, *([1] * (context.text.dim() - 1)))
         context = dataclasses.replace(context, text=context.text * (1 - blind))
+    if r.state_dropout and context.state is not None:  # some labelled samples without the state, as video has none
+        keep = (torch.rand(b, generator=g) >= r.state_dropout).float().to(device)
+        known = keep if context.state_known is None else context.state_known.float() * keep
+        context = dataclasses.replace(context, state_known=known)
     per = flow.losses(model, video, batch.actions, context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target)
     am = batch.action_mask[..., None] * w_action[:, None, None]
@@ -88,6 +94,14 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     video = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
     loss = cfg.video_weight * video + cfg.action_weight * action
     return {"loss": loss, "video": video.detach(), "action": action.detach()}
+
+
+def labelling_step(cfg: TrainConfig, model_cfg: ModelConfig, windows: Windows) -> int | None:
+    """The step after which the recipe's inverse dynamics labels the action-free episodes, or None (a recipe that does
+    not label, --train.label-at None, or no action-free episode)."""
+    if not recipe(model_cfg.recipe).labels_video or cfg.label_at is None or bool(windows.labelled.all()):
+        return None
+    return max(1, min(cfg.steps - 1, round(cfg.label_at * cfg.steps)))
 
 
 def closed_loop_hook(cfg: TrainConfig, out: Path):
@@ -276,12 +290,42 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         rows = [r for r in rows if r["step"] <= start]
         metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         spent = max((r.get("train_s", 0.0) for r in rows), default=0.0)
+    label_step = labelling_step(cfg, model_cfg, windows)
+    if label_step is not None and sharded:
+        raise ValueError(f"recipe {model_cfg.recipe} labels its video mid-training, which --train.parallel fsdp does not "
+                         f"support yet; use ddp or --train.label-at None")
+    labels_file = out / "labels" / f"step-{label_step}.npz"
+
+    def stream():
+        """The batches of steps start..steps; where the recipe labels its video, the labels are made at `label_step`
+        (or read back when resuming past it) and the later batches train on them."""
+        begin = start
+        if label_step is not None:
+            if start < label_step:
+                yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, label_step),
+                                   workers=data.loader_workers, rank=rank, world=world)
+                begin = label_step
+                with label.weights_swapped(model, ema):
+                    labels = label.label_video(model, windows, sampler, seed=cfg.seed, progress=progress and rank == 0)
+                if rank == 0:
+                    label.save_labels(labels_file, labels)
+            elif not labels_file.exists():
+                raise FileNotFoundError(f"resuming at step {start} past the labelling at step {label_step}, but its "
+                                        f"labels {labels_file} are missing; start again without --train.resume")
+            else:
+                labels = label.load_labels(labels_file)
+            n = label.apply_labels(windows, labels)
+            if rank == 0:
+                print(f"\nstep {label_step}: labelled {n} frames of {len(labels)} action-free episodes with the model's "
+                      f"inverse dynamics ({labels_file})", flush=True)
+        yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(begin, cfg.steps),
+                           workers=data.loader_workers, rank=rank, world=world)
+
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()
     tick, seen = time.perf_counter(), 0
     began = tick - spent
-    for step, batch, g in batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, cfg.steps),
-                                  workers=data.loader_workers, rank=rank, world=world):
+    for step, batch, g in stream():
         batch = batch_to(batch, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             terms = loss_terms(net, batch, cfg, model_cfg, g)

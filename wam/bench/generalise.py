@@ -63,10 +63,12 @@ SHIFTS = ("colour", "light", "camera", "instruction")
 BASELINE = "action-only"
 VIDEO_CONDITIONS = ("none", "same-video", "other-video")
 LEVERS = {
-    "imagenet": lambda m: dataclasses.replace(m, image_encoder="efficientnet-lite0"),
+    "imagenet": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, image_encoder="efficientnet-lite0")),
+    "nolabel": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, label_at=None)),
 }
-"""Changes to the model measured one at a time: a bench recipe `RECIPE@LEVER` is the recipe with the lever applied
-(imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py)."""
+"""Changes measured one at a time: a bench recipe `RECIPE@LEVER` is the recipe with the lever applied to its preset
+(imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
+a recipe that labels its action-free video (self-label) never does, so its video trains the frames only)."""
 
 
 def base_recipe(name: str) -> str:
@@ -81,7 +83,7 @@ def configured(base: Preset, name: str) -> Preset:
     if lever:
         if lever not in LEVERS:
             raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
-        p = dataclasses.replace(p, model=LEVERS[lever](p.model))
+        p = LEVERS[lever](p)
     return p
 
 
@@ -95,10 +97,10 @@ class GeneraliseBenchConfig:
     out: Path = Path("runs/bench/generalise")
     splits: str = ",".join(SPLITS)
     """Comma-separated splits to run: unseen, unseen-avdc, few, shift, in-distribution."""
-    recipes: str = "action-only,video-then-idm,decoupled,plan-then-act"
+    recipes: str = "action-only,video-then-idm,decoupled,plan-then-act,self-label"
     """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is always included).
     RECIPE@LEVER is the recipe with one of LEVERS applied (imagenet: the EfficientNet-Lite0 image encoder)."""
-    few_recipes: str = "plan-then-act"
+    few_recipes: str = "plan-then-act,self-label"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
     preset: str = "default"
@@ -117,6 +119,9 @@ class GeneraliseBenchConfig:
     max_steps: int = 200
     """Steps per evaluation episode."""
     workers: int = 2
+    baseline: bool = True
+    """Train and evaluate the action-only baseline beside the recipes. False (--no-baseline): only the recipes named;
+    the baseline's entries of an earlier run in OUT/generalise.json (same protocol) stay in the results."""
     quick: bool = False
     """A few minutes, for checks: the tiny preset, 2 labelled tasks and 1 held out, a handful of episodes. The numbers
     mean nothing."""
@@ -142,12 +147,12 @@ class GeneraliseBenchConfig:
     @property
     def recipe_names(self) -> tuple[str, ...]:
         names = [r.strip() for r in self.recipes.split(",") if r.strip()]
-        return tuple(dict.fromkeys([BASELINE, *names]))
+        return tuple(dict.fromkeys([BASELINE, *names] if self.baseline else names))
 
     @property
     def few_recipe_names(self) -> tuple[str, ...]:
         names = [r.strip() for r in self.few_recipes.split(",") if r.strip()]
-        return tuple(dict.fromkeys([BASELINE, *names]))
+        return tuple(dict.fromkeys([BASELINE, *names] if self.baseline else names))
 
     @property
     def demo_counts(self) -> tuple[int, ...]:
@@ -447,10 +452,12 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
     saved = out / "generalise.json"
     runs: list[dict] = []
     unfinished: list[str] = []  # splits of earlier runs that stopped before their last entry
-    if saved.exists():  # the splits of earlier runs stay, this run's replace theirs
+    kept: dict[str, dict] = {}  # entries of earlier runs, by split: this run's entries of the same name replace them
+    if saved.exists():  # the splits and entries of earlier runs stay, this run's replace theirs
         earlier = json.loads(saved.read_text())
         if all(earlier.get(k) == result[k] for k in ("quick", "preset", "steps", "few_steps", "episodes_per_task", "max_steps")):
-            result = {**{k: v for k, v in earlier.items() if k in SPLITS}, **result}
+            kept = {k: v for k, v in earlier.items() if k in SPLITS}
+            result = {**kept, **result}
             runs = earlier.get("runs", [])
             unfinished = [s for s in earlier.get("incomplete", []) if s not in todo]
     this_run = {"command": result["command"], "splits": list(todo), "machine_gflops": round(matmul_gflops()), "bench_s": None}
@@ -473,7 +480,7 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                 wm = world_model_cell(record, cond, pools[cond.pool])
                 if wm is not None:
                     rows[e.name]["world_model"] = {"sampled": wm["sampled"], "mean": wm["mean"]}
-            result[split] = summarise(split, rows)
+            result[split] = {**kept.get(split, {}), **summarise(split, rows, run=len(runs))}
             this_run["bench_s"] = time.perf_counter() - t0
             (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
     this_run["bench_s"] = time.perf_counter() - t0
@@ -483,15 +490,16 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
     return publish(out, "generalise", result, markdown, plot)
 
 
-def summarise(split: str, rows: dict[str, dict]) -> dict:
+def summarise(split: str, rows: dict[str, dict], run: int | None = None) -> dict:
     """A split's object: one entry per recipe (or recipe+video), with `mean_success` and per-task rates; a split
-    with variants (few: demo counts; shift: shifts) averages over them and keeps each under `variants`."""
+    with variants (few: demo counts; shift: shifts) averages over them and keeps each under `variants`. `run`: the
+    index in `runs` of the run that measured them."""
     recipes = {}
     for name, r in rows.items():
         variants = r["variants"]
         scored = {k: v for k, v in variants.items() if split != "shift" or v["shift"] is not None}
         tasks = sorted({t for v in scored.values() for t in v["tasks"]})
-        entry = {"recipe": r["recipe"], "condition": r["condition"], "train_s": r["train_s"],
+        entry = {"recipe": r["recipe"], "condition": r["condition"], "train_s": r["train_s"], "run": run,
                  "mean_success": float(np.mean([v["mean_success"] for v in scored.values()])),
                  "tasks": {t: float(np.mean([v["tasks"][t]["success_rate"] for v in scored.values()])) for t in tasks}}
         if len(variants) > 1 or split in ("few", "shift"):

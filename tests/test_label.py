@@ -1,0 +1,164 @@
+"""self-label: a WAM's own task-blind inverse dynamics labels its action-free video mid-training (label.py), with
+UWM's modality dropout and state dropout in training; labelling is what the IDM decodes, it covers exactly the
+action-free frames, and a run resumed on either side of the labelling step is the same run."""
+
+import dataclasses
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from wam import label, modes
+from wam.config import DataConfig, preset, with_recipe
+from wam.data.frames import open_frames
+from wam.data.reader import read_dataset, split, usable_stats
+from wam.data.transforms import Normalizer
+from wam.data.windows import Windows
+from wam.models.transformer import WAMTransformer
+from wam.recipes import draw_times, recipe
+from wam.testing import concrete, fake_batch
+from wam.train import loss_terms, train
+
+NAME = "self-label"
+P = concrete(with_recipe(preset("tiny"), NAME))
+VIDEO = DataConfig(video_only_episodes="1,3")  # one episode of each of the tiny dataset's two tasks as video
+
+
+def _model(seed: int = 0) -> WAMTransformer:
+    torch.manual_seed(seed)
+    model = WAMTransformer(P.model)
+    with torch.no_grad():  # off the adaLN-Zero start, so every path carries signal
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_modality_dropout_draws_idm_video_and_independent_samples():
+    n = 40_000
+    labelled = torch.arange(n) % 4 != 0  # a quarter action-free
+    t_v, t_a, w_v, w_a = draw_times(NAME, n, torch.Generator().manual_seed(0), labelled)
+    idm, video = (t_v == 1) & (w_v == 0), (t_a == 0) & (w_a == 0)
+    assert not (idm & video).any() and (w_v[~idm] == 1).all() and (w_a[~video] == 1).all()
+    assert not idm[~labelled].any() and video[~labelled].all()  # action-free samples only train the frames
+    assert abs(idm[labelled].float().mean() - 0.25) < 0.02 and abs(video[labelled].float().mean() - 0.25) < 0.02
+    rest = labelled & ~idm & ~video  # policy / world model: independent uniform levels
+    assert abs(t_v[rest].mean() - 0.5) < 0.02 and abs(torch.corrcoef(torch.stack([t_v[rest], t_a[rest]]))[0, 1]) < 0.05
+
+
+def test_the_inverse_dynamics_is_blind_to_the_task_and_the_policy_is_not():
+    model = _model()
+    batch = fake_batch(P.model, 2)
+    other = dataclasses.replace(batch.context, text=torch.randn_like(batch.context.text))
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    _, a1 = modes.run(model, "inverse_dynamics", batch.context, P.sampler, video=batch.video, generator=g())
+    _, a2 = modes.run(model, "inverse_dynamics", other, P.sampler, video=batch.video, generator=g())
+    assert torch.equal(a1, a2)
+    _, p1 = modes.run(model, "policy", batch.context, P.sampler, generator=g())
+    _, p2 = modes.run(model, "policy", other, P.sampler, generator=g())
+    assert not torch.allclose(p1, p2, atol=1e-4)  # the policy reads the instruction
+    # in training the IDM samples' loss does not depend on the instruction; the others' does
+    b = 64
+    big = fake_batch(P.model, b)
+    moved = dataclasses.replace(big, context=dataclasses.replace(big.context, text=torch.randn_like(big.context.text)))
+    t_v, _, w_v, w_a = draw_times(NAME, b, torch.Generator().manual_seed(5), big.has_actions)
+    idm = (t_v == 1) & (w_a > 0)
+    assert idm.any() and (~idm).any()
+    seen = []
+
+    class Spy(torch.nn.Module):  # records the context each loss is computed on
+        def __init__(self):
+            super().__init__()
+            self.net = model
+            self.capabilities = model.capabilities
+
+        def forward(self, *args):
+            seen.append(args[-1])
+            return self.net(*args)
+
+    cfg = replace(P.train)
+    for b_ in (big, moved):
+        loss_terms(Spy(), b_, cfg, P.model, torch.Generator().manual_seed(5))
+    assert (seen[0].text[idm] == 0).all() and torch.equal(seen[0].text[~idm], big.context.text[~idm])
+    assert torch.equal(seen[0].text[idm], seen[1].text[idm])
+    # state dropout: about 30% of the samples train without the state
+    known = seen[0].state_known
+    assert known is not None and 0.1 < 1 - known.float().mean() < 0.5 and set(known.tolist()) <= {0.0, 1.0}
+
+
+def _windows(tiny_dataset, model_cfg):
+    rec, _ = split(read_dataset(tiny_dataset, VIDEO))
+    m = model_cfg.for_data(rec.camera_names, rec.state.shape[1], rec.action.shape[1]).resolved()
+    rec, store = open_frames(rec, m.image_size, progress=False)
+    norm = Normalizer.from_stats(usable_stats(rec, VIDEO))
+    text = torch.zeros(len(rec.instructions), m.text_dim)
+    return Windows(rec, store, m, norm, text), m
+
+
+def test_labels_are_the_inverse_dynamics_actions_on_every_action_free_frame(tiny_dataset):
+    windows, m = _windows(tiny_dataset, P.model)
+    torch.manual_seed(0)
+    model = WAMTransformer(m)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    free = ~windows.labelled.numpy()
+    labels = label.label_video(model, windows, P.sampler, batch_size=7, progress=False)
+    covered = np.zeros(windows.n, bool)
+    for lo, a in labels.items():
+        covered[lo:lo + len(a)] = True
+        assert a.shape[1] == m.action_dim and np.isfinite(a).all()
+        assert (a >= windows.norm.action_min.numpy() - 1e-6).all() and (a <= windows.norm.action_max.numpy() + 1e-6).all()
+    assert (covered == free).all() and len(labels) == 2
+    # the first window of an episode: its first `stride` labels are what inverse_dynamics decodes there
+    lo = min(labels)
+    stride = label.label_stride(windows)
+    batch = windows.get(np.array([lo]))
+    _, a = modes.run(model, "inverse_dynamics", batch.context, P.sampler, video=batch.video,
+                     generator=torch.Generator().manual_seed(0))
+    want = torch.clamp(windows.norm.unactions(a[0, :stride]), windows.norm.action_min, windows.norm.action_max)
+    assert np.allclose(labels[lo][:stride], want.numpy(), atol=1e-5)
+    # applied: the episodes train the actions from now on, still without their state
+    before = windows.get(np.flatnonzero(free)[:3])
+    n = label.apply_labels(windows, labels)
+    after = windows.get(np.flatnonzero(free)[:3])
+    assert n == free.sum() and windows.labelled.all() and after.has_actions.all() and not before.has_actions.any()
+    assert (after.context.state_known == 0).all()
+    with pytest.raises(ValueError, match="do not match an episode"):
+        label.apply_labels(windows, {lo + 1: labels[lo]})
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _losses(out):
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+@pytest.mark.parametrize("cut", [2, 4])
+def test_training_labels_its_video_once_and_resumes_on_either_side_exactly(tiny_dataset, tmp_path, cut):
+    cfg = replace(P.train, data=tiny_dataset, steps=6, ckpt_every=2, log_every=1, label_at=0.5)
+    full = tmp_path / "full"
+    train(replace(cfg, out=full), P.model, P.sampler, data=VIDEO, progress=False)
+    assert [f.name for f in (full / "labels").iterdir()] == ["step-3.npz"]
+
+    def interrupt(step, ckpt):
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(replace(cfg, out=tmp_path / "cut", eval_every=cut), P.model, P.sampler, data=VIDEO, progress=False,
+              eval_hook=interrupt)
+    assert (tmp_path / "cut/labels/step-3.npz").exists() == (cut > 3)
+    train(replace(cfg, out=tmp_path / "cut"), P.model, P.sampler, data=VIDEO, progress=False)
+    a, b = _losses(full), _losses(tmp_path / "cut")
+    assert set(a) == set(b) == set(range(1, 7))
+    assert all(a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-7) for s in a)
+    la, lb = label.load_labels(full / "labels/step-3.npz"), label.load_labels(tmp_path / "cut/labels/step-3.npz")
+    assert la.keys() == lb.keys() and all(np.array_equal(la[k], lb[k]) for k in la)
+    # a recipe that does not label, or --train.label-at None, trains on the video's frames only
+    train(replace(cfg, out=tmp_path / "never", label_at=None), P.model, P.sampler, data=VIDEO, progress=False)
+    assert not (tmp_path / "never/labels").exists()
+    assert recipe(NAME).labels_video and not recipe("decoupled").labels_video
