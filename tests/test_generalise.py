@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
-                                  configured, entries, markdown, plan_of)
+                                  configured, entries, markdown, plan_of, train_cell)
 from wam.evaluate import EVAL_SEED
 
 QUICK = GeneraliseBenchConfig(quick=True, workers=1)
@@ -184,3 +184,14 @@ def test_an_untrained_residual_world_model_is_the_copy_baseline(pool, tmp_path):
     old = evaluate_offline(OfflineConfig(checkpoint=ckpt, data=pool.root, episodes="0", out=tmp_path / "lo", plots=False),
                            progress=False)["frames"]
     assert old["psnr"] < f["copy_psnr"] - 3  # a zero output is a grey frame, far from the copy
+
+
+def test_a_self_label_cell_reports_its_labels_against_the_actions_it_never_read(pool, tmp_path):
+    plan = plan_of(QUICK)
+    cond = conditions(plan)["mt10+unseen-video"]
+    record = train_cell(tmp_path, cond, "self-label", plan, pool)
+    labels = record["labels"]
+    held = [e for t in plan.unseen for e in pool.of(t)]
+    assert set(labels["tasks"]) == set(plan.unseen) and labels["all"]["frames"] > 0
+    assert np.isfinite(labels["all"]["mse"]) and labels["all"]["mse"] > 0 and labels["all"]["r2"] < 1
+    assert len(held) == cond.video[plan.unseen[0]][1]  # every episode of the held-out task was labelled from video

@@ -116,7 +116,7 @@ def test_labels_are_the_inverse_dynamics_actions_on_every_action_free_frame(tiny
     lo = min(labels)
     stride = label.label_stride(windows)
     batch = windows.get(np.array([lo]))
-    _, a = modes.run(model, "inverse_dynamics", batch.context, P.sampler, video=batch.video,
+    _, a = modes.run(model, "inverse_dynamics", batch.context, replace(P.sampler, steps=1), video=batch.video,
                      generator=torch.Generator().manual_seed(0))
     want = torch.clamp(windows.norm.unactions(a[0, :stride]), windows.norm.action_min, windows.norm.action_max)
     assert np.allclose(labels[lo][:stride], want.numpy(), atol=1e-5)
@@ -162,3 +162,14 @@ def test_training_labels_its_video_once_and_resumes_on_either_side_exactly(tiny_
     train(replace(cfg, out=tmp_path / "never", label_at=None), P.model, P.sampler, data=VIDEO, progress=False)
     assert not (tmp_path / "never/labels").exists()
     assert recipe(NAME).labels_video and not recipe("decoupled").labels_video
+
+
+def test_label_error_meets_its_closed_form():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(50, 4)).astype(np.float32)
+    exact = {0: truth[:20], 30: truth[30:50]}
+    e = label.label_error(exact, truth)
+    assert e["frames"] == 40 and e["mse"] == 0 and e["r2"] == 1
+    idx = np.r_[0:20, 30:50]
+    mean = {0: np.tile(truth[idx].mean(0), (20, 1)), 30: np.tile(truth[idx].mean(0), (20, 1))}
+    assert abs(label.label_error(mean, truth)["r2"]) < 1e-5  # guessing the mean scores 0

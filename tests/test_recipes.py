@@ -301,3 +301,32 @@ def test_a_residual_frame_head_starts_as_the_copy_of_the_current_frame():
 
     old = {k: v for k, v in to_dict(cfg.resolved()).items() if k != "video_residual"}
     assert model_from_dict(old).video_residual is False  # a checkpoint from before the field
+
+
+@pytest.mark.parametrize("name", ["decoupled", "plan-then-act", "self-label", "features"])
+def test_motion_keypoint_tokens_are_frame_tokens_of_every_path(name):
+    """With motion_keypoints each future frame and camera gets one more frame token (keypoints and their motion since
+    the current frame): the cached paths still equal forward, the frames keep their shape, and the tokens carry the
+    future frames (another future frame moves them), where the recipe lets actions read frames."""
+    cfg = dataclasses.replace(with_recipe(TINY, name).model, motion_keypoints=3)
+    torch.manual_seed(0)
+    model = WAMTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    plain = WAMTransformer(with_recipe(TINY, name).model)
+    assert model.n_vid == plain.n_vid + cfg.future_frames * cfg.views and model.n_patches == plain.n_vid
+    batch = fake_batch(cfg, 2)
+    t_v, t_a = torch.tensor([1.0, 0.7]), torch.tensor([0.5, 0.1])
+    ref_v, ref_a = model(batch.video, batch.actions, t_v, t_a, batch.context)
+    assert ref_v.shape == batch.video.shape
+    out_v, out_a = model.decode(model.encode(batch.context), batch.video, batch.actions, t_v, t_a)
+    assert torch.allclose(out_v, ref_v, atol=1e-5) and torch.allclose(out_a, ref_a, atol=1e-5)
+    if model.capabilities.frames_in_prefix:
+        out_v, out_a = model.decode(model.encode(batch.context, batch.video, t_v), None, batch.actions, t_v, t_a)
+        assert torch.allclose(out_v, ref_v, atol=1e-5) and torch.allclose(out_a, ref_a, atol=1e-5)
+    moved = batch.video.roll(2, dims=-1)
+    tokens = model.motion(batch.video, model._current(batch.context))
+    assert tokens.shape == (2, cfg.future_frames * cfg.views, cfg.width)
+    assert not torch.allclose(model.motion(moved, model._current(batch.context)), tokens, atol=1e-5)

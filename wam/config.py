@@ -75,6 +75,11 @@ class ModelConfig:
     keypoints: int = 16
     """Spatial-softmax keypoints per image, read out as one extra context token (0 = none)."""
     future_patch: int = 8
+    motion_keypoints: int = 0
+    """Our backbone: keypoints per camera read from every future frame at its own size and from the current frame
+    (a small conv and a spatial softmax), one more frame token per future frame and camera holding them and their
+    motion since the current frame (transformer.MotionKeypoints): sub-pixel motion for the inverse dynamics to read,
+    which 8 x 8 patches show only as changed texture. 0: none."""
     video_target: Target | None = None
     """What the network outputs for future frames: the clean frame ("data", x-prediction) or the velocity. None:
     the backbone's default (data for wam, velocity for wan and cosmos: backbones.py)."""
@@ -137,6 +142,8 @@ class ModelConfig:
         checks = [
             (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by the image encoder's stride "
                                           f"{down} ({self.image_encoder}: " + ("2**len(stem_channels))" if self.image_encoder == "conv" else "fixed)")),
+            (self.motion_keypoints >= 0 and (self.motion_keypoints == 0 or self.backbone == "wam"),
+             f"--model.motion-keypoints {self.motion_keypoints} must be >= 0 and is our backbone's"),
             (self.image_encoder == "conv" or self.backbone == "wam",
              f"--model.image-encoder {self.image_encoder} is our backbone's; {_BACKBONE} {self.backbone} encodes frames with its VAE"),
             (self.image_encoder_path is None or self.image_encoder != "conv",

@@ -15,6 +15,7 @@ bound) label frames t .. t+stride-1, and the next window starts at t + stride.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +33,17 @@ def label_stride(windows: Windows) -> int:
 
 
 @torch.no_grad()
-def label_video(model, windows: Windows, sampler: SamplerConfig, *, batch_size: int = 64, seed: int = 0,
+def label_video(model, windows: Windows, sampler: SamplerConfig, *, steps: int = 1, batch_size: int = 64, seed: int = 0,
                 progress: bool = True) -> dict[int, np.ndarray]:
     """Actions for every frame of every action-free episode of `windows`: {frame index of its first frame (into the
-    windows): (T, a) float32 in the data's units, clipped to the demonstrations' range}. The model runs in inverse-dynamics mode as it is (its caller picks
-    the weights, for example the EMA's); the state stays absent, as in the video."""
+    windows): (T, a) float32 in the data's units, clipped to the demonstrations' range}. The model runs in
+    inverse-dynamics mode as it is (its caller picks the weights, for example the EMA's); the state stays absent, as in
+    the video. `steps`: denoising steps of the actions; one Euler step from pure noise is the network's estimate of the
+    expected actions given the frames (what a least-squares label wants); more steps draw a sample instead."""
     from tqdm import tqdm
 
     modes.check_mode(model.cfg.recipe, "inverse_dynamics")
+    sampler = dataclasses.replace(sampler, steps=steps)
     stride = label_stride(windows)
     free = np.flatnonzero(~windows.labelled.numpy())
     starts = free[(free - windows.ep_from[free]) % stride == 0]  # (m,) window starts
@@ -85,6 +89,22 @@ def save_labels(path: Path, labels: dict[int, np.ndarray]) -> None:
 def load_labels(path: Path) -> dict[int, np.ndarray]:
     with np.load(path) as f:
         return {int(k.removeprefix("from_")): f[k] for k in f.files}
+
+
+def label_error(labels: dict[int, np.ndarray], truth: np.ndarray, variance: np.ndarray | None = None) -> dict:
+    """How close labels are to the actions that were really taken (where they are known, as in a benchmark that hides
+    them): `truth` (N, a) holds the true actions of the same frames. Mean squared error, and R^2 per dimension: 1 - error
+    / variance of the true actions (0 for guessing their mean, 1 for exact); `variance` (a,) gives another reference
+    (the variance over all labelled frames, to compare tasks). `r2` averages the dimensions that vary."""
+    idx = np.concatenate([np.arange(lo, lo + len(a)) for lo, a in labels.items()])
+    got = np.concatenate(list(labels.values()))
+    want = truth[idx]
+    err = ((got - want) ** 2).mean(0)
+    var = want.var(0) if variance is None else np.asarray(variance)
+    varies = var > 1e-8
+    r2 = np.where(varies, 1 - err / np.where(varies, var, 1), np.nan)
+    return {"frames": int(len(idx)), "mse": float(err.mean()), "r2": float(r2[varies].mean()) if varies.any() else None,
+            "r2_per_dim": [None if np.isnan(x) else float(x) for x in r2]}
 
 
 @contextlib.contextmanager

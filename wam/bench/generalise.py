@@ -65,10 +65,12 @@ VIDEO_CONDITIONS = ("none", "same-video", "other-video")
 LEVERS = {
     "imagenet": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, image_encoder="efficientnet-lite0")),
     "nolabel": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, label_at=None)),
+    "motion": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, motion_keypoints=16)),
 }
 """Changes measured one at a time: a bench recipe `RECIPE@LEVER` is the recipe with the lever applied to its preset
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
-a recipe that labels its action-free video (self-label) never does, so its video trains the frames only)."""
+a recipe that labels its action-free video (self-label) never does, so its video trains the frames only; motion: 16
+motion keypoints per camera on the future frames, transformer.MotionKeypoints)."""
 
 
 def base_recipe(name: str) -> str:
@@ -354,8 +356,29 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     rows = [json.loads(r) for r in (cell / "train" / "metrics.jsonl").read_text().splitlines() if r.strip()]
     record = {"settings": settings, "checkpoint": str(ckpt),  # seconds over every run that led to it (resumes too)
               "train_s": max(r.get("train_s", 0.0) for r in rows)}
+    labels = sorted((cell / "train" / "labels").glob("step-*.npz"))
+    if labels:  # a recipe that labelled its video: how close the labels came to the actions the pool hides from it
+        record["labels"] = labels_against_truth(labels[-1], pool, data)
     record_file.write_text(json.dumps(record, indent=2))
     return record
+
+
+def labels_against_truth(path: Path, pool: Pool, data: DataConfig) -> dict:
+    """The labels a cell's inverse dynamics gave its action-free episodes, against the actions the pool recorded for
+    them (which the cell never read), overall and per held-out task (label.label_error; a task's R^2 against the
+    variance over all labelled frames, since within one task a dimension may not vary)."""
+    from wam.data.reader import read_dataset
+    from wam.label import label_error, load_labels
+
+    labels = load_labels(path)
+    truth = read_dataset(pool.root, dataclasses.replace(data, video_only_episodes=None))  # the same frames, with actions
+    task_of = {int(truth.episode_from[i]): truth.env_tasks[i] for i in range(len(truth.episode_ids))}
+    by_task: dict[str, dict] = {}
+    for lo, a in labels.items():
+        by_task.setdefault(task_of[lo], {})[lo] = a
+    overall = label_error(labels, truth.action)
+    variance = np.concatenate([truth.action[lo:lo + len(a)] for lo, a in labels.items()]).var(0)
+    return {"all": overall, "tasks": {t: label_error(ls, truth.action, variance) for t, ls in sorted(by_task.items())}}
 
 
 def evaluate_cell(out: Path, entry: Entry, record: dict, plan: Plan, workers: int) -> dict:
@@ -476,6 +499,8 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                                      "variants": {}})
             rows[e.name]["variants"][e.variant or "-"] = {"mean_success": row["mean_success"], "median_ms": row["median_ms"],
                                                           "tasks": row["tasks"], "shift": e.shift}
+            if record.get("labels"):
+                rows[e.name].setdefault("labels", {})[e.variant or "-"] = record["labels"]["all"]
             if split in ("unseen", "unseen-avdc", "in-distribution") and "world_model" not in rows[e.name]:
                 wm = world_model_cell(record, cond, pools[cond.pool])
                 if wm is not None:
@@ -511,6 +536,8 @@ def summarise(split: str, rows: dict[str, dict], run: int | None = None) -> dict
             entry["unshifted_mean_success"] = next(v["mean_success"] for v in variants.values() if v["shift"] is None)
         if "world_model" in r:
             entry["world_model"] = r["world_model"]
+        if "labels" in r:  # self-label: its labels of the action-free video against the hidden true actions
+            entry["labels"] = r["labels"] if len(r["labels"]) > 1 else next(iter(r["labels"].values()))
         recipes[name] = entry
     return recipes
 

@@ -7,7 +7,8 @@ One sequence per sample, three groups of tokens:
     context  (clean): c*v*(g*g+1) image tokens from a conv stem, 1 state token (unless state_dim = 0),
                       1 instruction token
     video    (noisy): f*v*p*p patches of the future frames, each patch concatenated channel-wise with the
-                      same patch of the current frame (image-to-video conditioning by concatenation)
+                      same patch of the current frame (image-to-video conditioning by concatenation); with
+                      `motion_keypoints`, f*v more: keypoints of each future frame and their motion since now
     action   (noisy): k action tokens
 Each token is modulated (adaLN) by the noise level of its own group, so future frames and actions can
 sit at different noise levels (t = 1 is clean data, t = 0 pure noise; context tokens are always t = 1).
@@ -124,6 +125,28 @@ def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=1)
 
 
+class MotionKeypoints(nn.Module):
+    """Where things are in each future frame and how far they moved since the current frame: (b, f*v, d), one token per
+    future frame and camera. A small stride-1 conv at the future frames' own size, then a spatial softmax (as in
+    ConvStem) gives K keypoints of each future frame and of the current frame (pooled to the same size); the token
+    holds the future keypoints and their displacement. An 8 x 8 patch token sees a hand that moved two pixels only as
+    a change of texture; a keypoint moves by those two pixels, which is what an inverse dynamics reads."""
+
+    def __init__(self, keypoints: int, d: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU(),
+                                  nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU(),
+                                  nn.Conv2d(32, keypoints, 1))
+        self.proj = nn.Linear(4 * keypoints, d)
+
+    def forward(self, video: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """video (b, f, v, 3, s, s), current (b, v, 3, s, s) -> (b, f*v, d)"""
+        b, f, v = video.shape[:3]
+        now = spatial_softmax(self.conv(current.flatten(0, 1))).reshape(b, 1, v, -1)  # (b, 1, v, 2K)
+        then = spatial_softmax(self.conv(video.flatten(0, 2))).reshape(b, f, v, -1)  # (b, f, v, 2K)
+        return self.proj(torch.cat([then, then - now], dim=-1)).reshape(b, f * v, -1)
+
+
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """(B, C, s, s) -> (B, (s/p)^2, C*p*p)"""
     B, C, H, W = x.shape
@@ -217,7 +240,9 @@ class WAMTransformer(nn.Module):
         self.text_cond = nn.Linear(cfg.text_dim, d)
 
         n_ctx = cfg.context_frames * cfg.views * cfg.context_tokens + 1 + (1 if cfg.state_dim else 0)
-        n_vid = cfg.future_frames * cfg.views * cfg.future_grid**2
+        self.n_patches = cfg.future_frames * cfg.views * cfg.future_grid**2
+        self.motion = MotionKeypoints(cfg.motion_keypoints, d) if cfg.motion_keypoints and cfg.future_frames else None
+        n_vid = self.n_patches + (cfg.future_frames * cfg.views if self.motion is not None else 0)  # patches, then motion
         n_act = cfg.action_horizon
         self.pos_context = nn.Parameter(torch.randn(1, n_ctx, d) * 0.02)
         self.pos_video = nn.Parameter(torch.randn(1, n_vid, d) * 0.02) if n_vid else None
@@ -290,6 +315,8 @@ class WAMTransformer(nn.Module):
         b, f = noisy_video.shape[:2]
         vid = torch.cat([noisy_video, current[:, None].expand(-1, f, -1, -1, -1, -1)], dim=3).flatten(0, 2)
         vid = self.video_in(patchify(vid, self.cfg.future_patch)).reshape(b, -1, self.cfg.width)
+        if self.motion is not None:
+            vid = torch.cat([vid, self.motion(noisy_video, current)], dim=1)  # (b, f*v*p*p + f*v, d)
         return vid + self.pos_video
 
     def _cond(self, t_video: torch.Tensor, t_action: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -301,7 +328,7 @@ class WAMTransformer(nn.Module):
         """Frame tokens -> the raw frame output (b, f, v, 3, s, s); with `video_residual`, the current frame plus the
         network's change (so the untrained model copies the current frame)."""
         cfg, b = self.cfg, h.shape[0]
-        out = self.video_out(h, cond[:, VIDEO])
+        out = self.video_out(h[:, :self.n_patches], cond[:, VIDEO])  # the motion tokens output no pixels
         out = unpatchify(out.reshape(b * cfg.future_frames * cfg.views, -1, out.shape[-1]), cfg.future_patch, cfg.future_size)
         out = out.reshape(b, cfg.future_frames, cfg.views, 3, cfg.future_size, cfg.future_size)
         return out + current[:, None] if self.residual else out
