@@ -102,6 +102,8 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     p, q = configured(plan.preset, "plan-then-act"), configured(plan.preset, "plan-then-act@imagenet")
     assert (p.model.image_encoder, q.model.image_encoder) == ("conv", "efficientnet-lite0")
     assert dataclasses.replace(q.model, image_encoder="conv") == p.model  # one change, nothing else
+    both = configured(plan.preset, "self-label@motion@nolabel")
+    assert both.model.motion_keypoints == 16 and both.train.label_at is None
     r = configured(plan.preset, "self-label@nolabel")
     assert r.train.label_at is None and dataclasses.replace(r.train, label_at=0.5) == configured(plan.preset, "self-label").train
     with pytest.raises(ValueError, match="unknown lever 'bogus'"):

@@ -79,10 +79,10 @@ def base_recipe(name: str) -> str:
 
 
 def configured(base: Preset, name: str) -> Preset:
-    """The preset a bench recipe name (RECIPE or RECIPE@LEVER) trains."""
-    recipe_name, _, lever = name.partition("@")
+    """The preset a bench recipe name (RECIPE, RECIPE@LEVER or RECIPE@LEVER@LEVER...) trains."""
+    recipe_name, *levers = name.split("@")
     p = with_recipe(base, recipe_name)
-    if lever:
+    for lever in levers:
         if lever not in LEVERS:
             raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
         p = LEVERS[lever](p)
@@ -604,6 +604,15 @@ def markdown(result: dict) -> str:
                 lines += [f"| {n} | {f['sampled']['psnr']:.2f} | {f['mean']['psnr']:.2f} | {f['mean']['copy_psnr']:.2f} | "
                           f"{f['sampled']['ssim']:.3f} | {f['mean']['ssim']:.3f} | {f['mean']['copy_ssim']:.3f} |"
                           for n, f in wm.items()]
+        labelled = {n: r["labels"] for n, r in recipes.items() if r.get("labels")}
+        if labelled:
+            lines += ["", "Labels the recipe's inverse dynamics gave its action-free video, against the true actions the "
+                      "bench hid from it (R^2 over the action dimensions that vary: 0 is guessing their mean, 1 exact):", "",
+                      "| entry | labelled frames | R^2 | MSE |", "| --- | --- | --- | --- |"]
+            for n, lab in labelled.items():
+                for variant, l in (lab.items() if "frames" not in lab else [("", lab)]):
+                    lines.append(f"| {n}{' (' + variant + ')' if variant else ''} | {l['frames']} | "
+                                 f"{l['r2']:.2f} | {l['mse']:.3f} |")
         lines.append("")
     return "\n".join(lines)
 
