@@ -377,7 +377,7 @@ class SamplerConfig:
     """Actions executed from each predicted chunk before re-planning."""
     video_steps: int | None = None
     """Euler steps for the future frames (None: the recipe's default: as many as `steps` for joint, decoupled,
-    video-then-idm and cosmos-policy, the recipe's own count for flash (1), features (1) and action-only (0);
+    video-then-idm and cosmos-policy, the recipe's own count for flash (1), features (1), self-label (1) and action-only (0);
     0: frames are not predicted)."""
     cache: bool = True
     """Compute the context (and frames, where the recipe allows) once per chunk and reuse their keys/values

@@ -20,11 +20,11 @@ A recipe is a handful of facts about the same transformer (models/transformer.py
                     zeroed reads the context images, the state and the planned frames: context and is blind
                     what it learns on labelled tasks applies to tasks seen only in      to the task
                     video
-    self-label      one model as policy, world model and a task-blind inverse dynamics    VPT's labels inside
-                    (UWM's modality dropout: some samples give the frames clean and train  one WAM, with UWM's
-                    the actions blind to the task, some leave the actions absent); midway  modality dropout
-                    through training its inverse dynamics labels the action-free video,
-                    and the policy (which reads the instruction) trains on those labels too
+    self-label      one model as policy, world model, video model and a task-blind        VPT's labels inside
+                    inverse dynamics (UWM's modality dropout: each sample trains one mode;  one WAM, with UWM's
+                    the policy's actions are denoised beside pure-noise frames, as in       modality dropout
+                    flash); midway through training its inverse dynamics labels the
+                    action-free video, and the policy trains on those labels too
     cosmos-policy   the Cosmos backbone as is: actions, future robot state and a value   Cosmos Policy
                     estimate are extra latent frames denoised with the future frames;
                     best-of-N planning by the predicted value (backbone cosmos only)
@@ -100,9 +100,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "frames planned first from the instruction, then actions from the context and the plan by an "
            "instruction-blind inverse dynamics", idm_reads_text=False),
     Recipe("self-label", "VPT's inverse-dynamics labels inside one WAM, with UWM's modality dropout", "cva", "cva",
-           "modality_dropout", "uniform", "together", MODES, 10, None,
-           "one model, three kinds of sample (a task-blind IDM on clean frames, video with the actions absent, both "
-           "noised independently); midway its IDM labels the action-free video, on which the policy then trains",
+           "modality_dropout", "uniform", "together", MODES, 10, 1,
+           "one model, a kind of sample per mode (policy beside pure-noise frames, a task-blind IDM on clean frames, "
+           "video, world model); midway its IDM labels the action-free video, on which the policy then trains",
            idm_reads_text=False, state_dropout=0.3, labels_video=True),
     Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
            "shared", "uniform", "together", ("policy",), 10, None,
@@ -174,17 +174,19 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None,
         t_a = torch.where(idm, t_a, torch.zeros(b))
         w_v, w_a = (~idm).float(), idm.float()
     elif r.noise == "modality_dropout":
-        # UWM's modality dropout: a quarter of the samples give the frames clean and train the inverse dynamics, a
-        # quarter leave the actions absent and train the video model, the rest are noised independently (policy and
-        # world model); action-free samples train the video model.
+        # UWM's modality dropout, one kind of sample each: half train the policy with the frames absent (t_v = 0: the
+        # actions are denoised beside pure-noise frames, which learn the one-step frame prediction), a quarter the
+        # inverse dynamics (frames clean), an eighth the video model (actions absent) and an eighth the world model
+        # (actions clean). Action-free samples train the video model.
         kind = torch.rand(b, generator=g)
-        idm, video = kind < 0.25, (kind >= 0.25) & (kind < 0.5)
+        policy, idm = kind < 0.5, (kind >= 0.5) & (kind < 0.75)
+        video, world = (kind >= 0.75) & (kind < 0.875), kind >= 0.875
         if labelled is not None:
             free = ~labelled.bool().cpu()
-            idm, video = idm & ~free, video | free
-        t_v = torch.where(idm, ones, t_v)
-        t_a = torch.where(video, torch.zeros(b), t_a)
-        w_v, w_a = (~idm).float(), (~video).float()
+            policy, idm, world, video = policy & ~free, idm & ~free, world & ~free, video | free
+        t_v = torch.where(policy, torch.zeros(b), torch.where(idm, ones, t_v))
+        t_a = torch.where(video, torch.zeros(b), torch.where(world, ones, t_a))
+        w_v, w_a = (~idm).float(), (policy | idm).float()
     elif r.noise == "action_only":
         w_v = torch.zeros(b)
     return t_v, t_a, w_v, w_a
