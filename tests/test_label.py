@@ -176,3 +176,64 @@ def test_label_error_meets_its_closed_form():
     idx = np.r_[0:20, 30:50]
     mean = {0: np.tile(truth[idx].mean(0), (20, 1)), 30: np.tile(truth[idx].mean(0), (20, 1))}
     assert abs(label.label_error(mean, truth)["r2"]) < 1e-5  # guessing the mean scores 0
+
+
+def test_plan_is_the_video_mode_then_the_inverse_dynamics_on_its_frames():
+    model = _model()
+    batch = fake_batch(P.model, 2)
+    noise = (torch.randn(model.video_shape(2)), torch.randn(batch.actions.shape))
+    frames, actions = modes.plan(model, batch.context, P.sampler, noise=noise)
+    want_f, _ = modes.run(model, "video", batch.context, P.sampler, noise=(noise[0], torch.zeros_like(noise[1])))
+    _, want_a = modes.run(model, "inverse_dynamics", batch.context, P.sampler, video=want_f,
+                          noise=(torch.zeros_like(noise[0]), noise[1]))
+    assert torch.equal(frames, want_f) and torch.equal(actions, want_a)
+    _, direct = modes.run(model, "policy", batch.context, P.sampler, noise=noise)
+    assert not torch.allclose(direct, actions, atol=1e-4)
+
+
+def test_the_policy_plans_the_instructions_it_saw_only_in_video(tmp_path):
+    """sampler.plan auto: prompts whose nearest training instruction was seen only in video act through modes.plan,
+    the others directly; a mixed batch gives each request what it gets alone; never / always override."""
+    from wam.config import SamplerConfig
+    from wam.data.transforms import Normalizer
+    from wam.policy import WAMPolicy
+    from wam.testing import fake_observation
+
+    model = _model()
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    config = {"data": {"instructions": ["close the drawer", "press the button from the top"],
+                       "video_only_instructions": ["press the button from the top"]}}
+
+    def policy(plan="auto"):
+        return WAMPolicy(model, norm, config, replace(P.sampler, plan=plan), seed=0)
+
+    auto = policy()
+    assert auto.plans(["close the drawer", "press the button from the top", "push the button down from above"]).tolist() \
+        == [False, True, True]  # a rewording goes where its task went
+    assert policy("never").plans(["press the button from the top"]).tolist() == [False]
+    assert policy("always").plans(["close the drawer"]).tolist() == [True]
+    obs = [fake_observation(auto.metadata, seed=s, prompt=p) for s, p in ((0, "close the drawer"),
+                                                                           (1, "press the button from the top"))]
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    alone = [auto.infer_batch([o], [g()])[0].actions for o in obs]
+    mixed = auto.infer_batch(obs, [g(), g()])
+    assert all(np.allclose(m.actions, a, atol=1e-5) for m, a in zip(mixed, alone))
+    direct = policy("never").infer_batch([obs[1]], [g()])[0].actions
+    planned = policy("always").infer_batch([obs[1]], [g()])[0].actions
+    assert np.allclose(alone[1], planned, atol=1e-5) and not np.allclose(alone[1], direct, atol=1e-4)
+    with pytest.raises(ValueError, match="does not serve the 'video' mode"):
+        action_only = with_recipe(preset("tiny"), "action-only")
+        WAMPolicy(WAMTransformer(concrete(action_only).model), norm, config, replace(action_only.sampler, plan="always"))
+
+
+def test_the_checkpoint_records_which_instructions_it_saw_only_in_video(tiny_dataset):
+    from wam.train import video_only_instructions
+
+    rec = read_dataset(tiny_dataset, DataConfig())
+    by_task = {t: [e for e, u in enumerate(rec.env_tasks) if u == t] for t in dict.fromkeys(rec.env_tasks)}
+    video_task, other = list(by_task)
+    assert video_only_instructions(rec) == []
+    only = read_dataset(tiny_dataset, DataConfig(video_only_episodes=",".join(map(str, by_task[video_task]))))
+    mixed = read_dataset(tiny_dataset, DataConfig(video_only_episodes=str(by_task[video_task][0])))
+    instruction = only.instructions[int(only.task_index[only.episode_from[by_task[video_task][0]]])]
+    assert video_only_instructions(only) == [instruction] and video_only_instructions(mixed) == []

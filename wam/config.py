@@ -397,10 +397,17 @@ class SamplerConfig:
     precision: Literal["float32", "bfloat16"] = "float32"
     """bfloat16: the network runs under autocast (matmuls and attention in bf16; the sampler's Euler updates,
     the normalisation and the outputs stay float32)."""
+    plan: Literal["auto", "never", "always"] = "auto"
+    """When the policy acts through its world model (modes.plan: frames planned from the instruction, then the
+    inverse dynamics' actions) instead of denoising actions directly. auto: for instructions the training data showed
+    only in action-free video (the nearest training instruction decides for a new one), where the recipe says so
+    (self-label); never; always (a recipe that serves the video and inverse_dynamics modes)."""
 
     def __post_init__(self):
         if self.precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.plan not in ("auto", "never", "always"):
+            raise ValueError(f"plan must be 'auto', 'never' or 'always', got {self.plan!r}")
         if self.best_of < 1:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if (self.steps or 1) < 1 or self.execute < 1 or (self.video_steps or 0) < 0:

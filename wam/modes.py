@@ -5,6 +5,10 @@
     inverse_dynamics  context + frames  -> actions
     video             context           -> future frames (actions absent: left at pure noise)
 
+`plan` chains two of them, for a recipe that serves both: the frames `video` predicts from the context and the
+instruction, then the actions `inverse_dynamics` decodes from them. How a policy acts on a task it has seen only in
+video (a policy's `SamplerConfig.plan`).
+
 A given modality is held clean (t = 1); an absent one at pure noise (t = 0). Which modes a checkpoint
 serves depends on its recipe (recipes.py); asking for another is an error, not noise.
 """
@@ -75,3 +79,22 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
                        decode=r.decode, video=video if mode == "inverse_dynamics" else None,
                        actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
                        cache=sampler.cache, guide=guide)
+
+
+@torch.no_grad()
+def plan(model, context: Context, sampler: SamplerConfig, *, generator: torch.Generator | None = None,
+         noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+         guide: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Act through the world model: the frames the `video` mode plans from the context and the instruction, then the
+    actions the `inverse_dynamics` mode decodes from them (blind to the instruction where the recipe's is). Noise as in
+    `run`: the frames' from noise[0], the actions' from noise[1] (or both drawn from `generator`, frames first)."""
+    cfg = model.cfg
+    check_mode(cfg.recipe, "video")
+    check_mode(cfg.recipe, "inverse_dynamics")
+    b = context.images.shape[0]
+    shapes = (model.video_shape(b), (b, cfg.action_horizon, cfg.action_dim))
+    video_noise = None if noise is None else (noise[0], torch.zeros(shapes[1]))
+    frames, _ = run(model, "video", context, sampler, generator=generator, noise=video_noise)
+    action_noise = (torch.zeros(shapes[0]), noise[1] if noise is not None else torch.randn(shapes[1], generator=generator))
+    _, actions = run(model, "inverse_dynamics", context, sampler, video=frames, noise=action_noise, guide=guide)
+    return frames, actions

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from wam import modes
 from wam.config import SamplerConfig
@@ -43,7 +44,34 @@ class WAMPolicy:
             for block in model.blocks:
                 block.compile(dynamic=False, mode=mode)
         self.predicts_frames = bool(modes.video_steps(self.sampler, self.cfg.recipe))
+        self._plans = self._planned_instructions()
         self._metadata = self._declare()
+
+    def _planned_instructions(self) -> tuple[list[str], torch.Tensor] | bool:
+        """What `sampler.plan` decides: True (every request acts through the plan), False (none), or the training
+        instructions and whether each was seen only in video (auto, for a recipe that plans those)."""
+        r, how = recipe(self.cfg.recipe), self.sampler.plan
+        if how == "always":
+            for mode in ("video", "inverse_dynamics"):
+                if mode not in r.modes:
+                    raise ValueError(f"--sampler.plan always: recipe {self.cfg.recipe!r} does not serve the {mode!r} mode")
+            return True
+        data = self.config.get("data", {})
+        video_only = set(data.get("video_only_instructions") or ())
+        if how == "never" or not r.plans_video_only or not video_only:
+            return False
+        known = list(data["instructions"])
+        return known, torch.tensor([t in video_only for t in known])
+
+    def plans(self, prompts: list[str]) -> torch.Tensor:
+        """(b,) bool: which prompts the policy acts on through its plan. Under auto, a prompt's nearest training
+        instruction (cosine of the text embeddings) decides, so a reworded instruction goes where its task went."""
+        if isinstance(self._plans, bool):
+            return torch.full((len(prompts),), self._plans)
+        known, video_only = self._plans
+        table = F.normalize(torch.cat([self.embed(t).flatten(1) for t in known]).float(), dim=-1)  # (n, d), cached texts
+        asked = F.normalize(torch.cat([self.embed(p).flatten(1) for p in prompts]).float(), dim=-1)  # (b, d)
+        return video_only[(asked @ table.T).argmax(1).cpu()]
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, sampler: SamplerConfig | None = None, seed: int = 0,
@@ -126,8 +154,9 @@ class WAMPolicy:
                   torch.randn((n, cfg.action_horizon, cfg.action_dim), generator=g)) for g in generators]
         noise = (torch.cat([v for v, _ in noise]), torch.cat([a for _, a in noise]))  # (b*n, ...)
         inpaint = self._guides(observations, n)
+        planned = self.plans([obs.prompt for obs in observations]).repeat_interleave(n)  # (b*n,)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.sampler.precision == "bfloat16"):
-            frames, actions = modes.run(self.model, "policy", ctx, self.sampler, noise=noise, guide=inpaint)
+            frames, actions = self._act(ctx, noise, inpaint, planned)
         values = [None] * b
         if can.value:  # each request's best candidate among its own n rows
             scores = self.model.value_of(frames.float()).reshape(b, n)
@@ -143,6 +172,28 @@ class WAMPolicy:
         ms = (time.perf_counter() - start) * 1000
         return [PolicyOutput(actions=actions[i], frames=None if frames is None else frames[i], value=values[i],
                              timing={"infer_ms": ms}) for i in range(b)]
+
+    def _act(self, ctx: Context, noise: tuple, guide: tuple | None, planned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames and actions of the batch: the rows `planned` through modes.plan, the others through the policy mode,
+        each row with its own noise and guide."""
+        def policy(c, nz, g):
+            return modes.run(self.model, "policy", c, self.sampler, noise=nz, guide=g)
+
+        def plan(c, nz, g):
+            return modes.plan(self.model, c, self.sampler, noise=nz, guide=g)
+
+        if not planned.any() or planned.all():
+            return (plan if planned.all() else policy)(ctx, noise, guide)
+        frames = actions = None
+        for rows, act in ((planned, plan), (~planned, policy)):
+            idx = torch.nonzero(rows).flatten()
+            sub = ctx.apply(lambda x: x[idx.to(x.device)])
+            g = None if guide is None else (guide[0][idx], guide[1][idx] if guide[1].dim() > 1 else guide[1])
+            f, a = act(sub, (noise[0][idx], noise[1][idx]), g)
+            if frames is None:
+                frames, actions = f.new_zeros((len(rows), *f.shape[1:])), a.new_zeros((len(rows), *a.shape[1:]))
+            frames[idx.to(f.device)], actions[idx.to(a.device)] = f, a
+        return frames, actions
 
     def _guides(self, observations: list[Observation], n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The inpainting guide of the batch: (known actions (b*n, k, a) in model units, weights (b*n, k));

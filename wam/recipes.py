@@ -73,6 +73,10 @@ class Recipe:
     state_dropout: float = 0.0
     """Fraction of labelled samples trained with the robot state absent (as action-free video has none), so the
     inverse dynamics can label video and the policy acts on it with or without the state."""
+    plans_video_only: bool = False
+    """The policy acts through the plan (modes.plan) on instructions its training data showed only in action-free
+    video, and directly on the others (`SamplerConfig.plan` "auto"): a direct policy has nothing to go on for a task it
+    never saw done, its world model has seen the task's video."""
     labels_video: bool = False
     """Training labels the action-free episodes with the model's own inverse dynamics once `TrainConfig.label_at` of
     the steps are done (label.py), and trains on them as demonstrations without a state from then on."""
@@ -103,7 +107,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "modality_dropout", "uniform", "together", MODES, 10, 1,
            "one model, a kind of sample per mode (policy beside pure-noise frames, a task-blind IDM on clean frames, "
            "video, world model); midway its IDM labels the action-free video, on which the policy then trains",
-           idm_reads_text=False, state_dropout=0.3, labels_video=True),
+           idm_reads_text=False, state_dropout=0.3, plans_video_only=True, labels_video=True),
     Recipe("cosmos-policy", "Cosmos Policy (actions, future state and value as extra latent frames)", "cva", "cva",
            "shared", "uniform", "together", ("policy",), 10, None,
            "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames"),

@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -148,8 +149,17 @@ def data_summary(rec: Recordings, val: Recordings | None, model_cfg: ModelConfig
             "action_names": rec.names(data.action_key), "instructions": rec.instructions,
             "tasks": sorted({t for t in rec.env_tasks if t}), "seeds": [min(rec.seeds), max(rec.seeds)],
             "episodes": len(rec.episode_ids), "action_free_episodes": int((~rec.has_actions).sum()),
+            "video_only_instructions": video_only_instructions(rec),
             "frames": int(rec.episode_to[-1]), "val_episodes": [] if val is None else val.episode_ids.tolist(),
             "skipped": [{"episode": e, "why": why} for e, why in sorted({*rec.skipped, *(val.skipped if val else ())})]}
+
+
+def video_only_instructions(rec: Recordings) -> list[str]:
+    """The instructions whose every episode is action-free: tasks the data shows only in video (SamplerConfig.plan)."""
+    labelled_frames = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)
+    shown = set(np.unique(rec.task_index).tolist())
+    done = set(np.unique(rec.task_index[labelled_frames]).tolist())
+    return [rec.instructions[i] for i in sorted(shown - done)]
 
 
 def _unwrap(model):
