@@ -99,10 +99,11 @@ class GeneraliseBenchConfig:
     out: Path = Path("runs/bench/generalise")
     splits: str = ",".join(SPLITS)
     """Comma-separated splits to run: unseen, unseen-avdc, few, shift, in-distribution."""
-    recipes: str = "action-only,video-then-idm,decoupled,plan-then-act,self-label"
-    """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is always included).
-    RECIPE@LEVER is the recipe with one of LEVERS applied (imagenet: the EfficientNet-Lite0 image encoder)."""
-    few_recipes: str = "plan-then-act,self-label"
+    recipes: str = "action-only,video-then-idm,decoupled,plan-then-act,self-label@motion"
+    """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is included unless
+    --no-baseline). RECIPE@LEVER[@LEVER...] is the recipe with LEVERS applied (imagenet: the EfficientNet-Lite0 image
+    encoder; motion: motion keypoint tokens; nolabel: self-label without its labels)."""
+    few_recipes: str = "plan-then-act,self-label@motion"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
     preset: str = "default"
