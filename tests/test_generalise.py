@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
-                                  configured, entries, markdown, plan_of, train_cell)
+                                  configured, entries, markdown, plan_of, summarise, train_cell)
 from wam.evaluate import EVAL_SEED
 
 QUICK = GeneraliseBenchConfig(quick=True, workers=1)
@@ -197,3 +197,16 @@ def test_a_self_label_cell_reports_its_labels_against_the_actions_it_never_read(
     assert set(labels["tasks"]) == set(plan.unseen) and labels["all"]["frames"] > 0
     assert np.isfinite(labels["all"]["mse"]) and labels["all"]["mse"] > 0 and labels["all"]["r2"] < 1
     assert len(held) == cond.video[plan.unseen[0]][1]  # every episode of the held-out task was labelled from video
+
+
+def test_a_shift_entry_averages_only_shifted_variants_and_waits_for_the_first():
+    def variant(rate, shift):
+        return {"mean_success": rate, "median_ms": 1.0, "shift": shift,
+                "tasks": {"reach-v3": {"success_rate": rate, "ci95": [0, 1], "successes": 0, "episodes": 1}}}
+    rows = {"r": {"recipe": "r", "condition": "mt10", "train_s": 1.0, "variants": {"-": variant(1.0, None)}}}
+    assert summarise("shift", rows) == {}  # killed after the unshifted reference: no entry rather than a NaN
+    rows["r"]["variants"]["colour"] = variant(0.25, "colour")
+    rows["r"]["variants"]["light"] = variant(0.75, "light")
+    entry = summarise("shift", rows)["r"]
+    assert entry["mean_success"] == 0.5 and entry["tasks"] == {"reach-v3": 0.5}
+    assert set(entry["variants"]) == {"-", "colour", "light"}

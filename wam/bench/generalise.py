@@ -524,6 +524,8 @@ def summarise(split: str, rows: dict[str, dict], run: int | None = None) -> dict
     for name, r in rows.items():
         variants = r["variants"]
         scored = {k: v for k, v in variants.items() if split != "shift" or v["shift"] is not None}
+        if not scored:  # a partial shift entry with only its unshifted reference evaluated so far
+            continue
         tasks = sorted({t for v in scored.values() for t in v["tasks"]})
         entry = {"recipe": r["recipe"], "condition": r["condition"], "train_s": r["train_s"], "run": run,
                  "mean_success": float(np.mean([v["mean_success"] for v in scored.values()])),
