@@ -43,6 +43,7 @@ class WAMPolicy:
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs on a GPU
             for block in model.blocks:
                 block.compile(dynamic=False, mode=mode)
+            model.graph_outputs = mode == "reduce-overhead"
         self.predicts_frames = bool(modes.video_steps(self.sampler, self.cfg.recipe))
         self._plans = self._planned_instructions()
         self._metadata = self._declare()

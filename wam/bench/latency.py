@@ -137,7 +137,8 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
                                     mlp_ratio=hidden / width, actions_see_frames=path.model != "fast-path")
     model_cfg = model_cfg.for_data(DEFAULT_CAMERAS, STATE_DIM, ACTION_DIM)  # the demo's shapes (Meta-World's)
     torch.manual_seed(0)
-    model = WAMTransformer(model_cfg)
+    with torch.device(cfg.device):  # initialised where it runs: a 1.3B model's init takes minutes on one CPU thread
+        model = WAMTransformer(model_cfg)
     for blk in model.blocks:  # adaLN-Zero starts every block as the identity; time a network that is not
         torch.nn.init.normal_(blk.ada[-1].weight, std=0.02)
     sampler = SamplerConfig(steps=path.steps, video_steps=path.video_steps, cache=path.cache, device=cfg.device,
@@ -163,6 +164,7 @@ def bench_random(cfg: LatencyBenchConfig) -> dict:
         rows[path.name] = {"wam": path.wam, "parameters": params, "median_ms": statistics.median(ms),
                            "p90_ms": float(np.percentile(ms, 90)),
                            "sampler": {"steps": path.steps, "video_steps": path.video_steps, "cache": path.cache}}
+        tqdm.write(f"{path.name}: median {rows[path.name]['median_ms']:.1f} ms")
     base = rows[PATHS[0].name]["median_ms"]
     for row in rows.values():
         row["ratio_to_baseline"] = row["median_ms"] / base

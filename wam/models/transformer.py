@@ -261,6 +261,9 @@ class WAMTransformer(nn.Module):
         self._masks: dict[tuple, torch.Tensor | None] = {}
 
         self.blocks = nn.ModuleList([Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.graph_outputs = False
+        """True when the blocks run as CUDA graphs (WAMPolicy with sampler.compile on a GPU): each block's outputs
+        are copied out, since the cached keys/values outlive the next replay of the same graph."""
         self.video_out = FinalLayer(d, 3 * cfg.future_patch**2) if n_vid else None
         self.action_out = FinalLayer(d, cfg.action_dim)
         self._init()
@@ -349,6 +352,8 @@ class WAMTransformer(nn.Module):
         kvs = []
         for i, blk in enumerate(self.blocks):
             x, kv = blk(x, cond, segments, mask, None if past is None else past[i])
+            if self.graph_outputs:  # a CUDA graph's outputs live in buffers its next replay overwrites
+                x, kv = x.clone(), (kv[0].clone(), kv[1].clone())
             kvs.append(kv)
         return x, kvs
 
