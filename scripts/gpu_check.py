@@ -1,6 +1,7 @@
 """GPU checks, for a machine with CUDA (the project and its tests never need one).
 
-1. (graphs) a WAM acts the same with its blocks compiled as CUDA graphs as without.
+1. (graphs) a WAM acts the same with its blocks compiled as CUDA graphs as without (run on the H200 before
+   the fix of WAMTransformer.graph_outputs: it failed; not yet run on a GPU since).
 2. self-label with motion keypoints trains on CUDA through its labelling step (modality dropout, blind inverse
    dynamics, state dropout), and its checkpoint acts the same on CUDA as on the CPU, directly and through its plan
    (float32; the sampling noise is drawn on the CPU from the seed, so only kernel rounding may differ).
@@ -76,8 +77,8 @@ def self_label_on(device: str, data: Path, out: Path) -> dict:
 
 
 def graphs_match(device: str) -> dict:
-    """The same random WAM (joint recipe, cached context: the path whose keys/values outlive a graph replay) acts
-    the same with its blocks compiled (CUDA graphs on a GPU) as without, call after call."""
+    """The same random WAM (the tiny preset's recipe, decoupled, with its cached context: the keys/values outlive a
+    graph replay) acts the same with its blocks compiled (CUDA graphs on a GPU) as without, call after call."""
     from wam.config import SamplerConfig, preset
     from wam.data.transforms import Normalizer
     from wam.envs.metaworld import ACTION_DIM, DEFAULT_CAMERAS, STATE_DIM

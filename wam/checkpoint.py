@@ -99,7 +99,7 @@ def latest(path: Path) -> Path | None:
 
 
 READ_THE_SAME = ("state_key", "action_key", "resize", "state_norm", "action_norm", "episodes", "val_episodes",
-                 "val_fraction")
+                 "val_fraction", "video_only_episodes")
 """The data-config fields a resumed run must share with the run it continues (workers, cache folder and skipping
 may change)."""
 

@@ -92,8 +92,8 @@ class ModelConfig:
     Checkpoints from before this field read as False."""
     recipe: Annotated[str | None, tyro.conf.arg(aliases=("--recipe",))] = None
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
-    video-then-idm, features, plan-then-act, cosmos-policy, action-only (see recipes.py). None: the backbone's default (decoupled
-    for wam and wan, cosmos-policy for cosmos)."""
+    video-then-idm, features, plan-then-act, self-label, cosmos-policy, action-only (see recipes.py). None: the
+    backbone's default (decoupled for wam and wan, cosmos-policy for cosmos)."""
 
     backbone: Annotated[str, tyro.conf.arg(aliases=("--backbone",))] = "wam"
     """The network (backbones.py): our own transformer ("wam"), or a pretrained diffusers video transformer loaded
@@ -143,7 +143,8 @@ class ModelConfig:
             (self.image_size % down == 0, f"image_size {self.image_size} must be divisible by the image encoder's stride "
                                           f"{down} ({self.image_encoder}: " + ("2**len(stem_channels))" if self.image_encoder == "conv" else "fixed)")),
             (self.motion_keypoints >= 0 and (self.motion_keypoints == 0 or self.backbone == "wam"),
-             f"--model.motion-keypoints {self.motion_keypoints} must be >= 0 and is our backbone's"),
+             f"--model.motion-keypoints {self.motion_keypoints} must be >= 0, and only backbone 'wam' has them "
+             f"(got backbone {self.backbone!r})"),
             (self.image_encoder == "conv" or self.backbone == "wam",
              f"--model.image-encoder {self.image_encoder} is our backbone's; {_BACKBONE} {self.backbone} encodes frames with its VAE"),
             (self.image_encoder_path is None or self.image_encoder != "conv",

@@ -73,6 +73,9 @@ def apply_labels(windows: Windows, labels: dict[int, np.ndarray]) -> int:
         if int(windows.ep_from[lo]) != lo or hi - lo != len(actions):
             raise ValueError(f"labels for frames {lo}..{lo + len(actions) - 1} do not match an episode of the data "
                              f"(frames {int(windows.ep_from[lo])}..{hi - 1}); were they made for another selection?")
+        if bool(windows.labelled[lo:hi].any()):
+            raise ValueError(f"labels for frames {lo}..{hi - 1}, but that episode has its own actions; labels are "
+                             f"only for action-free episodes (--data.video-only-episodes)")
         windows.actions[lo:hi] = torch.from_numpy(np.asarray(actions, np.float32))
         windows.labelled[lo:hi] = True
         n += hi - lo
@@ -95,7 +98,10 @@ def label_error(labels: dict[int, np.ndarray], truth: np.ndarray, variance: np.n
     """How close labels are to the actions that were really taken (where they are known, as in a benchmark that hides
     them): `truth` (N, a) holds the true actions of the same frames. Mean squared error, and R^2 per dimension: 1 - error
     / variance of the true actions (0 for guessing their mean, 1 for exact); `variance` (a,) gives another reference
-    (the variance over all labelled frames, to compare tasks). `r2` averages the dimensions that vary."""
+    (the variance over all labelled frames, to compare tasks). `r2` averages the dimensions that vary. No labels:
+    0 frames, and None for the rest."""
+    if not labels:
+        return {"frames": 0, "mse": None, "r2": None, "r2_per_dim": [None] * truth.shape[1]}
     idx = np.concatenate([np.arange(lo, lo + len(a)) for lo, a in labels.items()])
     got = np.concatenate(list(labels.values()))
     want = truth[idx]

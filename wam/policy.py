@@ -48,9 +48,10 @@ class WAMPolicy:
         self._plans = self._planned_instructions()
         self._metadata = self._declare()
 
-    def _planned_instructions(self) -> tuple[list[str], torch.Tensor] | bool:
+    def _planned_instructions(self) -> tuple[list[str] | torch.Tensor, torch.Tensor] | bool:
         """What `sampler.plan` decides: True (every request acts through the plan), False (none), or the training
-        instructions and whether each was seen only in video (auto, for a recipe that plans those)."""
+        instructions (their embeddings once `plans` has embedded them) and whether each was seen only in video (auto,
+        for a recipe that plans those)."""
         r, how = recipe(self.cfg.recipe), self.sampler.plan
         if how == "always":
             for mode in ("video", "inverse_dynamics"):
@@ -70,7 +71,11 @@ class WAMPolicy:
         if isinstance(self._plans, bool):
             return torch.full((len(prompts),), self._plans)
         known, video_only = self._plans
-        table = F.normalize(torch.cat([self.embed(t).flatten(1) for t in known]).float(), dim=-1)  # (n, d), cached texts
+        if not isinstance(known, torch.Tensor):  # the training instructions' unit embeddings, once
+            known = F.normalize(torch.cat([self.model.embed_text([t]).to(self.device).flatten(1) for t in known]).float(),
+                                dim=-1)  # (n, d)
+            self._plans = known, video_only
+        table = known
         asked = F.normalize(torch.cat([self.embed(p).flatten(1) for p in prompts]).float(), dim=-1)  # (b, d)
         return video_only[(asked @ table.T).argmax(1).cpu()]
 

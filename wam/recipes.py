@@ -71,7 +71,7 @@ class Recipe:
     nothing of the task, so it maps what the images and the frames show to actions the same way for every task, seen
     with actions or only in video. With decode "video_then_actions" (plan-then-act) the policy acts through it."""
     state_dropout: float = 0.0
-    """Fraction of labelled samples trained with the robot state absent (as action-free video has none), so the
+    """Fraction of samples trained with the robot state absent (action-free video has none anyway), so the
     inverse dynamics can label video and the policy acts on it with or without the state."""
     plans_video_only: bool = False
     """The policy acts through the plan (modes.plan) on instructions its training data showed only in action-free

@@ -311,9 +311,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         (or read back when resuming past it) and the later batches train on them."""
         begin = start
         if label_step is not None:
-            if start < label_step:
-                yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, label_step),
-                                   workers=data.loader_workers, rank=rank, world=world)
+            # at start == label_step the run stopped after that step's checkpoint, before or while labelling
+            if start < label_step or (start == label_step and not labels_file.exists()):
+                if start < label_step:
+                    yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, label_step),
+                                       workers=data.loader_workers, rank=rank, world=world)
                 begin = label_step
                 with label.weights_swapped(model, ema):
                     labels = label.label_video(model, windows, sampler, seed=cfg.seed, progress=progress and rank == 0)

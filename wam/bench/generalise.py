@@ -67,7 +67,7 @@ LEVERS = {
     "nolabel": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, label_at=None)),
     "motion": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, motion_keypoints=16)),
 }
-"""Changes measured one at a time: a bench recipe `RECIPE@LEVER` is the recipe with the lever applied to its preset
+"""Changes to a recipe's preset: a bench recipe `RECIPE@LEVER[@LEVER...]` is the recipe with each lever applied
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
 a recipe that labels its action-free video (self-label) never does, so its video trains the frames only; motion: 16
 motion keypoints per camera on the future frames, transformer.MotionKeypoints)."""
@@ -123,8 +123,9 @@ class GeneraliseBenchConfig:
     """Steps per evaluation episode."""
     workers: int = 2
     baseline: bool = True
-    """Train and evaluate the action-only baseline beside the recipes. False (--no-baseline): only the recipes named;
-    the baseline's entries of an earlier run in OUT/generalise.json (same protocol) stay in the results."""
+    """Train and evaluate the action-only baseline beside the recipes. False (--no-baseline): only the recipes named.
+    Either way, every entry an earlier run wrote to OUT/generalise.json (same protocol) stays in the results unless
+    this run measures the same name again; each entry's `run` says which run measured it."""
     quick: bool = False
     """A few minutes, for checks: the tiny preset, 2 labelled tasks and 1 held out, a handful of episodes. The numbers
     mean nothing."""
@@ -357,7 +358,8 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     rows = [json.loads(r) for r in (cell / "train" / "metrics.jsonl").read_text().splitlines() if r.strip()]
     record = {"settings": settings, "checkpoint": str(ckpt),  # seconds over every run that led to it (resumes too)
               "train_s": max(r.get("train_s", 0.0) for r in rows)}
-    labels = sorted((cell / "train" / "labels").glob("step-*.npz"))
+    labels = sorted((f for f in (cell / "train" / "labels").glob("step-*.npz") if f.stem.removeprefix("step-").isdigit()),
+                    key=lambda f: int(f.stem.removeprefix("step-")))  # not a save's leftover step-N.tmp.npz
     if labels:  # a recipe that labelled its video: how close the labels came to the actions the pool hides from it
         record["labels"] = labels_against_truth(labels[-1], pool, data)
     record_file.write_text(json.dumps(record, indent=2))
@@ -373,9 +375,14 @@ def labels_against_truth(path: Path, pool: Pool, data: DataConfig) -> dict:
 
     labels = load_labels(path)
     truth = read_dataset(pool.root, dataclasses.replace(data, video_only_episodes=None))  # the same frames, with actions
+    if not labels:
+        return {"all": label_error(labels, truth.action), "tasks": {}}
     task_of = {int(truth.episode_from[i]): truth.env_tasks[i] for i in range(len(truth.episode_ids))}
+    end_of = {int(truth.episode_from[i]): int(truth.episode_to[i]) for i in range(len(truth.episode_ids))}
     by_task: dict[str, dict] = {}
     for lo, a in labels.items():
+        if end_of.get(lo, -1) - lo != len(a):
+            raise ValueError(f"{path}: labels from frame {lo} match no episode of {pool.root} read as the cell read it")
         by_task.setdefault(task_of[lo], {})[lo] = a
     overall = label_error(labels, truth.action)
     variance = np.concatenate([truth.action[lo:lo + len(a)] for lo, a in labels.items()]).var(0)

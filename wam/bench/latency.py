@@ -126,7 +126,7 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
     from wam.data.transforms import Normalizer
     from wam.envs.metaworld import ACTION_DIM, DEFAULT_CAMERAS, STATE_DIM
     from wam.models.transformer import WAMTransformer, count_parameters
-    from wam.policy import WAMPolicy
+    from wam.policy import WAMPolicy, resolve_device
     from wam.testing import fake_observation
 
     torch.set_num_threads(cfg.threads)
@@ -137,7 +137,7 @@ def time_random(path: InferencePath, size: str, cfg: LatencyBenchConfig) -> tupl
                                     mlp_ratio=hidden / width, actions_see_frames=path.model != "fast-path")
     model_cfg = model_cfg.for_data(DEFAULT_CAMERAS, STATE_DIM, ACTION_DIM)  # the demo's shapes (Meta-World's)
     torch.manual_seed(0)
-    with torch.device(cfg.device):  # initialised where it runs: a 1.3B model's init takes minutes on one CPU thread
+    with resolve_device(cfg.device):  # initialised where it runs: a 1.3B model's init takes minutes on one CPU thread
         model = WAMTransformer(model_cfg)
     for blk in model.blocks:  # adaLN-Zero starts every block as the identity; time a network that is not
         torch.nn.init.normal_(blk.ada[-1].weight, std=0.02)
