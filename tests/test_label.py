@@ -238,3 +238,20 @@ def test_the_checkpoint_records_which_instructions_it_saw_only_in_video(tiny_dat
     mixed = read_dataset(tiny_dataset, DataConfig(video_only_episodes=str(by_task[video_task][0])))
     instruction = only.instructions[int(only.task_index[only.episode_from[by_task[video_task][0]]])]
     assert video_only_instructions(only) == [instruction] and video_only_instructions(mixed) == []
+
+
+def test_video_share_draws_that_fraction_of_each_batch_from_the_action_free_frames(tiny_dataset):
+    from wam.data.loader import StepBatches
+
+    win, _ = _windows(tiny_dataset, P.model)
+    free = win.from_video.float().mean().item()
+    assert 0.2 < free < 0.8  # one episode of each task's two is video
+    share = lambda data: np.mean([(~data[s][0].has_actions).float().mean().item() for s in range(12)])  # noqa: E731
+    assert abs(share(StepBatches(win, 64, 0, seed=0)) - free) < 0.07  # None: in proportion to the frames
+    balanced = StepBatches(win, 64, 0, seed=0, video_share=0.9)
+    assert abs(share(balanced) - 0.9) < 0.05
+    assert torch.equal(balanced[3][0].actions, balanced[3][0].actions)  # a step's batch is a function of the step
+    win.labelled[:] = True  # labelled by the model: still drawn as video, at the share
+    assert torch.equal(StepBatches(win, 64, 0, seed=0, video_share=0.9).groups[0], torch.nonzero(win.from_video).flatten())
+    with pytest.raises(ValueError, match="video_share"):
+        replace(P.train, video_share=1.0)

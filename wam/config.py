@@ -267,6 +267,10 @@ class TrainConfig:
     """A recipe that labels its action-free video (self-label): the fraction of the steps after which its own inverse
     dynamics labels the action-free episodes, which then train the policy too (label.py). None: never (the recipe's
     video then trains the frames only)."""
+    video_share: float | None = None
+    """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
+    or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes
+    beside few demonstrations, proportion leaves the actions a small share of the updates."""
     init: Path | None = None
     """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
     recipe), with a fresh optimizer, schedule and the new data's normalisation."""
@@ -279,6 +283,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.label_at is not None and not 0 < self.label_at < 1:
             raise ValueError(f"label_at must be in (0, 1) or None, got {self.label_at}")
+        if self.video_share is not None and not 0 < self.video_share < 1:
+            raise ValueError(f"video_share must be in (0, 1) or None, got {self.video_share}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 

@@ -315,7 +315,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             if start < label_step or (start == label_step and not labels_file.exists()):
                 if start < label_step:
                     yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(start, label_step),
-                                       workers=data.loader_workers, rank=rank, world=world)
+                                       workers=data.loader_workers, rank=rank, world=world, video_share=cfg.video_share)
                 begin = label_step
                 with label.weights_swapped(model, ema):
                     labels = label.label_video(model, windows, sampler, seed=cfg.seed, progress=progress and rank == 0)
@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                 print(f"\nstep {label_step}: labelled {n} frames of {len(labels)} action-free episodes with the model's "
                       f"inverse dynamics ({labels_file})", flush=True)
         yield from batches(windows, cfg.batch_size, cfg.augment_shift, cfg.seed, range(begin, cfg.steps),
-                           workers=data.loader_workers, rank=rank, world=world)
+                           workers=data.loader_workers, rank=rank, world=world, video_share=cfg.video_share)
 
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0)
     model.train()

@@ -66,11 +66,13 @@ LEVERS = {
     "imagenet": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, image_encoder="efficientnet-lite0")),
     "nolabel": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, label_at=None)),
     "motion": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, motion_keypoints=16)),
+    "balanced": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_share=0.5)),
 }
 """Changes to a recipe's preset: a bench recipe `RECIPE@LEVER[@LEVER...]` is the recipe with each lever applied
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
 a recipe that labels its action-free video (self-label) never does, so its video trains the frames only; motion: 16
-motion keypoints per camera on the future frames, transformer.MotionKeypoints)."""
+motion keypoints per camera on the future frames, transformer.MotionKeypoints; balanced: half of each batch from the
+action-free episodes and half from the demonstrations, whatever their numbers, --train.video-share 0.5)."""
 
 
 def base_recipe(name: str) -> str:
@@ -102,7 +104,8 @@ class GeneraliseBenchConfig:
     recipes: str = "action-only,video-then-idm,decoupled,plan-then-act,self-label@motion"
     """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is included unless
     --no-baseline). RECIPE@LEVER[@LEVER...] is the recipe with LEVERS applied (imagenet: the EfficientNet-Lite0 image
-    encoder; motion: motion keypoint tokens; nolabel: self-label without its labels)."""
+    encoder; motion: motion keypoint tokens; nolabel: self-label without its labels; balanced: half of each batch
+    from the action-free video)."""
     few_recipes: str = "plan-then-act,self-label@motion"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""

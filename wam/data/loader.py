@@ -26,20 +26,32 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 class StepBatches(torch.utils.data.Dataset):
     """Item `step`: (the batch of that step, the state of its generator after drawing it)."""
 
-    def __init__(self, windows: Windows, batch_size: int, shift_px: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, windows: Windows, batch_size: int, shift_px: int, seed: int, rank: int = 0, world: int = 1,
+                 video_share: float | None = None):
         self.windows, self.batch_size, self.shift_px = windows, batch_size, shift_px
         self.seed, self.rank, self.world = seed, rank, world
         self.first = rank * len(windows) // world
         self.shard = (rank + 1) * len(windows) // world - self.first
         if self.shard < 1:
             raise ValueError(f"rank {rank} of {world} has no frames to train on ({len(windows)} frames in all)")
+        self.video_share, self.groups = video_share, None
+        if video_share is not None:  # (positions in the shard of action-free frames, of demonstration frames)
+            video = windows.from_video[self.first:self.first + self.shard]
+            groups = torch.nonzero(video).flatten(), torch.nonzero(~video).flatten()
+            self.groups = groups if len(groups[0]) and len(groups[1]) else None  # one kind alone: nothing to share
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, step: int) -> tuple[Batch, torch.Tensor]:
         g = step_generator(self.seed, step, self.rank)
-        j = torch.randint(self.shard, (self.batch_size,), generator=g).numpy()
+        if self.groups is None:
+            j = torch.randint(self.shard, (self.batch_size,), generator=g).numpy()
+        else:  # each sample from the action-free frames with probability video_share, else from the demonstrations
+            video, demos = self.groups
+            from_video = torch.rand(self.batch_size, generator=g) < self.video_share
+            j = torch.where(from_video, video[torch.randint(len(video), (self.batch_size,), generator=g)],
+                            demos[torch.randint(len(demos), (self.batch_size,), generator=g)]).numpy()
         batch = self.windows.get(self.first + j, shift_px=self.shift_px, generator=g)
         return batch, g.get_state()
 
@@ -53,9 +65,10 @@ def _worker_init(_):
 
 
 def batches(windows: Windows, batch_size: int, shift_px: int, seed: int, steps: range, workers: int = 2,
-            rank: int = 0, world: int = 1):
-    """(step, batch, generator) for each step in `steps`, `workers` processes building ahead (0: inline)."""
-    data = StepBatches(windows, batch_size, shift_px, seed, rank, world)
+            rank: int = 0, world: int = 1, video_share: float | None = None):
+    """(step, batch, generator) for each step in `steps`, `workers` processes building ahead (0: inline).
+    `video_share`: the fraction of each batch drawn from action-free episodes' frames (None: uniform over frames)."""
+    data = StepBatches(windows, batch_size, shift_px, seed, rank, world, video_share)
     if workers == 0:
         items = (data[s] for s in steps)
     else:

@@ -53,6 +53,7 @@ class Windows:
         self.ep_from = rec.episode_from[ep]  # (N,) first index of each frame's episode
         self.ep_to = rec.episode_to[ep]  # (N,) one past its last
         self.labelled = torch.from_numpy(rec.has_actions[ep])  # (N,) bool
+        self.from_video = ~self.labelled  # (N,) bool: the data gave these frames no actions (true after labelling too)
         self.known = torch.from_numpy(rec.has_state[ep]).float() if not rec.has_state.all() else None  # (N,)
         self.latents = latents
         self.n = len(ep)
