@@ -46,12 +46,12 @@ class WAMPolicy:
             model.graph_outputs = mode == "reduce-overhead"
         self.predicts_frames = bool(modes.video_steps(self.sampler, self.cfg.recipe))
         self._plans = self._planned_instructions()
+        self._plan_table: torch.Tensor | None = None
         self._metadata = self._declare()
 
-    def _planned_instructions(self) -> tuple[list[str] | torch.Tensor, torch.Tensor] | bool:
+    def _planned_instructions(self) -> tuple[list[str], torch.Tensor] | bool:
         """What `sampler.plan` decides: True (every request acts through the plan), False (none), or the training
-        instructions (their embeddings once `plans` has embedded them) and whether each was seen only in video (auto,
-        for a recipe that plans those)."""
+        instructions and whether each was seen only in video (auto, for a recipe that plans those)."""
         r, how = recipe(self.cfg.recipe), self.sampler.plan
         if how == "always":
             for mode in ("video", "inverse_dynamics"):
@@ -71,11 +71,10 @@ class WAMPolicy:
         if isinstance(self._plans, bool):
             return torch.full((len(prompts),), self._plans)
         known, video_only = self._plans
-        if not isinstance(known, torch.Tensor):  # the training instructions' unit embeddings, once
-            known = F.normalize(torch.cat([self.model.embed_text([t]).to(self.device).flatten(1) for t in known]).float(),
-                                dim=-1)  # (n, d)
-            self._plans = known, video_only
-        table = known
+        if self._plan_table is None:  # the training instructions' unit embeddings, once
+            self._plan_table = F.normalize(torch.cat([self.model.embed_text([t]).to(self.device).flatten(1)
+                                                      for t in known]).float(), dim=-1)  # (n, d)
+        table = self._plan_table
         asked = F.normalize(torch.cat([self.embed(p).flatten(1) for p in prompts]).float(), dim=-1)  # (b, d)
         return video_only[(asked @ table.T).argmax(1).cpu()]
 
@@ -194,7 +193,7 @@ class WAMPolicy:
         for rows, act in ((planned, plan), (~planned, policy)):
             idx = torch.nonzero(rows).flatten()
             sub = ctx.apply(lambda x: x[idx.to(x.device)])
-            g = None if guide is None else (guide[0][idx], guide[1][idx] if guide[1].dim() > 1 else guide[1])
+            g = None if guide is None else (guide[0][idx], guide[1][idx])
             f, a = act(sub, (noise[0][idx], noise[1][idx]), g)
             if frames is None:
                 frames, actions = f.new_zeros((len(rows), *f.shape[1:])), a.new_zeros((len(rows), *a.shape[1:]))

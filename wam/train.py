@@ -156,9 +156,8 @@ def data_summary(rec: Recordings, val: Recordings | None, model_cfg: ModelConfig
 
 def video_only_instructions(rec: Recordings) -> list[str]:
     """The instructions whose every episode is action-free: tasks the data shows only in video (SamplerConfig.plan)."""
-    labelled_frames = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)
     shown = set(np.unique(rec.task_index).tolist())
-    done = set(np.unique(rec.task_index[labelled_frames]).tolist())
+    done = set(np.unique(rec.task_index[rec.has_actions[rec.episode_of]]).tolist())
     return [rec.instructions[i] for i in sorted(shown - done)]
 
 
