@@ -74,6 +74,14 @@ class EvalConfig:
     shift: str | None = None
     """A distribution shift at evaluation, without retraining, drawn per episode from its seed: colour, light,
     camera or instruction (wam/envs/shift.py)."""
+    action_noise: float = 0.0
+    """Gaussian noise of this std added to every action the policy returns (robot units; drawn from each episode's
+    seed): a deliberately weakened policy, as `wam judge` ranks (runtime.Weakened)."""
+    swap_instructions: bool = False
+    """Each task reads the next evaluated task's instruction (a shuffled instruction: a deliberately weakened policy)."""
+    diagnose: int = 0
+    """Say why failed rollouts failed, for up to this many per task: the plan, the action decoding, or neither
+    (the oracle swap with the simulator's expert as ground truth, wam/judge/failure.py); evidence in the report."""
     out: Path | None = None
     """Write results.json, report.html and videos here (default: CHECKPOINT/../eval)."""
     videos: int = -1
@@ -90,6 +98,10 @@ class EvalConfig:
             raise ValueError(f"episodes and workers must be >= 1, got {self.episodes} and {self.workers}")
         if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
             raise ValueError(f"max_steps must be in [1, {MAX_EPISODE_STEPS}] (Meta-World's episode limit), got {self.max_steps}")
+        if self.diagnose < 0:
+            raise ValueError(f"diagnose must be >= 0 (failed episodes per task), got {self.diagnose}")
+        if not self.action_noise >= 0:
+            raise ValueError(f"action_noise must be >= 0, got {self.action_noise}")
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -139,6 +151,7 @@ class WorkerSetup:
     backbone_path: str | None = None  # a pretrained backbone's folder here (default: the recorded one)
     remote: str | None = None  # act through this `wam serve` (RemotePolicy, history kept here)
     api_key: str | None = None
+    action_noise: float = 0.0  # a deliberately weakened policy (runtime.Weakened)
 
 
 class Worker:
@@ -167,8 +180,12 @@ class Worker:
         else:  # the actions a served robot would get: finite, clipped to the checkpoint's bounds (wam.safety)
             from wam.safety import ActionGuard, Guarded
 
+            from wam.runtime import Weakened
+
             wam_policy = WAMPolicy.from_checkpoint(setup.checkpoint, setup.sampler, backbone_path=setup.backbone_path)
-            self.policy = Guarded(wam_policy, ActionGuard.from_normalizer(wam_policy.norm))
+            inner = Weakened(wam_policy, setup.action_noise) if setup.action_noise else wam_policy
+            self.policy = Guarded(inner, ActionGuard.from_normalizer(wam_policy.norm))
+            self.wam = wam_policy
         self.runner = closed_loop(self.policy, setup.sampler.execute, setup.delay, setup.blend)
         self.envs: dict = {}
 
@@ -217,6 +234,13 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         raise ValueError("give a checkpoint folder, or --policy lerobot:PATH for a lerobot policy (one of them)")
     if cfg.policy is not None and not cfg.policy.startswith("lerobot:"):
         raise ValueError(f"--policy {cfg.policy}: expected lerobot:PATH (a lerobot-train pretrained_model folder)")
+    if cfg.diagnose and (cfg.policy or cfg.remote or cfg.delay or cfg.blend):
+        raise ValueError("--diagnose replays failed episodes of a wam checkpoint run here with synchronous chunks: "
+                         "not with --policy, --remote, --delay or --blend")
+    if (cfg.action_noise or cfg.swap_instructions) and (cfg.policy or cfg.remote):
+        raise ValueError("--action-noise and --swap-instructions weaken a wam checkpoint run here, not --policy or --remote")
+    if cfg.swap_instructions and cfg.instruction is not None:
+        raise ValueError("--swap-instructions and --instruction both replace the prompts; give one")
     if cfg.policy is not None and cfg.remote:
         raise ValueError("--remote serves a wam checkpoint; it does not combine with --policy")
     if cfg.policy:  # lerobot:PATH
@@ -253,18 +277,23 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     out = Path(cfg.out) if cfg.out else source.parent / "eval"
     (out / "videos").mkdir(parents=True, exist_ok=True)
     jobs = []
+    if cfg.swap_instructions:
+        from wam.envs.tasks import instruction, swapped_instructions
+
+        swapped = swapped_instructions(tasks)
     for task in tasks:
+        prompt = swapped[instruction(task)] if cfg.swap_instructions else cfg.instruction
         for i in range(cfg.episodes):
             video = str(out / "videos" / f"{task}-{cfg.seed + i}.mp4") if cfg.videos < 0 or i < cfg.videos else None
             jobs.append(EpisodeJob(env=f"metaworld:{task}", task=task, seed=cfg.seed + i, max_steps=cfg.max_steps,
-                                   prompt=cfg.instruction, shift=cfg.shift, video=video))
+                                   prompt=prompt, shift=cfg.shift, video=video))
 
     workers = min(cfg.workers, len(jobs))
     setup = WorkerSetup(checkpoint=str(source), sampler=sampler, threads=1 if workers > 1 else 0,
                         lerobot=str(source) if cfg.policy else None,
                         delay=cfg.delay, blend=cfg.blend,  # one thread per worker
                         backbone_path=str(cfg.backbone_path) if cfg.backbone_path else None, remote=cfg.remote,
-                        api_key=cfg.api_key or os.environ.get("WAM_API_KEY") or None)
+                        api_key=cfg.api_key or os.environ.get("WAM_API_KEY") or None, action_noise=cfg.action_noise)
     episodes: list[EpisodeResult] = []
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     if workers > 1:
@@ -295,16 +324,50 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         "checkpoint": str(source), "policy": cfg.policy, "mean_success": float(np.mean([t["success_rate"] for t in per_task.values()])),
         "tasks": per_task, "episodes_per_task": cfg.episodes, "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1],
         "max_steps": cfg.max_steps, "sampler": to_dict(sampler), "recipe": config["model"].get("recipe", "decoupled"),
-        "instruction_override": cfg.instruction, "shift": cfg.shift, "delay": cfg.delay, "blend": cfg.blend,
+        "instruction_override": cfg.instruction, "shift": cfg.shift, "action_noise": cfg.action_noise,
+        "swap_instructions": cfg.swap_instructions, "delay": cfg.delay, "blend": cfg.blend,
         "median_ms_per_chunk": statistics.median(all_ms),
         "p90_ms_per_chunk": float(np.percentile(all_ms, 90)), "parameters": config.get("parameters"),
         "train_step": config.get("step"), "remote": cfg.remote, "server": server, "episodes": results,
     }
+    if cfg.diagnose:
+        summary["failures"] = diagnose_failures(setup, jobs, results, cfg.diagnose, out, progress)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     from wam.report import write_report
 
     write_report(out, summary, source)
     return summary
+
+
+def diagnose_failures(setup: WorkerSetup, jobs: list[EpisodeJob], results: list[dict], per_task: int, out: Path,
+                      progress: bool = True) -> dict:
+    """Why each failed episode failed (up to `per_task` per task), in process: wam/judge/failure.py."""
+    from tqdm import tqdm
+
+    from wam.envs import make_env
+    from wam.judge.failure import VERDICTS, diagnose
+
+    worker = Worker(dataclasses.replace(setup, threads=0))
+    failed = {}
+    for job, r in zip(jobs, results):
+        if not r["success"] and len(failed.setdefault(job.task, [])) < per_task:
+            failed[job.task].append(job)
+    found = []
+    todo = [j for js in failed.values() for j in js]
+    meta = worker.policy.metadata
+    for job in tqdm(todo, desc="diagnose", unit="ep", disable=not progress):
+        env = make_env(job.env, meta.cameras, meta.image_size[0], shift=job.shift)
+        try:
+            d = diagnose(worker.policy, worker.wam, env, job.task, job.seed, job.max_steps, setup.sampler.execute,
+                         prompt=job.prompt, evidence=out / "failures" / f"{job.task}-{job.seed}.png")
+        finally:
+            env.close()
+        found.append(dataclasses.asdict(d))
+        if d.evidence:
+            found[-1]["evidence"] = str(Path(d.evidence).relative_to(out))
+    counts = {t: {v: sum(d["verdict"] == v for d in found if d["task"] == t) for v in (*VERDICTS, "not applicable", "succeeded")}
+              for t in failed}
+    return {"episodes": found, "counts": counts}
 
 
 def lerobot_sampler(cfg: EvalConfig, config: dict) -> SamplerConfig:

@@ -112,6 +112,18 @@ class _Simulated:
         return self.states[min(t, len(self.states) - 1)]
 
 
+def next_context(now: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """A predicted frame at the camera's resolution: the current frame `now` (..., 3, H, W) plus the change the
+    model predicts (`predicted` (..., 3, s, s) minus `now` pooled to s), upsampled, so what the model does not
+    change keeps its detail (upsampling the s px prediction itself would blur the whole view at every chunk, a
+    context no model was trained on). Model units in and out."""
+    lead, (H, s) = now.shape[:-3], (now.shape[-1], predicted.shape[-1])
+    now, predicted = now.reshape(-1, *now.shape[-3:]), predicted.reshape(-1, *predicted.shape[-3:])
+    change = predicted - F.avg_pool2d(now, H // s)
+    up = (now + F.interpolate(change, size=H, mode="bilinear", align_corners=False)).clamp(-1, 1)
+    return up.reshape(*lead, *up.shape[-3:])
+
+
 @torch.no_grad()
 def imagine(cfg: ImagineConfig) -> dict:
     from wam import modes
@@ -156,13 +168,7 @@ def imagine(cfg: ImagineConfig) -> dict:
         for i, o in enumerate(m.future_offsets):
             pred = frames[0, i]  # (v, 3, s, s)
             small[t + o] = images_from_model(pred)
-            # The next context at the camera's resolution: the current frame plus the predicted change, upsampled,
-            # so what the model does not change keeps its detail (upsampling the 32 px prediction itself would
-            # blur the whole view at every chunk, a context no model was trained on)
-            now = ctx.images[0, -1]  # (v, 3, H, W)
-            change = pred - F.avg_pool2d(now, m.image_size // m.future_size)
-            up = (now + F.interpolate(change, size=m.image_size, mode="bilinear", align_corners=False)).clamp(-1, 1)
-            imagined[t + o] = images_from_model(up)
+            imagined[t + o] = images_from_model(next_context(ctx.images[0, -1], pred))
         t += chunk
 
     # Compare at the model's resolution: real frames pooled the way training targets are.

@@ -178,6 +178,35 @@ class WAMPolicy:
         return [PolicyOutput(actions=actions[i], frames=None if frames is None else frames[i], value=values[i],
                              timing={"infer_ms": ms}) for i in range(b)]
 
+    def context(self, obs: Observation) -> Context:
+        """One checked observation as the model's context (batch of 1)."""
+        cfg = self.cfg
+        obs = obs.check(self._metadata)
+        frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
+        state = self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0)
+        ctx = Context(images=images_to_model(torch.from_numpy(frames_in))[None].to(self.device), state=state[None].to(self.device),
+                      text=self.embed(obs.prompt))
+        if self.model.capabilities.latent_frames:
+            ctx.latents = self.model.encode_frames(ctx.images)
+        return ctx
+
+    @torch.inference_mode()
+    def inverse_dynamics(self, obs: Observation, frames: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        """The action chunk (k, a), robot units, that the model's inverse-dynamics mode decodes from the observation
+        and given future frames (f, v, s, s, 3) uint8 at its future offsets and size: what it would do if its plan
+        were these frames (the oracle swap of wam/judge/failure.py)."""
+        if self.model.capabilities.latent_frames:
+            raise ValueError("decoding given frames is for pixel-space models; a latent backbone's plan is in its VAE's space")
+        video = images_to_model(torch.from_numpy(np.asarray(frames)))[None].to(self.device)  # (1, f, v, 3, s, s)
+        actions = self._decode(self.context(obs), video, generator or self.generator)
+        return self.norm.unactions(actions.float().cpu())[0].numpy()
+
+    def _decode(self, ctx: Context, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Actions (b, k, a) in model units from given frames, through the inverse_dynamics mode."""
+        noise = (torch.zeros(video.shape), torch.randn((len(video), self.cfg.action_horizon, self.cfg.action_dim),
+                                                       generator=generator))
+        return modes.run(self.model, "inverse_dynamics", ctx, self.sampler, video=video, noise=noise)[1]
+
     def _act(self, ctx: Context, noise: tuple, guide: tuple | None, planned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames and actions of the batch: the rows `planned` through modes.plan, the others through the policy mode,
         each row with its own noise and guide."""

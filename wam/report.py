@@ -94,12 +94,41 @@ Closed loop in Meta-World v3, held-out variation seeds {summary['seeds'][0]}..{s
 <table><tr><th>task</th><th>success</th><th>95% CI</th><th>episodes</th><th>mean steps</th><th>ms / chunk</th></tr>{rows}</table>
 <p>Median {summary['median_ms_per_chunk']:.1f} ms per action chunk (p90 {summary['p90_ms_per_chunk']:.1f} ms).</p>
 {''.join(f"<img src='{p}'>" for p in plots)}
+{_failures(summary)}
 <h2>Rollouts</h2><p>Top row: the cameras. Rows below: the model's predicted future frames from its latest plan.</p>
 {videos}
 </body></html>"""
     path = out / "report.html"
     path.write_text(page)
     return path
+
+
+def _failures(summary: dict) -> str:
+    """The report's section on why rollouts failed (wam eval --diagnose; wam/judge/failure.py)."""
+    if not summary.get("failures"):
+        return ""
+    f = summary["failures"]
+    verdicts = [v for v in ("plan", "action", "neither", "not applicable", "succeeded")
+                if any(c.get(v) for c in f["counts"].values())]
+    rows = "".join(f"<tr><td>{html.escape(t)}</td>" + "".join(f"<td>{c.get(v, 0)}</td>" for v in verdicts) + "</tr>"
+                   for t, c in f["counts"].items())
+    figures = []
+    for e in f["episodes"]:
+        img = f"<img src='{e['evidence']}' width='384'>" if e.get("evidence") else ""
+        detail = (f" at step {e['moment']}; plan error {e['plan_error']:.4f} vs copying the frame {e['copy_error']:.4f}; "
+                  f"with the expert's frames: {'success' if e['swap_success'] else 'failure'}"
+                  if e.get("moment") is not None else "")
+        figures.append(f"<figure>{img}<figcaption>{html.escape(e['task'])} seed {e['seed']}: "
+                       f"<b>{html.escape(e['verdict'])}</b>{detail}<br>{html.escape(e['reason'])}</figcaption></figure>")
+    figures = "".join(figures)
+    return f"""<h2>Why rollouts failed</h2>
+<p>For each failed episode diagnosed: the moment its actions turned away from the scripted expert's; there, the
+model's predicted frames (left) against the expert's (right), under the real views; then the oracle swap: from that
+moment the model decodes its actions from the expert's frames. <b>plan</b>: that succeeds and its own plan was no better
+than copying the current frame; <b>action</b>: even the expert's frames are decoded into failing actions;
+<b>neither</b>: that succeeds and its plan was close.</p>
+<table><tr><th>task</th>{''.join(f'<th>{v}</th>' for v in verdicts)}</tr>{rows}</table>
+{figures}"""
 
 
 def write_offline_report(out: Path, summary: dict, checkpoint: Path, names: list[str], trace: tuple, strip: list) -> Path:

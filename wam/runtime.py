@@ -22,10 +22,14 @@ steps (reproducible); on a robot it is the inference latency divided by the cont
 The chunk executors return one action per step (`actions` of shape (1, a)), the predicted frames of the chunk
 being executed, `fresh` when a new chunk was switched in at this step (with the inner policy's timing), and
 their own wall-clock time as `timing["step_ms"]`.
+
+`Weakened` is a deliberately worse policy: another instruction in place of the one given, and Gaussian noise on its
+actions (the weak policies a world-model judge must rank low; `wam eval --action-noise`, wam/judge).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -189,3 +193,33 @@ def closed_loop(policy: Policy, execute: int, delay: int = 0, blend: int = 0) ->
     synchronous chunk execution (delay = blend = 0) or asynchronous execution with real-time chunking."""
     runner = (AsyncChunkExecutor(policy, execute, delay, blend) if delay or blend else ChunkExecutor(policy, execute))
     return FrameHistory(runner)
+
+
+class Weakened:
+    """`policy` with each prompt replaced by `prompts[prompt]` (where given) and Gaussian noise of std `noise` added
+    to every action (robot units), drawn from a generator seeded by the episode's seed at `reset(seed)`."""
+
+    def __init__(self, policy: Policy, noise: float = 0.0, prompts: dict[str, str] | None = None):
+        self.policy, self.noise, self.prompts = policy, noise, dict(prompts or {})
+        self.rng = np.random.default_rng(0)
+
+    @property
+    def metadata(self) -> PolicyMetadata:
+        return self.policy.metadata
+
+    def reset(self, seed: int | None = None) -> None:
+        self.policy.reset(seed)
+        if seed is not None:
+            self.rng = noise_generator(seed)
+
+    def infer(self, obs: Observation) -> PolicyOutput:
+        out = self.policy.infer(obs.replace(prompt=self.prompts.get(obs.prompt, obs.prompt)))
+        return dataclasses.replace(out, actions=self.perturb(out.actions, self.rng))
+
+    def perturb(self, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return (actions + rng.normal(0.0, self.noise, actions.shape)).astype(np.float32) if self.noise else actions
+
+
+def noise_generator(seed: int) -> np.random.Generator:
+    """The generator of an episode's weakening noise (`Weakened`), from its variation seed."""
+    return np.random.default_rng([int(seed), 11])

@@ -5,6 +5,14 @@ that does not succeed is discarded (and counted in meta/info.json), and the next
 With `action_noise > 0` the executed action is the expert's plus Gaussian noise while the recorded label
 stays the expert's clean action, so the policy sees states off the expert's path and how to recover
 (DART, Laskey et al. 2017).
+
+With `failures` the data is failure-rich instead (for a world model that must imagine failures, and the success
+head that judges them, wam/judge): every episode is kept, solved or not; each draws its noise std uniformly from
+[0, action_noise] and a speed uniformly from [0.2, 1] (the expert's xyz action scaled by it: slow, hesitant
+behaviour that runs out of time); half the episodes also take a detour, a random stretch of steps in which the
+hand steers to a random point of the workspace instead (a policy heading the wrong way), so the data spans clean to badly perturbed behaviour; the recorded action is the executed one
+(noise included, what the world model must learn the effect of); and a solved episode goes on for
+`AFTER_SUCCESS` more steps, so the solved state is seen, not only approached.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from wam.envs.tasks import instruction, parse_tasks
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper")
 ACTION_NAMES = ("delta_x", "delta_y", "delta_z", "gripper")
+AFTER_SUCCESS = 8  # steps recorded after a --failures episode is solved
 FPS = 80  # Meta-World steps at 80 Hz (frame_skip 5 x 2.5 ms)
 START_LOW, START_HIGH = np.array([-0.15, -0.1, -0.08]), np.array([0.15, 0.1, 0.08])  # random-start box, metres
 
@@ -46,6 +55,9 @@ class CollectConfig:
     """Steps spent steering the hand to a random point (within +-15/10/8 cm of its start) before recording,
     so demonstrations begin from diverse hand positions and the arm's pose alone cannot tell where an
     episode is heading. Evaluation always starts from Meta-World's own initial pose."""
+    failures: bool = False
+    """Failure-rich data (module docstring): keep every episode, solved or not, with the executed actions and a
+    noise std and a speed drawn per episode; `episodes` then counts attempts, not successes."""
     action_free: bool = False
     """Keep the videos and states but no actions: stand-ins for action-free video, which trains only the
     future-frame stream (e.g. video pretraining on other tasks before fine-tuning with a few labelled demos)."""
@@ -62,14 +74,18 @@ class CollectConfig:
             raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
         if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
             raise ValueError(f"max_steps must be in [1, {MAX_EPISODE_STEPS}], got {self.max_steps}")
+        if self.failures and (self.action_noise <= 0 or self.action_free):
+            raise ValueError("--failures needs --action-noise > 0 (the largest noise std; each episode draws its own) "
+                             "and actions (not --action-free)")
 
 
 _ENVS: dict[tuple, MetaWorldEnv] = {}
 
 
 def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: int,
-                   action_noise: float, max_steps: int, random_start: int = 0) -> Episode | None:
-    """Roll out the scripted expert on variation `seed`; None if it did not succeed."""
+                   action_noise: float, max_steps: int, random_start: int = 0, failures: bool = False) -> Episode | None:
+    """Roll out the scripted expert on variation `seed`; None if it did not succeed (with `failures`, never None:
+    see the module docstring)."""
     key = (task, cameras, image_size)
     env = _ENVS.get(key) or _ENVS.setdefault(key, make_env(f"metaworld:{task}", cameras, image_size))
     rng = np.random.default_rng([seed, 7])
@@ -81,21 +97,34 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             obs, success = env.step(np.append(move, -1.0).astype(np.float32))
             if success:  # solved by chance: not a demonstration
                 return None
+    speed, detour, detour_to = 1.0, range(0), None
+    if failures:
+        action_noise, speed = float(rng.uniform(0.0, action_noise)), float(rng.uniform(0.2, 1.0))
+        if rng.random() < 0.5:
+            start = int(rng.integers(0, max_steps // 2))
+            detour = range(start, start + int(rng.integers(20, max_steps)))
+            detour_to = obs.state[:3] + rng.uniform(2 * START_LOW, 2 * START_HIGH)
     images, states, actions, successes = {c: [] for c in cameras}, [], [], []
-    for _ in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
+    solved_at = None
+    for t in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
         action = env.expert_action()
         executed = action.copy()
+        executed[:3] *= speed
+        if t in detour:
+            executed[:3] = np.clip(10.0 * (detour_to - obs.state[:3]), -1, 1)
         if action_noise > 0:
             executed[:3] += rng.normal(0.0, action_noise, 3)
         for c in cameras:
             images[c].append(obs.images[c])
         states.append(obs.state)
-        actions.append(np.clip(action, -1, 1))
+        actions.append(np.clip(executed if failures else action, -1, 1))
         obs, success = env.step(executed)
         successes.append(success)
-        if success:
+        if success and solved_at is None:
+            solved_at = t
+        if solved_at is not None and (not failures or t - solved_at >= AFTER_SUCCESS):
             break
-    if not successes[-1]:
+    if not failures and not successes[-1]:
         return None
     return Episode(images={c: np.stack(frames) for c, frames in images.items()},
                    state=np.stack(states), action=np.stack(actions), task=instruction(task),
@@ -116,10 +145,11 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     writer = DatasetWriter(cfg.out, spec, overwrite=cfg.overwrite,
                            extra={"cameras": list(cfg.cameras), "image_size": cfg.image_size, "env": "metaworld-v3",
                                   "action_noise": cfg.action_noise, "random_start": cfg.random_start,
-                                  "action_free": cfg.action_free})
+                                  "action_free": cfg.action_free, "failures": cfg.failures})
     budget = 3 * cfg.episodes + 10  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
+    solved = {t: 0 for t in tasks}
     next_seed = {t: cfg.seed for t in tasks}
     bar = tqdm(total=cfg.episodes * len(tasks), desc="collect", unit="ep", disable=not progress)
     pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
@@ -131,7 +161,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             for t in tasks:
                 need = min(cfg.episodes - kept[t], cfg.seed + budget - next_seed[t])
                 jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps,
-                          cfg.random_start) for i in range(max(need, 0))]
+                          cfg.random_start, cfg.failures) for i in range(max(need, 0))]
                 next_seed[t] += max(need, 0)
             if not jobs:
                 break
@@ -141,12 +171,15 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                     continue
                 writer.add(replace(ep, action=None) if cfg.action_free else ep)
                 kept[task] += 1
+                solved[task] += bool(ep.success.any())
                 bar.update(1)
                 bar.set_postfix(discarded=sum(failed.values()))
         short = {t: k for t, k in kept.items() if k < cfg.episodes}
         if short:
             raise RuntimeError(f"the scripted expert succeeded too rarely to fill {cfg.episodes} episodes: {short}")
         writer.extra["discarded_failures"] = failed
+        if cfg.failures:
+            writer.extra["solved"] = solved
         writer.extra["seeds"] = [cfg.seed, cfg.seed + budget]
         return writer.finish()
     except BaseException:

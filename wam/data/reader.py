@@ -32,6 +32,9 @@ IMAGE_PREFIX = "observation.images."
 CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=REPO_ID"
 
 
+SUCCESS_KEY = "next.success"
+
+
 class DataError(ValueError):
     """Bad data: the message names the episode, the file and the frame, and what was expected."""
 
@@ -81,6 +84,7 @@ class Recordings:
     seeds: list[int]  # (E,) variation seed per episode (-1 when unknown)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (episode, why), with --data.skip-bad-episodes
     has_state: np.ndarray | None = None  # (E,) False where the robot state is not read (--data.video-only-episodes)
+    success: np.ndarray | None = None  # (N,) bool `next.success` (solved after this frame's action), where recorded
 
     def __post_init__(self):
         if self.has_state is None:
@@ -118,7 +122,8 @@ class Recordings:
                        timestamp=self.timestamp[frames], index=self.index[frames], task_index=self.task_index[frames],
                        episode_ids=self.episode_ids[positions], episode_from=to - lengths, episode_to=to,
                        has_actions=self.has_actions[positions], has_state=self.has_state[positions], env_tasks=[self.env_tasks[e] for e in positions],
-                       seeds=[self.seeds[e] for e in positions])
+                       seeds=[self.seeds[e] for e in positions],
+                       success=None if self.success is None else self.success[frames])
 
 
 # ============================================================================================ reading
@@ -252,14 +257,14 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         absent = [k for k in required if k not in schema.names]
         if absent:
             raise DataError(f"{path} has no columns {absent}: expected them for every frame (columns {schema.names})")
-        table = _parquet(path, required + (["task_index"] if "task_index" in schema.names else []))
+        table = _parquet(path, required + [k for k in ("task_index", SUCCESS_KEY) if k in schema.names])
         n = table.num_rows
         part = {"file": np.full(n, len(parts)), "row": np.arange(n)}
         for k in table.column_names:
             part[k] = (_vectors(table.column(k), n, k, str(path)) if k in (data.state_key, data.action_key)
                        else table.column(k).to_numpy(zero_copy_only=False))
         parts.append(part)
-    frames = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    frames = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
     keep = np.isin(frames["episode_index"], list(selected))
     order = np.lexsort((frames["index"][keep], frames["episode_index"][keep]))
     frames = {k: v[keep][order] for k, v in frames.items()}
@@ -327,7 +332,8 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         episode_ids=episodes["episode_index"].to_numpy(np.int64), episode_from=to - lengths, episode_to=to,
         has_actions=np.asarray(col("wam/has_actions", True), bool) & ~blind, instructions=instructions,
         env_tasks=[str(t) for t in col("wam/env_task", "")], seeds=[int(s) for s in col("wam/seed", -1)],
-        skipped=bad)
+        skipped=bad,
+        success=frames[SUCCESS_KEY][take].astype(bool) if SUCCESS_KEY in frames else None)
 
 
 def read_tasks(root: Path) -> list[str]:

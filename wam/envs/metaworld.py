@@ -17,6 +17,7 @@ simulation, the expert and the success flag are Meta-World's own, unchanged.
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import weakref
 from dataclasses import dataclass
@@ -55,6 +56,27 @@ FREE_CAMERAS: dict[str, FreeCamera] = {
 DEFAULT_CAMERAS = ("oblique", "top")
 """What `wam collect` records unless told otherwise."""
 METAWORLD_CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A simulator state to return to (MetaWorldEnv.snapshot / restore)."""
+
+    sim: np.ndarray
+    env: dict
+    raw: np.ndarray | None
+    prompt: str
+
+
+def _plain(v) -> bool:
+    """A value of the task's Python-side state: numbers, arrays, strings, and tuples/lists/dicts of them."""
+    if isinstance(v, (bool, int, float, str, np.ndarray, np.generic, type(None))):
+        return True
+    if isinstance(v, (tuple, list)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False
 
 
 def check_cameras(cameras: tuple[str, ...]) -> tuple[str, ...]:
@@ -171,6 +193,31 @@ class MetaWorldEnv:
 
             self._expert = ENV_POLICY_MAP[self.task]()
         return np.asarray(self._expert.get_action(self._raw), dtype=np.float32)
+
+    def snapshot(self) -> "Snapshot":
+        """Everything the next steps depend on: MuJoCo's integration state (positions, velocities, controls, mocap,
+        time) and the task's own Python-side state (path length, the previous observation it stacks, targets)."""
+        import mujoco
+
+        model, data = self._env.model, self._env.data
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        sim = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, data, sim, spec)
+        plain = {k: copy.deepcopy(v) for k, v in vars(self._env).items() if _plain(v)}
+        return Snapshot(sim=sim, env=plain, raw=None if self._raw is None else self._raw.copy(), prompt=self._prompt)
+
+    def restore(self, snap: "Snapshot") -> Observation:
+        """Put the simulator back in the state `snapshot()` saw; returns the observation of that moment."""
+        import mujoco
+
+        model, data = self._env.model, self._env.data
+        mujoco.mj_setState(model, data, snap.sim, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(model, data)
+        for k, v in snap.env.items():
+            setattr(self._env, k, copy.deepcopy(v))
+        self._raw = None if snap.raw is None else snap.raw.copy()
+        self._prompt = snap.prompt
+        return self._observe()
 
     def render(self) -> dict[str, np.ndarray]:
         """camera -> (H, W, 3) uint8"""

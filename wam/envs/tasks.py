@@ -216,3 +216,12 @@ def parse_tasks(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
         else:
             tasks.append(check_task(n))
     return tuple(dict.fromkeys(tasks))
+
+
+def swapped_instructions(tasks: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Each task's instruction -> the next task's (cyclically): a shuffled instruction, for a deliberately weakened
+    policy (`wam eval --swap-instructions`, wam/judge)."""
+    texts = [instruction(t) for t in tasks]
+    if len(set(texts)) < 2:
+        raise ValueError(f"swapping instructions needs two tasks or more with different instructions, got {list(tasks)}")
+    return {a: texts[(i + 1) % len(texts)] for i, a in enumerate(texts)}
