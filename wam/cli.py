@@ -1,4 +1,4 @@
-"""The `wam` command: collect, train, eval, imagine, serve, bench, demo. Every flag is a field of a typed config (tyro), parsed once.
+"""The `wam` command: collect, train, eval, imagine, serve, judge, bench, demo. Every flag is a field of a typed config (tyro), parsed once.
 
     wam collect --tasks reach-v3,drawer-close-v3 --episodes 50 --out runs/data/mine
     wam train --train.data runs/data/mine --train.out runs/mine          the default preset
@@ -12,6 +12,9 @@
     wam eval runs/mine/last --remote ws://127.0.0.1:8000       the same evaluation through that server
     wam replay runs/rec runs/mine/last            replay what `wam serve --record runs/rec` saved; compare actions
 
+    wam judge fit --data runs/judge/data --out runs/judge/head       a success head for a world model
+    wam judge runs/a/last runs/b/last#noise=0.5 --world runs/judge/world/last --head runs/judge/head
+
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
@@ -19,6 +22,7 @@
     wam bench data [--quick]              the data path at scale: write, frame cache, DataLoader vs a training step, RSS
     wam bench peers --demo runs/demo      lerobot's ACT and Diffusion Policy vs our WAM at the demo's training time
     wam bench generalise [--splits S,..]  unseen tasks from video, few demos, shifts, MT10: every recipe vs action-only
+    wam bench judge --policies P1 P2 ...  the world model's ranking of policies against their real success
     wam demo --out runs/demo
 
 `wam train`'s presets (config.PRESETS) are subcommands; with none named the flags apply to the default preset
@@ -30,6 +34,7 @@ aliases of `--model.recipe`, `--model.backbone` and `--model.backbone-path`: wha
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -146,9 +151,29 @@ def cmd_replay(argv: list[str]) -> None:
                   description="Replay what `wam serve --record DIR` saved through CHECKPOINT; report how far the actions differ."))
 
 
+def cmd_judge(argv: list[str]) -> None:
+    if argv[:1] == ["fit"]:
+        from wam.judge.head import FitConfig, fit_head
+
+        cfg = tyro.cli(FitConfig, args=argv[1:], prog="wam judge fit",
+                       description="Fit the success head and state model a judge reads beside its world model.")
+        metrics = fit_head(cfg)
+        print(json.dumps(metrics, indent=2))
+        print(f"head written to {cfg.out}")
+        return
+    from wam.judge.judge import JudgeConfig, judge, print_table
+
+    cfg = tyro.cli(JudgeConfig, args=argv, prog="wam judge",
+                   description="Rank policies inside a learned world model (wam/judge). `wam judge fit` fits its head.")
+    summary = judge(cfg)
+    print_table(summary)
+    print(f"\nreport: {Path(cfg.out) / 'report.html'}")
+
+
 def cmd_bench(argv: list[str]) -> None:
     from wam.bench.data import DataBenchConfig, bench_data
     from wam.bench.generalise import GeneraliseBenchConfig, bench_generalise
+    from wam.bench.judge import JudgeBenchConfig, bench_judge
     from wam.bench.latency import LatencyBenchConfig, bench_latency
     from wam.bench.memory import MemoryBenchConfig, bench_memory
     from wam.bench.peers import PeersBenchConfig, bench_peers
@@ -158,7 +183,7 @@ def cmd_bench(argv: list[str]) -> None:
     benches = {"recipes": (RecipesBenchConfig, bench_recipes), "latency": (LatencyBenchConfig, bench_latency),
                "memory": (MemoryBenchConfig, bench_memory), "serve": (ServeBenchConfig, bench_serve),
                "data": (DataBenchConfig, bench_data), "peers": (PeersBenchConfig, bench_peers),
-               "generalise": (GeneraliseBenchConfig, bench_generalise)}
+               "generalise": (GeneraliseBenchConfig, bench_generalise), "judge": (JudgeBenchConfig, bench_judge)}
     if not argv or argv[0] not in benches:
         print(f"usage: wam bench {{{','.join(benches)}}} [--help]", file=sys.stderr)
         sys.exit(2)
@@ -173,7 +198,7 @@ def cmd_demo(argv: list[str]) -> None:
 
 
 COMMANDS = {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "imagine": cmd_imagine, "serve": cmd_serve,
-            "replay": cmd_replay, "bench": cmd_bench, "demo": cmd_demo}
+            "replay": cmd_replay, "judge": cmd_judge, "bench": cmd_bench, "demo": cmd_demo}
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError, RuntimeError)

@@ -1,0 +1,308 @@
+"""The world model as judge (wam/judge): ranking statistics, the success head's labels, weakened policies, imagined
+rollouts on the tiny preset (deterministic; with the simulator standing in for the world model they reproduce the
+real rollout), and the CLI."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wam.config import preset
+from wam.judge.rank import agreement, mmrv, pairwise_accuracy, pearson, ranks, spearman
+from wam.testing import concrete
+
+P = concrete(preset("tiny"))
+
+
+# ----------------------------------------------------------------------------------------- ranking statistics
+def test_rank_statistics_against_their_closed_forms():
+    real = [0.1, 0.4, 0.5, 0.9]
+    assert spearman(real, [0.0, 0.2, 0.3, 0.8]) == pytest.approx(1.0)
+    assert spearman(real, [0.8, 0.3, 0.2, 0.0]) == pytest.approx(-1.0)
+    assert pearson(real, [2 * x + 1 for x in real]) == pytest.approx(1.0)
+    assert mmrv(real, real) == 0.0 and pairwise_accuracy(real, real) == 1.0
+    # one swap, of the two best: each of them is violated by the real gap 0.4, the others by nothing
+    imagined = [0.1, 0.4, 0.9, 0.5]
+    assert mmrv(real, imagined) == pytest.approx((0 + 0 + 0.4 + 0.4) / 4)
+    assert pairwise_accuracy(real, imagined) == pytest.approx(5 / 6)
+    # Spearman = 1 - 6 sum d^2 / (n (n^2 - 1)) without ties: d = (0, 0, 1, -1)
+    assert spearman(real, imagined) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert list(ranks([0.2, 0.1, 0.2])) == [2.5, 1.0, 2.5]
+    # a tie in the imagined rates counts half a pair
+    assert pairwise_accuracy([0.1, 0.9], [0.5, 0.5]) == 0.5
+    stats = agreement(real, imagined)
+    assert set(stats) >= {"spearman", "pearson", "mmrv", "pairwise_accuracy"} and stats["policies"] == 4
+    with pytest.raises(ValueError, match="two equal-length"):
+        spearman([0.1], [0.2])
+
+
+# ----------------------------------------------------------------------------------------- the success head
+def test_solved_labels_mark_the_frames_within_the_horizon_of_success():
+    from wam.judge.head import solved_labels
+
+    # episode 0: solved after the action of frame 5 (frames 0..7); episode 1 never solved (frames 8..11)
+    success = np.zeros(12, bool)
+    success[5:8] = True
+    labels = solved_labels(success, np.array([0, 8]), np.array([8, 12]), horizon=2)
+    # frame t is solved when the task is solved within 2 actions of it: frames 4 (after actions 4, 5) onwards
+    assert labels.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+
+
+def test_policy_specs_parse_and_refuse_what_they_do_not_know(tmp_path):
+    from wam.judge.policies import PolicySpec
+
+    spec = PolicySpec.parse(f"{tmp_path}#noise=0.5#instruction=other")
+    assert spec.noise == 0.5 and spec.instruction == "other" and str(spec) == f"{tmp_path}#noise=0.5#instruction=other"
+    assert PolicySpec.parse(str(tmp_path)).noise == 0.0
+    with pytest.raises(ValueError, match="unknown weakening"):
+        PolicySpec.parse(f"{tmp_path}#speed=2")
+    with pytest.raises(ValueError, match="not a number"):
+        PolicySpec.parse(f"{tmp_path}#noise=lots")
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        PolicySpec.parse(str(tmp_path / "nowhere"))
+
+
+def test_swapped_instructions_give_every_task_another_ones():
+    from wam.envs.tasks import instruction, swapped_instructions
+
+    tasks = ("drawer-close-v3", "reach-v3", "button-press-topdown-v3")
+    swapped = swapped_instructions(tasks)
+    assert sorted(swapped.values()) == sorted(instruction(t) for t in tasks)
+    assert all(swapped[instruction(t)] != instruction(t) for t in tasks)
+    with pytest.raises(ValueError, match="two tasks or more"):
+        swapped_instructions(("reach-v3",))
+
+
+def test_weakened_policy_adds_noise_drawn_from_the_episode_seed():
+    from wam.runtime import Weakened
+    from wam.types import Observation, PolicyMetadata, PolicyOutput
+
+    class Zero:
+        metadata = PolicyMetadata(cameras=("a",), image_size=(4, 4), context_offsets=(0,), state_dim=0, action_dim=2,
+                                  action_horizon=3)
+        prompts: list = []
+
+        def reset(self, seed=None):
+            pass
+
+        def infer(self, obs):
+            self.prompts.append(obs.prompt)
+            return PolicyOutput(actions=np.zeros((3, 2), np.float32))
+
+    inner = Zero()
+    weak = Weakened(inner, noise=0.5, prompts={"open": "close"})
+    obs = Observation(images={"a": np.zeros((4, 4, 3), np.uint8)}, prompt="open")
+    weak.reset(7)
+    a = weak.infer(obs).actions
+    weak.reset(7)
+    assert np.array_equal(a, weak.infer(obs).actions) and 0.1 < a.std() < 1.5
+    weak.reset(8)
+    assert not np.array_equal(a, weak.infer(obs).actions)
+    assert inner.prompts == ["close"] * 3
+
+
+# ----------------------------------------------------------------------------------------- imagined rollouts
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """A failure-rich tiny dataset, a tiny world model (decoupled) trained on it, and its fitted head."""
+    from wam.data.collect import CollectConfig, collect
+    from wam.judge.head import FitConfig, fit_head
+    from wam.train import train
+
+    m = P.model
+    root = tmp_path_factory.mktemp("judge")
+    data = collect(CollectConfig(out=root / "data", tasks="drawer-close-v3,reach-v3", episodes=2, cameras=m.cameras,
+                                 image_size=m.image_size, workers=1, failures=True, action_noise=1.0, max_steps=40),
+                   progress=False)
+    world = train(replace(P.train, data=data, out=root / "world", steps=2), m, P.sampler, progress=False)
+    metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8), progress=False)
+    return {"data": data, "world": world, "head": root / "head", "metrics": metrics, "root": root}
+
+
+def test_failures_collect_keeps_every_episode_with_its_executed_actions(judged):
+    from wam.data.reader import read_dataset
+
+    rec = read_dataset(judged["data"])
+    info = json.loads((judged["data"] / "meta/info.json").read_text())["wam"]
+    assert info["failures"] is True and len(rec.episode_ids) == 4 and rec.success is not None
+    # executed (noisy) actions are recorded: not the expert's saturated +-1 commands only
+    assert np.abs(rec.action[:, :3]).max() <= 1 and len(np.unique(rec.action[:, 0].round(3))) > 10
+
+
+def test_fit_head_writes_a_head_that_loads_and_scores(judged):
+    from wam.judge.head import JudgeHead
+
+    head = JudgeHead.load(judged["head"])
+    assert head.cfg.size == P.model.future_size and head.cfg.cameras == tuple(P.model.cameras)
+    assert {"accuracy", "auc", "state_r2"} <= set(head.meta["validation"]) or head.meta["validation"] == {}
+    b, v, s = 3, len(P.model.cameras), P.model.future_size
+    p = head.solved(torch.zeros(b, v, 3, s, s), torch.zeros(b, 4), torch.zeros(b, 384))
+    assert p.shape == (b,) and ((p >= 0) & (p <= 1)).all()
+    assert head.step(torch.zeros(b, 4), torch.zeros(b, 4)).shape == (b, 4)
+
+
+def test_judge_is_deterministic_and_writes_its_report(judged, tmp_path):
+    from wam.judge.judge import JudgeConfig, judge
+
+    cfg = JudgeConfig(policies=(str(judged["world"]), f"{judged['world']}#noise=0.5"), world=judged["world"],
+                      head=judged["head"], episodes=2, max_steps=8, execute=P.model.future_offsets[0], videos=1,
+                      out=tmp_path / "a")
+    a = judge(cfg, progress=False)
+    b = judge(replace(cfg, out=tmp_path / "b"), progress=False)
+    strip = lambda s: [{t: {k: v for k, v in r["tasks"][t].items() if k != "seconds"} for t in r["tasks"]}  # noqa: E731
+                       for r in s["policies"]]
+    assert strip(a) == strip(b)
+    probs = [e["probability"] for r in a["policies"] for t in r["tasks"].values() for e in t["episodes_detail"]]
+    assert all(len(p) >= 1 for p in probs)
+    assert (tmp_path / "a/report.html").is_file() and (tmp_path / "a/judge.json").is_file()
+    assert len(list((tmp_path / "a/videos").glob("*.mp4"))) == 2 * 2  # one per policy and task
+    # the noise changed what was imagined
+    assert probs[:4] != probs[4:]
+
+
+class SimulatorWorld:
+    """The simulator standing in for a world model: it executes each episode's actions and returns the real frames
+    and state; `SimulatorHead` reads whether the task was solved. A perfect world model and a perfect head."""
+
+    def __init__(self, cfg, task, seeds):
+        from wam.envs import make_env
+
+        self.cfg = cfg
+        self.envs = [make_env(f"metaworld:{task}", cfg.cameras, cfg.image_size) for _ in seeds]
+        self.first = [env.reset(s) for env, s in zip(self.envs, seeds)]
+        self.solved: list[bool] = []
+
+    def text(self, prompt):
+        return torch.zeros(1, 384)
+
+    def predict(self, images, state, prompt, actions, generator, rows, execute):
+        from wam.data.transforms import images_to_model
+
+        m = self.cfg
+        small, big, states, self.solved = [], [], [], []
+        for r, i in enumerate(rows):
+            solved = False
+            for a in actions[r, :execute]:
+                obs, ok = self.envs[i].step(a)
+                solved |= ok
+            now = np.stack([obs.images[c] for c in m.cameras])  # (v, H, W, 3)
+            pooled = torch.nn.functional.avg_pool2d(images_to_model(torch.from_numpy(now)), m.image_size // m.future_size)
+            small.append(pooled[None].repeat(m.future_frames, 1, 1, 1, 1))  # only the frame at `execute` is read
+            big.append(np.stack([now] * m.future_frames))
+            states.append(obs.state)
+            self.solved.append(solved)
+        return torch.stack(small), np.stack(big), np.stack(states)
+
+
+def test_with_the_simulator_as_world_model_imagined_success_is_real_success(judged):
+    """The dream loop (chunks, frame history, state, sampling and weakening noise, swapped prompts) against `wam
+    eval`'s closed loop: with the simulator in place of the world model and its success flag in place of the head,
+    every episode ends as the real one does, at the same chunk."""
+    from wam.envs.tasks import instruction, swapped_instructions
+    from wam.evaluate import EpisodeJob, Worker, WorkerSetup
+    from wam.judge.dream import dream
+    from wam.judge.head import HeadConfig
+    from wam.judge.policies import Contender, PolicySpec
+
+    tasks, seeds, execute = ("drawer-close-v3", "reach-v3"), [100_000, 100_001, 100_002], P.model.future_offsets[0]
+    sampler = replace(P.sampler, execute=execute)
+    spec = PolicySpec.parse(f"{judged['world']}#noise=0.3#instruction=other")
+    contender = Contender(spec, tasks, sampler)
+    sim = SimulatorWorld(contender.policy.cfg, tasks[0], seeds)
+
+    class SimulatorHead:
+        cfg = HeadConfig(cameras=tuple(P.model.cameras), size=P.model.future_size, state_dim=4, action_dim=4, horizon=1)
+
+        def solved(self, frames, state, text):
+            return torch.tensor([float(x) for x in sim.solved])
+
+    dreams = dream(sim, SimulatorHead(), contender, sim.first, seeds, instruction(tasks[0]), 80, execute)
+    # the real episodes, as `wam eval --action-noise 0.3 --swap-instructions` runs each of them
+    worker = Worker(WorkerSetup(checkpoint=str(judged["world"]), sampler=contender.policy.sampler, action_noise=0.3))
+    swapped = swapped_instructions(tasks)[instruction(tasks[0])]
+    for d, seed, env in zip(dreams, seeds, sim.envs):
+        job = EpisodeJob(env=f"metaworld:{tasks[0]}", task=tasks[0], seed=seed, max_steps=80, prompt=swapped)
+        real = worker.run(job)
+        assert d.success == real.success
+        # solved within the same chunk (the dream checks at chunk ends, the real rollout at every step)
+        assert d.steps == (-(-real.steps // execute) * execute if real.success else 80)
+        if not real.success:  # both ran all 80 steps: the arm ended in the same place (the same actions executed)
+            np.testing.assert_allclose(env._observe().state, worker.envs[(job.env, None)]._observe().state, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------- failure localisation
+def test_snapshot_restores_the_simulator_exactly_and_the_expert_look_ahead_leaves_it_unchanged():
+    from wam.envs import make_env
+    from wam.judge.failure import expert_future
+
+    m = P.model
+    env = make_env("metaworld:drawer-close-v3", m.cameras, m.image_size)
+    obs = env.reset(100_003)
+    for _ in range(6):
+        obs, _ = env.step(env.expert_action())
+    snap = env.snapshot()
+    actions = [np.random.default_rng(i).uniform(-1, 1, 4).astype(np.float32) for i in range(12)]
+    first = [env.step(a)[0] for a in actions]
+    back = env.restore(snap)
+    assert all(np.array_equal(back.images[c], obs.images[c]) for c in m.cameras) and np.array_equal(back.state, obs.state)
+    again = [env.step(a)[0] for a in actions]  # the same future from the restored state
+    assert all(np.array_equal(x.images[c], y.images[c]) for x, y in zip(first, again) for c in m.cameras)
+    env.restore(snap)
+    frames, expert = expert_future(env, m.future_offsets, m.cameras, m.future_size, 3)
+    assert frames.shape == (len(m.future_offsets), len(m.cameras), m.future_size, m.future_size, 3) and expert.shape == (3, 4)
+    now = env.render()
+    assert all(np.array_equal(now[c], obs.images[c]) for c in m.cameras)  # the look-ahead was undone
+    env.close()
+
+
+def test_constructed_failures_land_in_their_classes(judged, monkeypatch):
+    """A plan fault (mirrored plan) and a decoding fault (negated x/y), each in a policy whose inverse dynamics is
+    exact (the expert's own actions stand in for what it decodes from the expert's frames): the oracle swap then
+    rescues the plan fault and not the decoding fault."""
+    from wam.envs import make_env
+    from wam.judge.failure import Faulty, diagnose
+    from wam.safety import ActionGuard, Guarded
+
+    m = P.model
+    env = make_env("metaworld:reach-v3", m.cameras, m.image_size)
+
+    class Exact(Faulty):
+        def inverse_dynamics(self, obs, frames, generator=None):
+            a = np.repeat(env.expert_action()[None], self.cfg.action_horizon, 0)
+            if self.fault == "action":
+                a[:, :2] = -a[:, :2]
+            return a
+
+    for fault in ("plan", "action"):
+        policy = Exact.build(judged["world"], fault, replace(P.sampler, execute=m.future_offsets[0]))
+        d = diagnose(Guarded(policy, ActionGuard.from_normalizer(policy.norm)), policy, env, "reach-v3", 100_000,
+                     60, m.future_offsets[0])
+        assert d.verdict == fault, (fault, d)
+        assert d.plan_error > d.copy_error  # the tiny model's plan is no plan at all
+    env.close()
+
+
+def test_eval_diagnose_says_why_in_the_report(judged, tmp_path):
+    from wam.evaluate import EvalConfig, evaluate
+    from wam.judge.failure import NOT_APPLICABLE, VERDICTS
+
+    summary = evaluate(EvalConfig(checkpoint=judged["world"], tasks="reach-v3", episodes=1, max_steps=8, diagnose=1,
+                                  out=tmp_path, videos=0, workers=1), progress=False)
+    (d,) = summary["failures"]["episodes"]
+    assert d["verdict"] in (*VERDICTS, NOT_APPLICABLE) and d["moment"] is not None
+    assert (tmp_path / d["evidence"]).is_file()
+    assert sum(summary["failures"]["counts"]["reach-v3"].values()) == 1
+    assert "Why rollouts failed" in (tmp_path / "report.html").read_text()
+
+
+def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
+    world, head = str(judged["world"]), str(judged["head"])
+    assert "at least one policy" in cli_error(["judge", "--world", world, "--head", head])
+    assert "not a checkpoint folder" in cli_error(["judge", str(tmp_path / "nowhere"), "--world", world, "--head", head])
+    assert "unknown weakening" in cli_error(["judge", f"{world}#speed=2", "--world", world, "--head", head])
+    assert "head.json is missing" in cli_error(["judge", world, "--world", world, "--head", str(tmp_path)])
+    so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no next.success column
+    assert "no next.success column" in cli_error(["judge", "fit", "--data", str(so100), "--out", str(tmp_path / "h")])

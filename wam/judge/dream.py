@@ -1,0 +1,160 @@
+"""Imagined episodes: a policy acting inside a learned world model, chunk by chunk.
+
+    World(checkpoint)                  a checkpoint that serves the world_model mode (frames from context + actions)
+    dream(world, head, policy, ...)    many episodes of one task in lockstep, from real initial frames
+
+Each episode starts from the real first observation of a held-out variation (the simulator's reset). Then, every
+`execute` steps: the policy reads the imagined frames (at the camera's resolution: the last frame plus the
+predicted change, wam.imagine.next_context) and the imagined state, and returns a chunk of actions; the world
+model predicts the frames those actions lead to; the state model (head.StateModel) steps the state through the
+executed actions; the success head scores the newest imagined frame. An episode is solved when the head's
+probability passes `threshold`, and fails when `max_steps` run out first, as Meta-World's success flag is read
+in `wam eval`. A chunk shorter than the world model's action horizon is padded with its last action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wam.types import Observation
+
+
+class World:
+    """A world model from a checkpoint folder; `predict` is one batched `world_model` pass."""
+
+    def __init__(self, checkpoint: str | Path, steps: int | None = None, backbone_path: str | Path | None = None):
+        from wam import modes
+        from wam.checkpoint import load_model
+        from wam.config import SamplerConfig
+
+        self.model, self.norm, self.config = load_model(Path(checkpoint), backbone_path)
+        self.model.eval()
+        self.cfg = self.model.cfg
+        try:
+            modes.check_mode(self.cfg.recipe, "world_model")
+        except ValueError as e:
+            raise ValueError(f"--world {checkpoint}: {e}") from None
+        sampler = SamplerConfig(**self.config.get("sampler", {}))
+        if steps is not None:
+            sampler = SamplerConfig(**{**sampler.__dict__, "video_steps": steps})
+        self.sampler = sampler.resolve(self.cfg.recipe)
+        self._text: dict[str, torch.Tensor] = {}
+
+    def text(self, prompt: str) -> torch.Tensor:
+        if prompt not in self._text:
+            self._text[prompt] = self.model.embed_text([prompt])
+        return self._text[prompt]
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, state: np.ndarray, prompt: str, actions: np.ndarray,
+                generator: torch.Generator, rows: list[int], execute: int) -> tuple[torch.Tensor, np.ndarray, None]:
+        """images (b, c, v, H, W, 3) uint8 at the world's context offsets, state (b, S) and actions (b, k, a) in
+        robot units -> (predicted frames (b, f, v, 3, s, s) in model units, the same at the camera's resolution
+        (b, f, v, H, W, 3) uint8, the state after `execute` steps or None: this model does not predict it, the
+        head's state model steps it). `rows`: the episodes of the batch's rows (for a world that keeps state per
+        episode, such as the simulator standing in for it in the tests)."""
+        from wam import modes
+        from wam.data.transforms import images_from_model, images_to_model
+        from wam.imagine import next_context
+        from wam.models.base import Context
+
+        b = len(images)
+        ctx = Context(images=images_to_model(torch.from_numpy(images)),
+                      state=self.norm.state(torch.as_tensor(state, dtype=torch.float32)),
+                      text=self.text(prompt).expand(b, -1))
+        acts = self.norm.actions(torch.as_tensor(actions, dtype=torch.float32))
+        frames, _ = modes.run(self.model, "world_model", ctx, self.sampler, actions=acts, generator=generator)
+        now = ctx.images[:, -1]  # (b, v, 3, H, W)
+        up = torch.stack([next_context(now, frames[:, i]) for i in range(frames.shape[1])], 1)
+        return frames, images_from_model(up), None
+
+
+@dataclass
+class Dream:
+    """One imagined episode."""
+
+    seed: int
+    success: bool
+    steps: int
+    """Steps imagined until solved (or max_steps)."""
+    probability: list[float] = field(default_factory=list)
+    """The head's solved probability after each chunk."""
+    video: np.ndarray | None = None
+    """(T, H, v*W, 3) uint8: the imagined camera frames, one per chunk (first frame real), when asked."""
+
+
+def dream(world: World, head, contender, first: list[Observation], seeds: list[int], prompt: str, max_steps: int,
+          execute: int, threshold: float = 0.5, videos: int = 0) -> list[Dream]:
+    """Imagined episodes of one task in lockstep, one per (first observation, seed); `prompt` is the task's
+    instruction (what the env gives the policy, and what the head reads). The first `videos` keep their frames."""
+    m, meta = world.cfg, contender.metadata
+    if execute not in m.future_offsets:
+        raise ValueError(f"the policy executes {execute} steps per chunk, but the world model predicts frames "
+                         f"{list(m.future_offsets)} steps ahead: pass --execute one of those")
+    if meta.action_horizon < execute:
+        raise ValueError(f"the policy returns {meta.action_horizon} actions per chunk, fewer than --execute {execute}")
+    if tuple(head.cfg.cameras) != tuple(m.cameras) or head.cfg.size != m.future_size:
+        raise ValueError(f"the success head reads cameras {list(head.cfg.cameras)} at {head.cfg.size} px; the world "
+                         f"model predicts {list(m.cameras)} at {m.future_size} px: fit a head for this world model")
+    missing = [c for c in meta.cameras if c not in m.cameras]
+    if missing or tuple(meta.image_size) != (m.image_size, m.image_size):
+        raise ValueError(f"the policy reads cameras {list(meta.cameras)} at {meta.image_size} px; the world model "
+                         f"imagines {list(m.cameras)} at {m.image_size} px")
+    n, views = len(first), [list(m.cameras).index(c) for c in meta.cameras]
+    cams = list(m.cameras)
+    history = [{0: np.stack([o.images[c] for c in cams])} for o in first]  # step -> (v, H, W, 3)
+    state = torch.as_tensor(np.stack([o.state for o in first]), dtype=torch.float32)
+    text = world.text(prompt)
+    episodes = contender.start(seeds)
+    generator = torch.Generator().manual_seed(int(seeds[0]) if seeds else 0)
+    out = [Dream(seed=int(s), success=False, steps=max_steps) for s in seeds]
+    frames_of = [[history[i][0]] if i < videos else None for i in range(n)]
+    j = list(m.future_offsets).index(execute)
+    t = 0
+
+    def at(i: int, step: int) -> np.ndarray:
+        known = history[i]
+        return known[max(k for k in known if k <= max(0, step))]
+
+    while t < max_steps:
+        live = [i for i in range(n) if not out[i].success]
+        if not live:
+            break
+        obs = []
+        for i in live:
+            stacked = np.stack([at(i, t + o) for o in meta.context_offsets])  # (c, v, H, W, 3)
+            images = {c: stacked[:, views[k]] if len(meta.context_offsets) > 1 else stacked[0, views[k]]
+                      for k, c in enumerate(meta.cameras)}
+            obs.append(Observation(images=images, state=state[i].numpy(), prompt=prompt))
+        chunks = contender.act([episodes[i] for i in live], obs)  # (b, k, a)
+        k = m.action_horizon
+        if chunks.shape[1] < k:
+            chunks = np.concatenate([chunks, np.repeat(chunks[:, -1:], k - chunks.shape[1], 1)], 1)
+        ctx = np.stack([np.stack([at(i, t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
+        small, big, after = world.predict(ctx, state[live].numpy(), prompt, chunks[:, :k], generator, live, execute)
+        s = state[live]
+        if after is None:
+            for a in range(execute):
+                s = head.step(s, torch.as_tensor(chunks[:, a], dtype=torch.float32))
+        else:
+            s = torch.as_tensor(after, dtype=torch.float32)
+        state[live] = s
+        p = head.solved(small[:, j].float(), s, text.expand(len(live), -1).float())
+        t += execute
+        for r, i in enumerate(live):
+            for q, o in enumerate(m.future_offsets):
+                if o <= execute:
+                    history[i][t - execute + o] = big[r, q]
+            out[i].probability.append(float(p[r]))
+            if frames_of[i] is not None:
+                frames_of[i].append(big[r, j])
+            if p[r] > threshold:
+                out[i].success, out[i].steps = True, t
+    for i in range(n):
+        if frames_of[i] is not None:
+            out[i].video = np.stack([np.concatenate(list(f), axis=1) for f in frames_of[i]])
+    return out

@@ -1,0 +1,338 @@
+"""What a world model's frames do not carry, learned from the same dataset: whether the task is solved, and the state.
+
+    SuccessHead    frames (b, v, 3, s, s) at the world model's future size, state, instruction -> logit of
+                   "solved within `horizon` steps" (a short-horizon value, as in Cosmos Policy, from `next.success`)
+    StateModel     state, action -> the next state (the world model predicts pixels, the policy also reads its state)
+
+`fit_head(cfg)` trains both on a dataset with a `next.success` column (`wam collect --failures` writes failure-rich
+ones: an evaluator that saw only successes imagines success) and saves them to one folder, `head.safetensors` and
+`head.json`; `JudgeHead.load(folder)` reads them back. The head reads frames pooled to the world model's future
+size, as its training targets are, with a random blur so that it does not rely on detail imagined frames lack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from wam.text import TEXT_DIM
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    cameras: tuple[str, ...]
+    size: int
+    """Side of the frames it reads, px: the world model's future size."""
+    state_dim: int
+    action_dim: int
+    horizon: int
+    """A frame is labelled solved when the task is solved within this many steps of it."""
+    width: int = 64
+
+
+class SuccessHead(nn.Module):
+    """A small conv net per camera (shared weights) + state + instruction -> one logit."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        w = cfg.width
+        self.conv = nn.Sequential(nn.Conv2d(3, w // 2, 3, 2, 1), nn.GELU(), nn.Conv2d(w // 2, w, 3, 2, 1), nn.GELU(),
+                                  nn.Conv2d(w, w, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.state = nn.Linear(cfg.state_dim, w)
+        self.text = nn.Linear(TEXT_DIM, w)
+        self.out = nn.Sequential(nn.Linear(len(cfg.cameras) * 16 * w + 2 * w, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
+
+    def forward(self, frames: torch.Tensor, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """frames (b, v, 3, s, s) in [-1, 1], state (b, S) normalised, text (b, 384) -> (b,) logits."""
+        b, v = frames.shape[:2]
+        x = self.conv(frames.flatten(0, 1)).reshape(b, -1)
+        return self.out(torch.cat([x, F.gelu(self.state(state)), F.gelu(self.text(text))], -1)).squeeze(-1)
+
+
+class StateModel(nn.Module):
+    """state, action -> state change (normalised)."""
+
+    def __init__(self, cfg: HeadConfig, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, cfg.state_dim))
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([state, action], -1))
+
+
+class JudgeHead(nn.Module):
+    """The success head and the state model, with the state statistics they were trained on."""
+
+    def __init__(self, cfg: HeadConfig, stats: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.success = SuccessHead(cfg)
+        self.dynamics = StateModel(cfg)
+        for k in ("state_mean", "state_std", "delta_std"):
+            self.register_buffer(k, torch.as_tensor(stats[k] if stats else torch.ones(cfg.state_dim), dtype=torch.float32))
+
+    def norm(self, state: torch.Tensor) -> torch.Tensor:
+        return (state - self.state_mean) / self.state_std
+
+    @torch.no_grad()
+    def solved(self, frames: torch.Tensor, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(b,) probability that the task is solved (within `horizon` steps) in these frames."""
+        return torch.sigmoid(self.success(frames, self.norm(state), text))
+
+    @torch.no_grad()
+    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The state after `action`, in robot units: (b, S), (b, A) -> (b, S)."""
+        return state + self.dynamics(self.norm(state), action) * self.delta_std
+
+    def save(self, folder: Path, meta: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "head.safetensors")
+        config = {**asdict(self.cfg), "cameras": list(self.cfg.cameras)}
+        (folder / "head.json").write_text(json.dumps({"config": config, **meta}, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "JudgeHead":
+        folder = Path(folder)
+        for name in ("head.json", "head.safetensors"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name} is missing: expected a success head written by "
+                                        f"`wam judge fit --data DIR --out {folder}`")
+        meta = json.loads((folder / "head.json").read_text())
+        cfg = HeadConfig(**{**meta["config"], "cameras": tuple(meta["config"]["cameras"])})
+        head = cls(cfg)
+        head.load_state_dict(load_file(folder / "head.safetensors"))
+        head.meta = meta
+        return head.eval()
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class FitConfig:
+    data: Path
+    """A dataset with a `next.success` column (wam collect --failures writes failure-rich ones)."""
+    out: Path = Path("runs/judge/head")
+    size: int = 32
+    """Frame side the head reads: the future size of the world model it will judge with."""
+    horizon: int = 4
+    """Solved within this many steps counts as solved (the judge checks every `execute` steps)."""
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    seed: int = 0
+    world: Path | None = None
+    """Also learn from this world model's imagined frames of the dataset's episodes (rolled open loop under their
+    recorded actions from the real first frame, as a judge rolls a policy), labelled by what really happened: the
+    head then judges the kind of frames it will be shown, artefacts included."""
+    execute: int = 4
+    """With --world: steps per imagined chunk (the judge's --execute)."""
+    batch_episodes: int = 32
+    """With --world: episodes imagined together."""
+    imagine_episodes: int = 96
+    """With --world: how many episodes (drawn at random, the held-out ones kept out of training as ever) to imagine."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.horizon < 1 or not 0 <= self.val_fraction < 1:
+            raise ValueError(f"steps and horizon must be >= 1 and val_fraction in [0, 1), got {self.steps}, "
+                             f"{self.horizon}, {self.val_fraction}")
+
+
+def solved_labels(success: np.ndarray, episode_from: np.ndarray, episode_to: np.ndarray, horizon: int) -> np.ndarray:
+    """(N,) bool: frame t of an episode is solved when the task is solved within `horizon` actions of it.
+    `success[t]` (next.success) says whether it is solved after frame t's action."""
+    out = np.zeros(len(success), bool)
+    for a, b in zip(episode_from, episode_to):
+        hits = np.flatnonzero(success[a:b])
+        if len(hits):
+            out[a + max(0, hits[0] + 1 - horizon):b] = True
+    return out
+
+
+def pooled_frames(rec, size: int, progress: bool = True) -> np.ndarray:
+    """(N, v, 3, size, size) float16 in [-1, 1]: every frame of every camera, average-pooled from the dataset's
+    frames (read through the frame cache) the way the world model's targets are."""
+    from tqdm import tqdm
+
+    from wam.data.frames import FrameStore
+    from wam.data.transforms import images_to_model
+
+    side = int(rec.info["features"][rec.cameras[0].key]["shape"][0])
+    store = FrameStore(rec, side, rec.data.resize, progress=progress)
+    if side % size:
+        raise ValueError(f"the dataset's frames are {side} px, not a multiple of the head's size {size}")
+    n = len(rec.index)
+    out = np.zeros((n, len(rec.cameras), 3, size, size), np.float16)
+    for lo in tqdm(range(0, n, 2048), desc="head frames", disable=not progress):
+        t = np.arange(lo, min(n, lo + 2048))
+        for v in range(len(rec.cameras)):
+            x = images_to_model(torch.from_numpy(store.read(v, t)))
+            out[t, v] = F.avg_pool2d(x, side // size).numpy().astype(np.float16)
+    return out
+
+
+@torch.no_grad()
+def imagined_frames(world_path: Path, rec, execute: int, size: int, batch: int = 32, episodes: np.ndarray | None = None,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The world model's imagined frames of the `episodes` of `rec` (positions; default all), rolled open loop under the recorded actions
+    from the real first frame: (M, v, 3, size, size) float16 in [-1, 1], and the dataset position (M,) each stands
+    in for (every `execute`-th frame of an episode after its first)."""
+    from tqdm import tqdm
+
+    from wam.data.frames import FrameStore
+    from wam.judge.dream import World
+
+    world = World(world_path)
+    m = world.cfg
+    if execute not in m.future_offsets or m.future_size != size:
+        raise ValueError(f"--world {world_path} predicts frames {list(m.future_offsets)} steps ahead at {m.future_size} "
+                         f"px: the head needs --execute among the former and --size {m.future_size}")
+    if tuple(m.cameras) != rec.camera_names:
+        raise ValueError(f"--world {world_path} imagines cameras {list(m.cameras)}, the data has {list(rec.camera_names)}")
+    store = FrameStore(rec, m.image_size, rec.data.resize, progress=progress)
+    j, k = list(m.future_offsets).index(execute), m.action_horizon
+    generator = torch.Generator().manual_seed(0)
+    frames, positions = [], []
+    first_task = rec.task_index[rec.episode_from]
+    chosen = np.arange(len(first_task)) if episodes is None else np.sort(np.asarray(episodes))
+    groups = [chosen[first_task[chosen] == ti][i:i + batch] for ti in np.unique(first_task[chosen])
+              for i in range(0, int((first_task[chosen] == ti).sum()), batch)]
+    for group in tqdm(groups, desc="imagine the data", disable=not progress):
+        lo, length = rec.episode_from[group], rec.episode_to[group] - rec.episode_from[group]
+        first = np.stack([store.read(v, lo) for v in range(len(rec.cameras))], 1)  # (b, v, H, W, 3)
+        history = [{0: f} for f in first]  # per episode: step -> imagined frame (the first one real)
+        prompt = rec.instructions[int(first_task[group[0]])]
+        t = 0
+        while True:
+            live = np.flatnonzero(t + execute < length)
+            if not len(live):
+                break
+            context = np.stack([np.stack([history[r][max(q for q in history[r] if q <= max(0, t + o))]
+                                          for o in m.context_offsets]) for r in live])  # (b, c, v, H, W, 3)
+            steps = lo[live, None] + np.minimum(t + np.arange(k)[None], length[live, None] - 1)
+            small, big, _ = world.predict(context, rec.state[lo[live] + t], prompt, rec.action[steps], generator,
+                                          live.tolist(), execute)
+            frames.append(small[:, j].numpy().astype(np.float16))
+            positions.append(lo[live] + t + execute)
+            for q, r in enumerate(live):
+                history[r][t + execute] = big[q, j]
+            t += execute
+    return np.concatenate(frames), np.concatenate(positions)
+
+
+def blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Half the samples down- and up-sampled by 2 (imagined frames are softer than real ones)."""
+    pick = torch.rand(len(x), generator=generator) < 0.5
+    soft = F.interpolate(F.avg_pool2d(x.flatten(0, 1), 2), scale_factor=2, mode="bilinear",
+                         align_corners=False).reshape(x.shape)
+    return torch.where(pick[:, None, None, None, None], soft, x)
+
+
+def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from wam.data.reader import read_dataset
+    from wam.text import embed
+
+    torch.manual_seed(cfg.seed)
+    rec = read_dataset(cfg.data)
+    if rec.success is None:
+        raise ValueError(f"{cfg.data} has no next.success column: the head learns from it (wam collect writes it)")
+    if rec.state.shape[1] == 0:
+        raise ValueError(f"{cfg.data} has no robot state: the state model learns from it")
+    labels = solved_labels(rec.success, rec.episode_from, rec.episode_to, cfg.horizon)
+    frames = pooled_frames(rec, cfg.size, progress)
+    text = embed(rec.instructions)[rec.task_index]  # (N, 384)
+    state, action = rec.state.astype(np.float32), rec.action.astype(np.float32)
+    ep = rec.episode_of
+    last = np.zeros(len(ep), bool)
+    last[rec.episode_to - 1] = True  # no next state within the episode
+    delta = np.zeros_like(state)
+    delta[:-1] = state[1:] - state[:-1]
+
+    g = np.random.default_rng(cfg.seed)
+    n_val = int(round(cfg.val_fraction * len(rec.episode_ids)))
+    val_eps = set(g.permutation(len(rec.episode_ids))[:n_val].tolist())
+    val = np.isin(ep, list(val_eps))
+    train_idx, val_idx = np.flatnonzero(~val), np.flatnonzero(val)
+    # the samples of the success head: every real frame, and (with --world) every imagined one, each standing in for
+    # a dataset position whose state, instruction and label it takes
+    pos = np.arange(len(labels))
+    if cfg.world is not None:
+        pick = g.permutation(len(rec.episode_ids))[:cfg.imagine_episodes]
+        imagined, where = imagined_frames(Path(cfg.world), rec, cfg.execute, cfg.size, cfg.batch_episodes, pick, progress)
+        frames, pos = np.concatenate([frames, imagined]), np.concatenate([pos, where])
+    is_real = np.arange(len(pos)) < len(labels)
+    sample_train = np.flatnonzero(~val[pos])
+    dyn_train, dyn_val = train_idx[~last[train_idx]], val_idx[~last[val_idx]]
+    stats = {"state_mean": state[train_idx].mean(0), "state_std": state[train_idx].std(0) + 1e-6,
+             "delta_std": delta[dyn_train].std(0) + 1e-6}
+    head = JudgeHead(HeadConfig(cameras=rec.camera_names, size=cfg.size, state_dim=state.shape[1],
+                                action_dim=action.shape[1], horizon=cfg.horizon), stats)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    warm = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
+    solved = labels[pos[sample_train]].mean()
+    pos_weight = torch.tensor((1 - solved) / max(solved, 1e-6))
+    T = lambda a: torch.from_numpy(a)  # noqa: E731
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bar = tqdm(range(cfg.steps), desc="fit head", disable=not progress)
+    for _ in bar:
+        n = sample_train[g.integers(0, len(sample_train), cfg.batch_size)]
+        i = pos[n]
+        j = dyn_train[g.integers(0, len(dyn_train), cfg.batch_size)]
+        x = blur(T(frames[n]).float(), gen)
+        logits = head.success(x, head.norm(T(state[i])), T(text[i]))
+        loss_s = F.binary_cross_entropy_with_logits(logits, T(labels[i]).float(), pos_weight=pos_weight)
+        loss_d = F.mse_loss(head.dynamics(head.norm(T(state[j])), T(action[j])), T(delta[j]) / head.delta_std)
+        opt.zero_grad(set_to_none=True)
+        (loss_s + loss_d).backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(success=f"{loss_s.item():.3f}", state=f"{loss_d.item():.3f}")
+    head.eval()
+    held_out = np.flatnonzero(val[pos])
+    metrics = evaluate_head(head, frames, pos, state, action, delta, text, labels, held_out[is_real[held_out]], dyn_val)
+    if cfg.world is not None:
+        imagined_metrics = evaluate_head(head, frames, pos, state, action, delta, text, labels,
+                                         held_out[~is_real[held_out]], dyn_val)
+        metrics["imagined"] = {k: v for k, v in imagined_metrics.items() if not k.startswith("state")}
+        metrics["imagined_frames"] = int((~is_real).sum())
+    head.save(Path(cfg.out), {"data": str(cfg.data), "frames": int(len(labels)), "episodes": int(len(rec.episode_ids)),
+                              "solved_fraction": float(labels.mean()), "fit": {k: str(v) if isinstance(v, Path) else v
+                                                                                for k, v in asdict(cfg).items()},
+                              "validation": metrics, "instructions": rec.instructions})
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_head(head: JudgeHead, frames, pos, state, action, delta, text, labels, samples, dyn_idx) -> dict:
+    """Held-out episodes' `samples` (frames standing in for dataset positions `pos`): the head's accuracy, true
+    positive and negative rates and AUC; the state model's R^2 per dimension."""
+    if not len(samples):
+        return {}
+    T = lambda a: torch.from_numpy(a)  # noqa: E731
+    p = torch.cat([head.solved(T(frames[c]).float(), T(state[pos[c]]), T(text[pos[c]]))
+                   for c in np.array_split(samples, max(1, len(samples) // 2048))]).numpy()
+    y = labels[pos[samples]]
+    pred = p > 0.5
+    tpr = float(pred[y].mean()) if y.any() else float("nan")
+    tnr = float((~pred[~y]).mean()) if (~y).any() else float("nan")
+    order = np.argsort(p)
+    ranks = np.empty(len(p))
+    ranks[order] = np.arange(1, len(p) + 1)
+    auc = float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / max(1, y.sum() * (~y).sum()))
+    step = head.step(T(state[dyn_idx]), T(action[dyn_idx])).numpy()
+    target = state[dyn_idx] + delta[dyn_idx]
+    r2 = 1 - ((step - target) ** 2).sum(0) / (((target - target.mean(0)) ** 2).sum(0) + 1e-12)
+    d_r2 = 1 - ((step - target) ** 2).sum(0) / (((delta[dyn_idx] - delta[dyn_idx].mean(0)) ** 2).sum(0) + 1e-12)
+    return {"frames": int(len(samples)), "accuracy": float((pred == y).mean()), "true_positive_rate": tpr,
+            "true_negative_rate": tnr, "auc": auc, "state_r2": r2.tolist(), "state_change_r2": d_r2.tolist()}

@@ -1,0 +1,75 @@
+"""How well imagined success ranks policies against real success: the statistics world-model evaluators report.
+
+    pearson(x, y)             linear correlation
+    spearman(x, y)            Pearson of the ranks (ties get their mean rank)
+    mmrv(real, imagined)      mean maximum rank violation (SIMPLER, Li et al. 2024): for each policy, the largest real
+                              success gap to a policy the imagined rates order the other way; mean over policies
+    pairwise_accuracy(r, i)   of the pairs whose real rates differ, the fraction the imagined rates order the same way
+                              (a tie in the imagined rates counts half)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"need two equal-length lists of 2 or more rates, got shapes {x.shape} and {y.shape}")
+    return x, y
+
+
+def pearson(x, y) -> float:
+    x, y = _check(x, y)
+    x, y = x - x.mean(), y - y.mean()
+    d = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / d) if d > 0 else float("nan")
+
+
+def ranks(x) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    for v in np.unique(x):
+        tie = x == v
+        r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(x, y) -> float:
+    x, y = _check(x, y)
+    return pearson(ranks(x), ranks(y))
+
+
+def mmrv(real, imagined) -> float:
+    real, imagined = _check(real, imagined)
+    n = len(real)
+    worst = np.zeros(n)
+    for i in range(n):
+        for j in range(n):
+            if (imagined[i] < imagined[j]) != (real[i] < real[j]):
+                worst[i] = max(worst[i], abs(real[i] - real[j]))
+    return float(worst.mean())
+
+
+def pairwise_accuracy(real, imagined) -> float:
+    real, imagined = _check(real, imagined)
+    right = total = 0.0
+    for i in range(len(real)):
+        for j in range(i + 1, len(real)):
+            if real[i] == real[j]:
+                continue
+            total += 1
+            agree = np.sign(real[i] - real[j]) * np.sign(imagined[i] - imagined[j])
+            right += 1.0 if agree > 0 else 0.5 if agree == 0 else 0.0
+    return right / total if total else float("nan")
+
+
+def agreement(real, imagined) -> dict:
+    """Every statistic above, for one list of policies."""
+    return {"spearman": spearman(real, imagined), "pearson": pearson(real, imagined), "mmrv": mmrv(real, imagined),
+            "pairwise_accuracy": pairwise_accuracy(real, imagined), "policies": len(real),
+            "mean_real": float(np.mean(real)), "mean_imagined": float(np.mean(imagined))}
