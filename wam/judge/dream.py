@@ -14,6 +14,7 @@ in `wam eval`. A chunk shorter than the world model's action horizon is padded w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class World:
             raise ValueError(f"--world {checkpoint}: {e}") from None
         sampler = SamplerConfig(**self.config.get("sampler", {}))
         if steps is not None:
-            sampler = SamplerConfig(**{**sampler.__dict__, "video_steps": steps})
+            sampler = dataclasses.replace(sampler, video_steps=steps)
         self.sampler = sampler.resolve(self.cfg.recipe)
         self._text: dict[str, torch.Tensor] = {}
 
