@@ -345,7 +345,7 @@ def diagnose_failures(setup: WorkerSetup, jobs: list[EpisodeJob], results: list[
     from tqdm import tqdm
 
     from wam.envs import make_env
-    from wam.judge.failure import VERDICTS, diagnose
+    from wam.judge.failure import OUTCOMES, diagnose
 
     worker = Worker(dataclasses.replace(setup, threads=0))
     failed = {}
@@ -365,8 +365,7 @@ def diagnose_failures(setup: WorkerSetup, jobs: list[EpisodeJob], results: list[
         found.append(dataclasses.asdict(d))
         if d.evidence:
             found[-1]["evidence"] = str(Path(d.evidence).relative_to(out))
-    counts = {t: {v: sum(d["verdict"] == v for d in found if d["task"] == t) for v in (*VERDICTS, "not applicable", "succeeded")}
-              for t in failed}
+    counts = {t: {v: sum(d["verdict"] == v for d in found if d["task"] == t) for v in OUTCOMES} for t in failed}
     return {"episodes": found, "counts": counts}
 
 

@@ -112,6 +112,11 @@ class _Simulated:
         return self.states[min(t, len(self.states) - 1)]
 
 
+def frame_at(frames: dict[int, np.ndarray], step: int) -> np.ndarray:
+    """Of frames by environment step, the newest at or before `step` (the first one for steps before it)."""
+    return frames[max(k for k in frames if k <= max(0, step))]
+
+
 def next_context(now: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     """A predicted frame at the camera's resolution: the current frame `now` (..., 3, H, W) plus the change the
     model predicts (`predicted` (..., 3, s, s) minus `now` pooled to s), upsampled, so what the model does not
@@ -155,8 +160,7 @@ def imagine(cfg: ImagineConfig) -> dict:
     small: dict[int, np.ndarray] = {}  # env step -> (v, s, s, 3) imagined at the model's resolution
     t = 0
     while t < horizon:
-        known = sorted(imagined)
-        ctx_frames = np.stack([imagined[max(k for k in known if k <= max(0, t + o))] for o in m.context_offsets])
+        ctx_frames = np.stack([frame_at(imagined, t + o) for o in m.context_offsets])
         ctx = Context(images=images_to_model(torch.from_numpy(ctx_frames))[None],
                       state=norm.state(torch.as_tensor(source.state_at(t), dtype=torch.float32))[None], text=text)
         if isinstance(source, _Recorded):

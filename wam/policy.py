@@ -144,15 +144,7 @@ class WAMPolicy:
             return [out for obs, g in zip(observations, generators) for out in self.infer_batch([obs], [g])]
         start = time.perf_counter()
         b = len(observations)
-        images, states = [], []
-        for obs in observations:
-            frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
-            images.append(images_to_model(torch.from_numpy(frames_in)))  # (c, v, 3, H, W)
-            states.append(self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0))
-        ctx = Context(images=torch.stack(images).to(self.device), state=torch.stack(states).to(self.device),
-                      text=torch.cat(texts))  # (b, c, v, 3, H, W), (b, state_dim), (b, ...)
-        if can.latent_frames:  # a pretrained backbone: the context's VAE latents, once per chunk
-            ctx.latents = self.model.encode_frames(ctx.images)
+        ctx = self._context(observations, texts)
         if n > 1:  # N candidate chunks from N noises per request: rows i*n .. i*n + n - 1 are request i's
             ctx = ctx.apply(lambda x: x.repeat_interleave(n, 0))
         noise = [(torch.randn(self.model.video_shape(n), generator=g),
@@ -178,14 +170,16 @@ class WAMPolicy:
         return [PolicyOutput(actions=actions[i], frames=None if frames is None else frames[i], value=values[i],
                              timing={"infer_ms": ms}) for i in range(b)]
 
-    def context(self, obs: Observation) -> Context:
-        """One checked observation as the model's context (batch of 1)."""
-        cfg = self.cfg
-        obs = obs.check(self._metadata)
-        frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in cfg.cameras], 1)
-        state = self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0)
-        ctx = Context(images=images_to_model(torch.from_numpy(frames_in))[None].to(self.device), state=state[None].to(self.device),
-                      text=self.embed(obs.prompt))
+    def _context(self, observations: list[Observation], texts: list[torch.Tensor]) -> Context:
+        """Checked observations and their prompts' embeddings as the model's context: images (b, c, v, 3, H, W),
+        state (b, state_dim), text (b, ...); with a pretrained backbone, the images' VAE latents (once per chunk)."""
+        images, states = [], []
+        for obs in observations:
+            frames_in = np.stack([obs.images[c].reshape(-1, *self._metadata.image_shape()[-3:]) for c in self.cfg.cameras], 1)
+            images.append(images_to_model(torch.from_numpy(frames_in)))  # (c, v, 3, H, W)
+            states.append(self.norm.state(torch.from_numpy(obs.state)) if obs.state is not None else torch.zeros(0))
+        ctx = Context(images=torch.stack(images).to(self.device), state=torch.stack(states).to(self.device),
+                      text=torch.cat(texts))
         if self.model.capabilities.latent_frames:
             ctx.latents = self.model.encode_frames(ctx.images)
         return ctx
@@ -197,15 +191,16 @@ class WAMPolicy:
         were these frames (the oracle swap of wam/judge/failure.py)."""
         if self.model.capabilities.latent_frames:
             raise ValueError("decoding given frames is for pixel-space models; a latent backbone's plan is in its VAE's space")
+        obs = obs.check(self._metadata)
         video = images_to_model(torch.from_numpy(np.asarray(frames)))[None].to(self.device)  # (1, f, v, 3, s, s)
-        actions = self._decode(self.context(obs), video, generator or self.generator)
+        noise = torch.randn((1, self.cfg.action_horizon, self.cfg.action_dim), generator=generator or self.generator)
+        actions = self._decode(self._context([obs], [self.embed(obs.prompt)]), video, noise)
         return self.norm.unactions(actions.float().cpu())[0].numpy()
 
-    def _decode(self, ctx: Context, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Actions (b, k, a) in model units from given frames, through the inverse_dynamics mode."""
-        noise = (torch.zeros(video.shape), torch.randn((len(video), self.cfg.action_horizon, self.cfg.action_dim),
-                                                       generator=generator))
-        return modes.run(self.model, "inverse_dynamics", ctx, self.sampler, video=video, noise=noise)[1]
+    def _decode(self, ctx: Context, video: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Actions (b, k, a) in model units from given frames and the actions' noise, through inverse dynamics."""
+        return modes.run(self.model, "inverse_dynamics", ctx, self.sampler, video=video,
+                         noise=(torch.zeros(video.shape), noise))[1]
 
     def _act(self, ctx: Context, noise: tuple, guide: tuple | None, planned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames and actions of the batch: the rows `planned` through modes.plan, the others through the policy mode,

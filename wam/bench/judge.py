@@ -142,7 +142,7 @@ def constructed_failures(cfg: JudgeBenchConfig, tasks: tuple[str, ...], out: Pat
     from tqdm import tqdm
 
     from wam.envs import make_env
-    from wam.judge.failure import Faulty, diagnose
+    from wam.judge.failure import SUCCEEDED, Faulty, diagnose
     from wam.safety import ActionGuard, Guarded
 
     source = cfg.faults or cfg.world
@@ -169,7 +169,7 @@ def constructed_failures(cfg: JudgeBenchConfig, tasks: tuple[str, ...], out: Pat
         done.append(row)
     for env in envs.values():
         env.close()
-    failed = [d for d in done if d["verdict"] != "succeeded"]
+    failed = [d for d in done if d["verdict"] != SUCCEEDED]
     right = [d for d in failed if d["verdict"] == d["fault"]]
     by = {f: {v: sum(d["verdict"] == v for d in failed if d["fault"] == f) for v in ("plan", "action", "neither")}
           for f in ("plan", "action")}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wam.imagine import frame_at, next_context
 from wam.types import Observation
 
 
@@ -60,7 +61,6 @@ class World:
         episode, such as the simulator standing in for it in the tests)."""
         from wam import modes
         from wam.data.transforms import images_from_model, images_to_model
-        from wam.imagine import next_context
         from wam.models.base import Context
 
         b = len(images)
@@ -117,17 +117,13 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     j = list(m.future_offsets).index(execute)
     t = 0
 
-    def at(i: int, step: int) -> np.ndarray:
-        known = history[i]
-        return known[max(k for k in known if k <= max(0, step))]
-
     while t < max_steps:
         live = [i for i in range(n) if not out[i].success]
         if not live:
             break
         obs = []
         for i in live:
-            stacked = np.stack([at(i, t + o) for o in meta.context_offsets])  # (c, v, H, W, 3)
+            stacked = np.stack([frame_at(history[i], t + o) for o in meta.context_offsets])  # (c, v, H, W, 3)
             images = {c: stacked[:, views[k]] if len(meta.context_offsets) > 1 else stacked[0, views[k]]
                       for k, c in enumerate(meta.cameras)}
             obs.append(Observation(images=images, state=state[i].numpy(), prompt=prompt))
@@ -135,7 +131,7 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
         k = m.action_horizon
         if chunks.shape[1] < k:
             chunks = np.concatenate([chunks, np.repeat(chunks[:, -1:], k - chunks.shape[1], 1)], 1)
-        ctx = np.stack([np.stack([at(i, t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
+        ctx = np.stack([np.stack([frame_at(history[i], t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
         small, big, after = world.predict(ctx, state[live].numpy(), prompt, chunks[:, :k], generator, live, execute)
         s = state[live]
         if after is None:

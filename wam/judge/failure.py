@@ -34,6 +34,9 @@ from wam.types import Observation
 
 VERDICTS = ("plan", "action", "neither")
 NOT_APPLICABLE = "not applicable"
+SUCCEEDED = "succeeded"
+OUTCOMES = (*VERDICTS, NOT_APPLICABLE, SUCCEEDED)
+"""What a diagnosis can say: a verdict; no plan to test; or the replay succeeded (a stochastic policy?)."""
 WRONG_WAY = 0.5  # cosine below which executed actions head away from the expert's
 
 
@@ -89,21 +92,14 @@ class Faulty(WAMPolicy):
         frames, _ = modes.run(self.model, "video", ctx, self.sampler, noise=(noise[0], torch.zeros(noise[1].shape)))
         if self.fault == "plan":
             frames = frames.flip(-1)
-        return frames, self._decode_with(ctx, frames, noise[1])
+        return frames, self._decode(ctx, frames, noise[1])
 
-    def _decode_with(self, ctx, video, action_noise):
-        from wam import modes
-
-        actions = modes.run(self.model, "inverse_dynamics", ctx, self.sampler, video=video,
-                            noise=(torch.zeros(video.shape), action_noise))[1]
+    def _decode(self, ctx, video, noise):
+        actions = super()._decode(ctx, video, noise)
         if self.fault == "action":
             actions = actions.clone()
             actions[..., :2] = -actions[..., :2]
         return actions
-
-    def _decode(self, ctx, video, generator):
-        noise = torch.randn((len(video), self.cfg.action_horizon, self.cfg.action_dim), generator=generator)
-        return self._decode_with(ctx, video, noise)
 
 
 # ------------------------------------------------------------------------------------------- the diagnosis
@@ -180,7 +176,7 @@ def diagnose(policy, wam: WAMPolicy, env, task: str, seed: int, max_steps: int, 
         if success:
             break
     if success:
-        return Diagnosis(task, seed, "succeeded", reason="the replay succeeded (a stochastic policy?)")
+        return Diagnosis(task, seed, SUCCEEDED, reason="the replay succeeded (a stochastic policy?)")
     if not meta.future_offsets or "inverse_dynamics" not in meta.modes:
         return Diagnosis(task, seed, NOT_APPLICABLE, reason=f"recipe {m.recipe!r} has no plan and inverse dynamics to test")
     # 2-3. the expert from every chunk, and the moment it went wrong

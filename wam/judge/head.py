@@ -189,6 +189,7 @@ def imagined_frames(world_path: Path, rec, execute: int, size: int, batch: int =
     from tqdm import tqdm
 
     from wam.data.frames import FrameStore
+    from wam.imagine import frame_at
     from wam.judge.dream import World
 
     world = World(world_path)
@@ -216,8 +217,8 @@ def imagined_frames(world_path: Path, rec, execute: int, size: int, batch: int =
             live = np.flatnonzero(t + execute < length)
             if not len(live):
                 break
-            context = np.stack([np.stack([history[r][max(q for q in history[r] if q <= max(0, t + o))]
-                                          for o in m.context_offsets]) for r in live])  # (b, c, v, H, W, 3)
+            context = np.stack([np.stack([frame_at(history[r], t + o) for o in m.context_offsets])
+                                for r in live])  # (b, c, v, H, W, 3)
             steps = lo[live, None] + np.minimum(t + np.arange(k)[None], length[live, None] - 1)
             small, big, _ = world.predict(context, rec.state[lo[live] + t], prompt, rec.action[steps], generator,
                                           live.tolist(), execute)
