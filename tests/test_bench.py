@@ -55,9 +55,13 @@ def test_memory_bench_counts_the_real_classes_and_the_savings(tmp_path):
     skip_without_pretrained()
     from wam.bench.memory import GIB, MemoryBenchConfig, Setting, bench_memory, estimate, trace
 
-    cfg = MemoryBenchConfig(out=tmp_path, batch_size=2, image_size=32, sizes="tiny", lora_rank=4)
+    cfg = MemoryBenchConfig(out=tmp_path, batch_size=2, image_size=32, sizes="tiny,tiny-vla", lora_rank=4)
     result = bench_memory(cfg)
-    assert (tmp_path / "memory.md").read_text().count("| tiny |") == 2 and (tmp_path / "memory.json").exists()
+    table = (tmp_path / "memory.md").read_text()
+    assert table.count("| tiny |") == 2 and table.count("| tiny-vla |") == 2 and (tmp_path / "memory.json").exists()
+    vla_full = trace(Setting("tiny-vla", "full", 1, False, 24), cfg)  # PaliGemma's own class under our VLA
+    vla_lora = trace(Setting("tiny-vla", "lora", 1, False, 24), cfg)
+    assert vla_lora["trained"] < vla_full["trained"] == vla_full["params"] < vla_lora["params"]
     full = trace(Setting("tiny", "full", 1, False, 24), cfg)
     lora = trace(Setting("tiny", "lora", 1, False, 24), cfg)
     assert lora["trained"] < full["trained"] == full["params"] < lora["params"]  # LoRA adds, and freezes the rest

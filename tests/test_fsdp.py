@@ -22,14 +22,16 @@ def losses(run: Path) -> list[float]:
     return [json.loads(r)["loss"] for r in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("kind", ["wan", "wam"])
+@pytest.mark.parametrize("kind", ["wan", "wam", "paligemma"])
 def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp_path):
-    if kind == "wan":
+    if kind != "wam":
         skip_without_pretrained()
     from wam.checkpoint import load_model
+    from wam.models.vlm.folders import save_tiny as save_tiny_vlm
 
-    folder = save_tiny(tmp_path / "backbone", "wan") if kind == "wan" else tmp_path / "no-backbone"
-    port = {"wan": "29541", "wam": "29542"}[kind]
+    folder = (save_tiny(tmp_path / "backbone", "wan") if kind == "wan" else
+              save_tiny_vlm(tmp_path / "backbone", kind) if kind == "paligemma" else tmp_path / "no-backbone")
+    port = {"wan": "29541", "wam": "29542", "paligemma": "29543"}[kind]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(WORKER), str(folder), str(tiny_dataset), str(tmp_path / "out"), kind]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
@@ -57,6 +59,13 @@ def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp
         # a folder whose weights changed since training is refused: the frozen weights would be wrong
         save_tiny(tmp_path / "other", "wan", seed=1)
         shutil.copy(tmp_path / "other/transformer/diffusion_pytorch_model.safetensors", folder / "transformer")
+        with pytest.raises(ValueError, match="not the backbone this checkpoint was fine-tuned from"):
+            load_model(a / "last")
+    elif kind == "paligemma":  # LoRA on the VLM: adapters saved, its frozen weights read from the folder
+        assert 0 < config["trainable"] < config["total"]
+        assert any("lora_A" in k for k in fsdp_w) and not any("base_layer" in k for k in fsdp_w)
+        save_tiny_vlm(tmp_path / "other", kind, seed=1)
+        shutil.copy(tmp_path / "other/model.safetensors", folder)
         with pytest.raises(ValueError, match="not the backbone this checkpoint was fine-tuned from"):
             load_model(a / "last")
     else:

@@ -4,6 +4,9 @@
     wam      our transformer (models/transformer)  every recipe but cosmos-policy  data | velocity, velocity  pixels
     wan      diffusers WanTransformer3DModel     decoupled, joint, flash         velocity, velocity       latents
     cosmos   diffusers CosmosTransformer3DModel  cosmos-policy                  velocity, velocity       latents
+    lite     EfficientNet-Lite0 + MiniLM prefix  vla, hybrid-foresight, hybrid-mot   data, velocity     pixels
+    paligemma  transformers PaliGemma prefix     vla, hybrid-foresight, hybrid-mot   data, velocity     pixels
+    smolvlm  transformers SmolVLM prefix         vla, hybrid-foresight, hybrid-mot   data, velocity     pixels
 
 The model config's validation (config.ModelConfig) reads this table: the recipe must be one the backbone allows,
 the prediction targets ones it can output, and a backbone with `needs_path` a --backbone-path folder. `build(cfg)`
@@ -40,13 +43,17 @@ class BackboneSpec:
     frames: Literal["pixels", "latents"]
     """What its future frames are: pixels (predicted at future_size) or VAE latents of the image_size frames."""
     needs_path: bool
-    """It is loaded from a diffusers pipeline folder (--backbone-path DIR)."""
+    """It is loaded from a folder the user downloaded (--backbone-path DIR): a diffusers pipeline folder (wan,
+    cosmos) or a transformers model folder (paligemma, smolvlm)."""
     summary: str
 
     def make(self, cfg: "ModelConfig") -> "nn.Module":
         module, function = self.build.split(":")
         return getattr(importlib.import_module(module), function)(cfg)
 
+
+VLM_RECIPES = ("vla", "hybrid-foresight", "hybrid-mot")
+"""The recipes of the vision-language backbones (models/vla.py, models/mot.py)."""
 
 BACKBONES: dict[str, BackboneSpec] = {b.name: b for b in [
     BackboneSpec("wam", "wam.models.transformer:build",
@@ -58,6 +65,12 @@ BACKBONES: dict[str, BackboneSpec] = {b.name: b for b in [
                  "hides frames from actions or actions from frames"),
     BackboneSpec("cosmos", "wam.models.cosmos:build", ("cosmos-policy",), ("velocity",), ("velocity",), "latents", True,
                  "Cosmos-Predict2 (diffusers) unchanged: actions, future state and value as extra latent frames"),
+    *[BackboneSpec(name, "wam.models.vla:build", VLM_RECIPES, ("data", "velocity"), ("velocity", "data"), "pixels",
+                   name != "lite", summary) for name, summary in (
+        ("lite", "a vision-language prefix from real pretrained encoders that install offline (EfficientNet-Lite0 "
+                 "images, MiniLM words, fusion layers trained here) and an action expert (models/vlm/lite.py)"),
+        ("paligemma", "PaliGemma (transformers; π0's VLM) as the prefix of an action expert"),
+        ("smolvlm", "SmolVLM (transformers; SmolVLA's VLM) as the prefix of an action expert"))],
 ]}
 
 

@@ -273,12 +273,12 @@ def check_backbone(config: dict) -> None:
     want = config.get("backbone_fingerprint")
     if want is None:  # a full fine-tune saved every weight; the folder supplies only the VAE and text encoder
         return
-    from wam.models.folders import fingerprint
+    from wam.models.folders import fingerprint_of
 
     root = config["model"]["backbone_path"]
-    got = fingerprint(root)
+    got = fingerprint_of(config["model"]["backbone"], root)
     if got != want:
-        raise ValueError(f"{root}/transformer is not the backbone this checkpoint was fine-tuned from (fingerprint "
+        raise ValueError(f"{root} is not the backbone this checkpoint was fine-tuned from (fingerprint "
                          f"{got}, trained on {want}): its frozen weights are read from that folder, not saved")
 
 

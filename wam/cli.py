@@ -17,6 +17,7 @@
 
     wam bench recipes --out runs/bench/recipes
     wam bench latency --recipes runs/bench/recipes --out runs/bench/latency
+    wam bench latency --cells runs/bench/generalise/cells/mt10   the VLA, hybrids and WAMs of a generalise condition
     wam bench memory                      estimated GPU memory to fine-tune Wan 1.3B / 14B (no GPU needed)
     wam bench serve [--checkpoint CKPT]   serving latency and throughput, 1-8 clients on loopback, batching on/off
     wam bench data [--quick]              the data path at scale: write, frame cache, DataLoader vs a training step, RSS

@@ -103,6 +103,14 @@ class ModelConfig:
     """A diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/)."""
     text_tokens: int = 512
     """Instruction tokens the pretrained text encoder keeps (the pipelines use 512)."""
+    prefix_width: int = 128
+    """Backbone `lite`: width of the fusion layers over the EfficientNet-Lite0 image tokens and MiniLM word tokens
+    (the part a VLM's language model plays; models/vlm/lite.py)."""
+    prefix_depth: int = 4
+    """Backbone `lite`: fusion layers (each one a hidden state the action expert can read)."""
+    action_width: int = 64
+    """Recipe `hybrid-mot`: width of the action stream beside the video stream (`width`); the attention runs in the
+    video stream's width."""
 
     actions_see_frames: bool = True
     """Action tokens attend to future-frame tokens. False (joint, decoupled, flash): the frames become a
@@ -129,7 +137,8 @@ class ModelConfig:
                 raise ValueError(f"{flag} {got} does not go with {_BACKBONE} {self.backbone}: it outputs "
                                  f"{' or '.join(allowed)}")
         if spec.needs_path and not self.backbone_path:
-            raise ValueError(f"{_BACKBONE} {self.backbone} needs {_PATH} DIR (a diffusers pipeline folder)")
+            kind = "a transformers model folder" if self.backbone in ("paligemma", "smolvlm") else "a diffusers pipeline folder"
+            raise ValueError(f"{_BACKBONE} {self.backbone} needs {_PATH} DIR ({kind})")
         if self.backbone_path and not spec.needs_path:
             raise ValueError(f"{_PATH} {self.backbone_path} is given but {_BACKBONE} {self.backbone} reads no folder; "
                              f"backbones that do: {', '.join(b.name for b in BACKBONES.values() if b.needs_path)}")
@@ -152,6 +161,12 @@ class ModelConfig:
             (self.future_size % self.future_patch == 0, f"future_size {self.future_size} must be divisible by future_patch {self.future_patch}"),
             (self.image_size % self.future_size == 0, f"image_size {self.image_size} must be a multiple of future_size {self.future_size}"),
             (self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}"),
+            (self.backbone != "lite" or self.image_size % 16 == 0,
+             f"{_BACKBONE} lite reads EfficientNet-Lite0's stride-16 map: image_size {self.image_size} must be a multiple of 16"),
+            (self.prefix_width % 64 == 0 or self.prefix_width < 64,
+             f"--model.prefix-width {self.prefix_width} must be a multiple of 64 (heads of 64) or below 64 (one head)"),
+            (self.prefix_depth >= 1 and self.action_width >= 1, f"--model.prefix-depth and --model.action-width must be "
+                                                                f">= 1, got {self.prefix_depth}, {self.action_width}"),
             (self.context_frames >= 1, f"context_frames must be >= 1, got {self.context_frames}"),
             (self.future_frames >= 0, f"future_frames must be >= 0, got {self.future_frames}"),
             (self.action_horizon >= 1, f"action_horizon must be >= 1, got {self.action_horizon}"),

@@ -35,7 +35,8 @@ def shard(model: nn.Module, precision: str = "float32") -> nn.Module:
     # The networks return views (reshapes) of their outputs; the loss (flow.losses) never changes them in place,
     # which is what FSDP2's warning about views is for.
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
-    for block in model.blocks:  # every network names its repeated blocks `blocks`
+    # every network names its repeated blocks `blocks`; a VLA's VLM layers (`prefix_blocks`) are units of their own
+    for block in [*getattr(model, "prefix_blocks", ()), *model.blocks]:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)  # the rest: embeddings, heads, norms
     return model

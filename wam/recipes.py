@@ -30,6 +30,13 @@ A recipe is a handful of facts about the same transformer (models/transformer.py
                     best-of-N planning by the predicted value (backbone cosmos only)
     action-only     no future frames at all: the VLA-style baseline with the same       (VLA baseline)
                     backbone, inputs and training budget
+    vla             a VLM prefix (images, instruction) and a flow-matching action        π0, SmolVLA
+                    expert reading its layers; no future frames (models/vla.py)
+    hybrid-foresight  the VLA also predicts the future frames, trained jointly; its      VLA with foresight
+                    actions never read them, so inference can skip them at no cost
+    hybrid-mot      a video stream and a narrow action stream (mixture of               LingBot-VA, Fast-WAM,
+                    transformers), both reading the VLM prefix; frames never read the   with a VLM prefix
+                    actions, actions read the frames (models/mot.py)
 
 Noise level convention (flow.py): t = 1 is clean data, t = 0 pure noise. A modality held at t = 1 is given
 (its loss is masked), one at t = 0 with its loss masked is absent.
@@ -113,6 +120,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "a pretrained Cosmos video model unchanged: actions, future state and value written into latent frames"),
     Recipe("action-only", "VLA-style baseline (no video prediction)", "c", "ca", "action_only", "uniform", "together",
            ("policy",), 10, 0, "the same backbone, inputs and budget without future frames"),
+    Recipe("vla", "π0, SmolVLA (VLM prefix, flow-matching action expert)", "c", "ca", "action_only", "uniform",
+           "together", ("policy",), 10, 0,
+           "a VLM reads the images and the instruction; an action expert reads its layers and the robot state"),
+    Recipe("hybrid-foresight", "VLA with foresight (future frames as a second output)", "cva", "ca", "independent",
+           "uniform", "together", ("policy", "world_model", "video"), 10, 0,
+           "the VLA's expert also denoises the future frames (trained jointly); the actions never read them, so "
+           "inference skips them unless asked (--sampler.video-steps)"),
+    Recipe("hybrid-mot", "LingBot-VA / Fast-WAM mixture of transformers, on a VLM prefix", "cv", "cva", "independent",
+           "noisy", "together", ("policy", "video"), 10, 1,
+           "a video stream and a narrow action stream with their own weights and one attention, both reading the "
+           "VLM's layers; the video stream runs once per chunk, the action stream at every step"),
 ]}
 
 # Why a recipe cannot serve a mode (shown instead of returning noise).
@@ -124,6 +142,9 @@ _WHY_NOT = {
     ("features", "world_model"): "its future-frame tokens never read the actions",
     ("features", "inverse_dynamics"): "its action decoder was trained on frame features at high noise, not on clean frames",
     ("plan-then-act", "world_model"): "its future-frame tokens never read the actions",
+    ("hybrid-foresight", "inverse_dynamics"): "its action tokens never read the frames",
+    ("hybrid-mot", "world_model"): "its future-frame tokens never read the actions",
+    ("hybrid-mot", "inverse_dynamics"): "its action stream was trained on frames at high noise, not on clean frames",
 }
 
 

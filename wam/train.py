@@ -217,10 +217,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     torch.manual_seed(cfg.seed)
     model = build(model_cfg)
-    if model_cfg.image_encoder != "conv" and found is None and cfg.init is None:  # pretrained image features
-        weights = model.stem.load_pretrained()
-        if rank == 0:
-            print(f"image encoder {model_cfg.image_encoder}: ImageNet weights from {weights}")
+    if found is None and cfg.init is None and hasattr(model, "load_pretrained"):  # pretrained image features
+        weights = model.load_pretrained()
+        if weights is not None and rank == 0:
+            print(f"image encoder: ImageNet weights from {weights}")
     finetune.apply(model, cfg.finetune, cfg.lora_rank, gradient_checkpointing=cfg.gradient_checkpointing)
     text = model.embed_text(recs.instructions)  # once per instruction
     if model.capabilities.pretrained:
@@ -270,9 +270,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
                   "parameters": counts["trainable"], "world_size": world, **counts,
                   "init": str(cfg.init) if cfg.init else None}
     if model.capabilities.pretrained:  # the folder supplies weights at load time (frozen ones, VAE, text): which folder
-        from wam.models.folders import fingerprint
+        from wam.models.folders import fingerprint_of
 
-        run_config["backbone_fingerprint"] = fingerprint(model_cfg.backbone_path)
+        run_config["backbone_fingerprint"] = fingerprint_of(model_cfg.backbone, model_cfg.backbone_path)
 
     def save(step: int) -> Path:  # by rank 0, or by every rank when sharded
         return checkpoint.save(last, model=model, ema=ema, optimizer=optimizer, normalizer=normalizer,

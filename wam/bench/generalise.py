@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wam.backbones import VLM_RECIPES
 from wam.config import DataConfig, Preset, preset, to_dict, with_recipe
 from wam.envs.tasks import BENCHMARKS
 from wam.recipes import recipe
@@ -83,7 +84,10 @@ def base_recipe(name: str) -> str:
 def configured(base: Preset, name: str) -> Preset:
     """The preset a bench recipe name (RECIPE, RECIPE@LEVER or RECIPE@LEVER@LEVER...) trains."""
     recipe_name, *levers = name.split("@")
-    p = with_recipe(base, recipe_name)
+    if recipe_name in VLM_RECIPES:  # the VLA and the hybrids run on the offline vision-language prefix
+        p = dataclasses.replace(base, model=dataclasses.replace(base.model, backbone="lite", recipe=recipe_name))
+    else:
+        p = with_recipe(base, recipe_name)
     for lever in levers:
         if lever not in LEVERS:
             raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
@@ -452,7 +456,9 @@ def world_model_cell(record: dict, cond: Condition, pool: Pool) -> dict | None:
     from wam.offline import SamplerOverrides
 
     row = {"settings": settings}
-    for name, sampler in (("sampled", SamplerOverrides()), ("mean", SamplerOverrides(video_steps=1))):
+    r = recipe(base_recipe(record["settings"]["recipe"]))
+    sampled = SamplerOverrides(video_steps=r.steps) if r.video_steps == 0 else SamplerOverrides()  # frames skipped by default
+    for name, sampler in (("sampled", sampled), ("mean", SamplerOverrides(video_steps=1))):
         summary = evaluate_offline(OfflineConfig(checkpoint=Path(record["checkpoint"]), data=pool.root,
                                                  episodes=",".join(map(str, held)), out=cell / "world-model" / name,
                                                  plots=False, sampler=sampler), progress=False)

@@ -14,6 +14,11 @@ Checkpoints come from `wam bench recipes` (its OUT is --recipes); the fast-path 
 the same data, steps and seed. Timing: `calls` calls of `policy.infer` on a real observation after
 `warmup` calls, torch limited to `threads` threads. Writes OUT/latency.json and OUT/latency.md.
 
+`--cells DIR` times instead every checkpoint of a `wam bench generalise` condition (DIR: its cells/CONDITION folder,
+e.g. runs/bench/generalise/cells/mt10), one path per recipe with its own sampler, and, for a recipe whose actions
+never read its frames (hybrid-foresight), once more with the frames denoised too: the VLA, the hybrids and the WAM
+recipes side by side on the same inputs. Timing only; their success is the generalise bench's.
+
 `--size wan2.1-1.3b` times the same paths on a backbone of that width and depth with random weights instead
 (the default preset's inputs and token layout; timing only, no success: random weights cannot act). With
 `--device cuda --precision bfloat16 --compile` it is the GPU figure of the issue: bf16 autocast, and CUDA
@@ -57,6 +62,8 @@ class LatencyBenchConfig:
     """float32 or bfloat16 (autocast)."""
     compile: bool = False
     """torch.compile the blocks (CUDA graphs on a GPU)."""
+    cells: Path | None = None
+    """Time the checkpoints of a `wam bench generalise` condition instead (its cells/CONDITION folder)."""
 
     def __post_init__(self):
         if self.calls < 1 or self.warmup < 0 or self.threads < 1 or self.episodes < 0:
@@ -175,6 +182,42 @@ def bench_random(cfg: LatencyBenchConfig) -> dict:
     return _write(cfg.out, result)
 
 
+def bench_cells(cfg: LatencyBenchConfig) -> dict:
+    """Every trained checkpoint under `cfg.cells` (CELL/train/last) with its own sampler; timing only."""
+    from tqdm import tqdm
+
+    from wam.recipes import recipe
+
+    found = sorted(p for p in Path(cfg.cells).glob("*/train/last") if (p / "config.json").is_file())
+    if not found:
+        raise FileNotFoundError(f"{cfg.cells}: no CELL/train/last checkpoints (expected a `wam bench generalise` "
+                                f"cells/CONDITION folder)")
+    paths = []
+    for ckpt in found:
+        saved = json.loads((ckpt / "config.json").read_text())
+        sampler = SamplerConfig(**saved["sampler"]).resolve(saved["model"]["recipe"])
+        r = recipe(saved["model"]["recipe"])
+        name = ckpt.parent.parent.name
+        paths.append((f"{name}: {sampler.steps} action steps, {sampler.video_steps} frame steps", ckpt, sampler, r))
+        if r.predicts_video and sampler.video_steps == 0:  # frames skipped by default: also with them
+            paths.append((f"{name} with its frames: {sampler.steps} action steps, {r.steps} frame steps", ckpt,
+                          dataclasses.replace(sampler, video_steps=r.steps), r))
+    rows = {}
+    for name, ckpt, sampler, r in tqdm(paths, desc="latency", unit="path"):
+        sampler = dataclasses.replace(sampler, device=cfg.device, precision=cfg.precision, compile=cfg.compile)
+        ms = time_policy(ckpt, sampler, cfg.calls, cfg.warmup, cfg.threads)
+        rows[name] = {"checkpoint": str(ckpt), "recipe": r.name, "sampler": to_dict(sampler), "wam": r.predicts_video,
+                      "median_ms": statistics.median(ms), "p90_ms": float(np.percentile(ms, 90))}
+        tqdm.write(f"{name}: median {rows[name]['median_ms']:.1f} ms")
+    base = next((row["median_ms"] for row in rows.values() if row["recipe"] == "action-only"), None)
+    for row in rows.values():
+        row["ratio_to_baseline"] = row["median_ms"] / base if base else float("nan")
+    result = {"command": "wam bench latency --cells", "cells": str(cfg.cells), "device": cfg.device,
+              "precision": cfg.precision, "threads": cfg.threads, "calls": cfg.calls, "warmup": cfg.warmup,
+              "episodes_per_task": 0, "paths": rows}
+    return _write(cfg.out, result)
+
+
 def _write(out: Path, result: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps(result, indent=2))
@@ -211,6 +254,8 @@ def bench_latency(cfg: LatencyBenchConfig) -> dict:
 
     if cfg.size is not None:
         return bench_random(cfg)
+    if cfg.cells is not None:
+        return bench_cells(cfg)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     if not (cfg.recipes / "recipes.json").exists():

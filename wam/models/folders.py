@@ -122,6 +122,13 @@ def load(root: str | Path, kind: str, parts: tuple[str, ...] = ("transformer", "
 
 
 # ============================================================================ text and frames
+def fingerprint_of(kind: str, root: str | Path) -> str:
+    """The fingerprint of a backbone folder of `kind`: a diffusers pipeline's transformer, or a transformers VLM."""
+    from wam.models.vlm import folders as vlm
+
+    return vlm.fingerprint(root) if kind in vlm.KINDS else fingerprint(root)
+
+
 def fingerprint(root: str | Path, part: str = "transformer") -> str:
     """A cheap identity of a component's weights: its config, the names and sizes of its weight files, and their
     first and last MiB (the safetensors header and data at both ends). Checkpoints of frozen or LoRA

@@ -284,6 +284,11 @@ class WAMTransformer(nn.Module):
                 nn.init.zeros_(head.linear.bias)
 
     # ------------------------------------------------------------------ the protocol beside forward
+    def load_pretrained(self) -> Path | None:
+        """Read the pretrained image encoder's weights, if the config names one (training does, before its first
+        step); returns the file read."""
+        return self.stem.load_pretrained() if isinstance(self.stem, PretrainedStem) else None
+
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Instructions -> (n, text_dim) sentence embeddings (computed once per instruction, not per step)."""
         from wam.text import embed
