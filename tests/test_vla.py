@@ -225,3 +225,39 @@ def test_every_new_recipe_trains_and_acts_one_closed_loop_episode(folders, backb
     summary = evaluate(EvalConfig(checkpoint=last, episodes=1, max_steps=6, workers=1, videos=1, tasks="drawer-close-v3",
                                   out=tmp_path / "eval", sampler=SamplerOverrides(execute=3)), progress=False)
     assert summary["tasks"]["drawer-close-v3"]["episodes"] == 1 and (tmp_path / "eval/report.html").exists()
+
+
+def _policy(recipe: str, sampler):
+    from wam.data.transforms import Normalizer
+    from wam.policy import WAMPolicy
+
+    model = _model(_cfg("lite", recipe))
+    norm = Normalizer.standard(np.zeros(4), np.ones(4), -np.ones(4), np.ones(4))
+    return WAMPolicy(model, norm, {}, sampler)
+
+
+@pytest.mark.parametrize("recipe", ["hybrid-foresight", "hybrid-mot"])
+def test_bfloat16_inference_of_the_hybrids_stays_close_to_float32(recipe):
+    from wam.config import SamplerConfig
+    from wam.testing import fake_observation
+
+    outs = {}
+    for precision in ("float32", "bfloat16"):
+        policy = _policy(recipe, SamplerConfig(steps=4, precision=precision))
+        outs[precision] = policy.infer(fake_observation(policy.metadata)).actions
+    diff = np.abs(outs["float32"] - outs["bfloat16"]).max()
+    assert 0 < diff < 0.05, diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["vla", "hybrid-mot"])
+def test_compiled_vla_and_mot_give_the_same_actions(recipe):
+    """torch.compile of the expert's blocks (compiles C++ on CPU) changes nothing but speed."""
+    from wam.config import SamplerConfig
+    from wam.testing import fake_observation
+
+    actions = []
+    for compile_ in (False, True):
+        policy = _policy(recipe, SamplerConfig(steps=4, compile=compile_))
+        actions.append(policy.infer(fake_observation(policy.metadata)).actions)
+    assert np.allclose(actions[0], actions[1], atol=1e-5)
