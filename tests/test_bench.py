@@ -40,6 +40,27 @@ def test_recipes_then_latency_bench_write_their_tables(tiny_dataset, tmp_path):
     assert lat["paths"]["joint, naive: 50 steps, no cache"]["sampler"]["cache"] is False
 
 
+def test_latency_bench_times_the_cells_of_a_generalise_condition(tiny_dataset, tmp_path):
+    """--cells: every CELL/train/last of the folders given, each with its own sampler; a recipe whose frames are
+    skipped by default is also timed with them."""
+    from wam.config import preset
+    from wam.train import train
+
+    p = concrete(preset("tiny"))
+    for recipe, backbone in (("action-only", "wam"), ("hybrid-foresight", "lite")):
+        model = dataclasses.replace(p.model, backbone=backbone, recipe=recipe, prefix_width=32, prefix_depth=1)
+        train(dataclasses.replace(p.train, data=tiny_dataset, out=tmp_path / "cells/c" / recipe / "train", steps=2),
+              model, p.sampler, progress=False)
+    result = bench_latency(LatencyBenchConfig(out=tmp_path / "latency", cells=str(tmp_path / "cells/c"), calls=2,
+                                              warmup=1))
+    names = list(result["paths"])
+    assert len(names) == 3 and names[0].startswith("action-only:") and "hybrid-foresight with its frames" in names[2]
+    assert result["paths"][names[0]]["ratio_to_baseline"] == 1.0
+    assert result["paths"][names[1]]["sampler"]["video_steps"] == 0 and result["paths"][names[2]]["sampler"]["video_steps"] > 0
+    with pytest.raises(FileNotFoundError, match="no CELL/train/last"):
+        bench_latency(LatencyBenchConfig(out=tmp_path / "x", cells=str(tmp_path / "nothing")))
+
+
 def test_latency_bench_on_a_random_backbone_of_a_named_size(tmp_path):
     """--size: every path timed on random weights of a named size (how the Wan-sized GPU figure is made)."""
     result = bench_latency(LatencyBenchConfig(out=tmp_path, size="tiny", calls=2, warmup=1, precision="bfloat16"))

@@ -14,8 +14,8 @@ Checkpoints come from `wam bench recipes` (its OUT is --recipes); the fast-path 
 the same data, steps and seed. Timing: `calls` calls of `policy.infer` on a real observation after
 `warmup` calls, torch limited to `threads` threads. Writes OUT/latency.json and OUT/latency.md.
 
-`--cells DIR` times instead every checkpoint of a `wam bench generalise` condition (DIR: its cells/CONDITION folder,
-e.g. runs/bench/generalise/cells/mt10), one path per recipe with its own sampler, and, for a recipe whose actions
+`--cells DIR[,DIR...]` times instead every checkpoint of `wam bench generalise` conditions (DIR: a cells/CONDITION
+folder, e.g. runs/bench/generalise/cells/mt10), one path per recipe with its own sampler, and, for a recipe whose actions
 never read its frames (hybrid-foresight), once more with the frames denoised too: the VLA, the hybrids and the WAM
 recipes side by side on the same inputs. Timing only; their success is the generalise bench's.
 
@@ -62,8 +62,9 @@ class LatencyBenchConfig:
     """float32 or bfloat16 (autocast)."""
     compile: bool = False
     """torch.compile the blocks (CUDA graphs on a GPU)."""
-    cells: Path | None = None
-    """Time the checkpoints of a `wam bench generalise` condition instead (its cells/CONDITION folder)."""
+    cells: str | None = None
+    """Time the checkpoints of `wam bench generalise` conditions instead: their cells/CONDITION folders,
+    comma-separated."""
 
     def __post_init__(self):
         if self.calls < 1 or self.warmup < 0 or self.threads < 1 or self.episodes < 0:
@@ -188,16 +189,21 @@ def bench_cells(cfg: LatencyBenchConfig) -> dict:
 
     from wam.recipes import recipe
 
-    found = sorted(p for p in Path(cfg.cells).glob("*/train/last") if (p / "config.json").is_file())
-    if not found:
-        raise FileNotFoundError(f"{cfg.cells}: no CELL/train/last checkpoints (expected a `wam bench generalise` "
-                                f"cells/CONDITION folder)")
-    paths = []
+    found = []
+    for folder in cfg.cells.split(","):
+        here = sorted(p for p in Path(folder).glob("*/train/last") if (p / "config.json").is_file())
+        if not here:
+            raise FileNotFoundError(f"{folder}: no CELL/train/last checkpoints (expected a `wam bench generalise` "
+                                    f"cells/CONDITION folder)")
+        found += here
+    paths, names = [], set()
     for ckpt in found:
         saved = json.loads((ckpt / "config.json").read_text())
         sampler = SamplerConfig(**saved["sampler"]).resolve(saved["model"]["recipe"])
         r = recipe(saved["model"]["recipe"])
         name = ckpt.parent.parent.name
+        name = name if name not in names else f"{name} ({ckpt.parents[2].name})"
+        names.add(name)
         paths.append((f"{name}: {sampler.steps} action steps, {sampler.video_steps} frame steps", ckpt, sampler, r))
         if r.predicts_video and sampler.video_steps == 0:  # frames skipped by default: also with them
             paths.append((f"{name} with its frames: {sampler.steps} action steps, {r.steps} frame steps", ckpt,
@@ -212,7 +218,7 @@ def bench_cells(cfg: LatencyBenchConfig) -> dict:
     base = next((row["median_ms"] for row in rows.values() if row["recipe"] == "action-only"), None)
     for row in rows.values():
         row["ratio_to_baseline"] = row["median_ms"] / base if base else float("nan")
-    result = {"command": "wam bench latency --cells", "cells": str(cfg.cells), "device": cfg.device,
+    result = {"command": "wam bench latency --cells", "cells": cfg.cells, "device": cfg.device,
               "precision": cfg.precision, "threads": cfg.threads, "calls": cfg.calls, "warmup": cfg.warmup,
               "episodes_per_task": 0, "paths": rows}
     return _write(cfg.out, result)
