@@ -92,15 +92,21 @@ class ModelConfig:
     Checkpoints from before this field read as False."""
     recipe: Annotated[str | None, tyro.conf.arg(aliases=("--recipe",))] = None
     """How frames and actions are noised, attend to each other and are sampled: joint, decoupled, flash,
-    video-then-idm, features, plan-then-act, self-label, cosmos-policy, action-only (see recipes.py). None: the
-    backbone's default (decoupled for wam and wan, cosmos-policy for cosmos)."""
+    video-then-idm, features, plan-then-act, self-label, cosmos-policy, action-only, and on a vision-language backbone
+    vla, hybrid-foresight, hybrid-mot (see recipes.py). None: the backbone's default (decoupled for wam and wan,
+    cosmos-policy for cosmos, vla for lite, paligemma and smolvlm)."""
 
     backbone: Annotated[str, tyro.conf.arg(aliases=("--backbone",))] = "wam"
     """The network (backbones.py): our own transformer ("wam"), or a pretrained diffusers video transformer loaded
     from `backbone_path` ("wan": WanTransformer3DModel; "cosmos": CosmosTransformer3DModel with the cosmos-policy
-    recipe). With a pretrained backbone, frames are VAE latents and the width, depth and heads are the backbone's."""
+    recipe). With a pretrained video backbone, frames are VAE latents and the width, depth and heads are the
+    backbone's. Or a vision-language prefix for the vla and hybrid recipes (models/vla.py): "paligemma" or "smolvlm"
+    (a transformers model folder at `backbone_path`), or "lite" (EfficientNet-Lite0 + MiniLM, offline); width,
+    depth and heads are then the action expert's."""
     backbone_path: Annotated[str | None, tyro.conf.arg(aliases=("--backbone-path",))] = None
-    """A diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/)."""
+    """A diffusers pipeline folder (model_index.json, transformer/, vae/, text_encoder/, tokenizer/) for wan and cosmos;
+    a transformers model folder (config.json, model.safetensors, tokenizer, processor settings) for paligemma and
+    smolvlm."""
     text_tokens: int = 512
     """Instruction tokens the pretrained text encoder keeps (the pipelines use 512)."""
     prefix_width: int = 128
