@@ -108,6 +108,8 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     assert r.train.label_at is None and dataclasses.replace(r.train, label_at=0.5) == configured(plan.preset, "self-label").train
     b = configured(plan.preset, "self-label@balanced")
     assert b.train.video_share == 0.5 and dataclasses.replace(b.train, video_share=None) == configured(plan.preset, "self-label").train
+    v = configured(plan.preset, "plan-then-act@videofirst")
+    assert v.train.video_first == 0.3 and dataclasses.replace(v.train, video_first=None) == p.train
     with pytest.raises(ValueError, match="unknown lever 'bogus'"):
         GeneraliseBenchConfig(recipes="plan-then-act@bogus")
 

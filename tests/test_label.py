@@ -255,3 +255,21 @@ def test_video_share_draws_that_fraction_of_each_batch_from_the_action_free_fram
     assert torch.equal(StepBatches(win, 64, 0, seed=0, video_share=0.9).groups[0], torch.nonzero(win.from_video).flatten())
     with pytest.raises(ValueError, match="video_share"):
         replace(P.train, video_share=1.0)
+
+
+def test_video_first_trains_the_frames_alone_then_actions_and_frames(tiny_dataset, tmp_path):
+    p = concrete(with_recipe(preset("tiny"), "decoupled"))
+    cfg = replace(p.train, data=tiny_dataset, steps=4, log_every=1, ckpt_every=4, video_first=0.5)
+    train(replace(cfg, out=tmp_path / "vf"), p.model, p.sampler, progress=False)
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "vf/metrics.jsonl").read_text().splitlines()) if "loss" in r}
+    assert [rows[s]["action"] == 0 for s in (1, 2, 3, 4)] == [True, True, False, False]
+    assert all(rows[s]["video"] > 0 for s in rows)
+    assert rows[1]["loss"] == pytest.approx(p.train.video_weight * rows[1]["video"])
+    with pytest.raises(ValueError, match="predicts none"):
+        a = concrete(with_recipe(preset("tiny"), "action-only"))
+        train(replace(cfg, out=tmp_path / "a"), a.model, a.sampler, progress=False)
+    with pytest.raises(ValueError, match="after the labelling"):
+        train(replace(P.train, data=tiny_dataset, steps=4, video_first=0.75, label_at=0.5, out=tmp_path / "s"),
+              P.model, P.sampler, data=VIDEO, progress=False)
+    with pytest.raises(ValueError, match="video_first"):
+        replace(cfg, video_first=1.0)

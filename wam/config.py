@@ -292,6 +292,10 @@ class TrainConfig:
     """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
     or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes
     beside few demonstrations, proportion leaves the actions a small share of the updates."""
+    video_first: float | None = None
+    """The fraction of the steps trained on the frames alone (UVA's and Video Policy's first stage): every sample is
+    treated as action-free, so the video model learns the dynamics of every task, labelled or not, before the actions
+    join for the rest of the steps. None: actions and frames from the first step. Needs a recipe that predicts frames."""
     init: Path | None = None
     """Start from the weights of this checkpoint (e.g. a video-pretrained one, same model config but the
     recipe), with a fresh optimizer, schedule and the new data's normalisation."""
@@ -306,6 +310,8 @@ class TrainConfig:
             raise ValueError(f"label_at must be in (0, 1) or None, got {self.label_at}")
         if self.video_share is not None and not 0 < self.video_share < 1:
             raise ValueError(f"video_share must be in (0, 1) or None, got {self.video_share}")
+        if self.video_first is not None and not 0 < self.video_first < 1:
+            raise ValueError(f"video_first must be in (0, 1) or None, got {self.video_first}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 

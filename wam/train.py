@@ -97,6 +97,21 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     return {"loss": loss, "video": video.detach(), "action": action.detach()}
 
 
+def video_first_steps(cfg: TrainConfig, model_cfg: ModelConfig, label_step: int | None) -> int:
+    """The number of first steps trained on the frames alone (--train.video-first); 0 when off."""
+    if cfg.video_first is None:
+        return 0
+    if model_cfg.future_frames == 0:
+        raise ValueError(f"--train.video-first trains the frames first, but recipe {model_cfg.recipe} predicts none; "
+                         f"use a recipe that predicts frames or leave --train.video-first unset")
+    n = max(1, min(cfg.steps - 1, round(cfg.video_first * cfg.steps)))
+    if label_step is not None and n >= label_step:
+        raise ValueError(f"--train.video-first {cfg.video_first} ends at step {n}, after the labelling at step "
+                         f"{label_step} (--train.label-at {cfg.label_at}): the labels come from the inverse dynamics, "
+                         f"which the frames-only steps do not train; make video-first end first")
+    return n
+
+
 def labelling_step(cfg: TrainConfig, model_cfg: ModelConfig, windows: Windows) -> int | None:
     """The step after which the recipe's inverse dynamics labels the action-free episodes, or None (a recipe that does
     not label, --train.label-at None, or no action-free episode)."""
@@ -304,6 +319,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         raise ValueError(f"recipe {model_cfg.recipe} labels its video mid-training, which --train.parallel fsdp does not "
                          f"support yet; use ddp or --train.label-at None")
     labels_file = out / "labels" / f"step-{label_step}.npz"
+    joined = video_first_steps(cfg, model_cfg, label_step)
 
     def stream():
         """The batches of steps start..steps; where the recipe labels its video, the labels are made at `label_step`
@@ -338,6 +354,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     began = tick - spent
     for step, batch, g in stream():
         batch = batch_to(batch, device)
+        if step < joined:  # video first: every sample is action-free (its actions at pure noise, their loss masked)
+            batch = dataclasses.replace(batch, has_actions=torch.zeros_like(batch.has_actions))
+        elif step == joined and joined and rank == 0:
+            print(f"\nstep {step}: the actions join after {joined} frames-only steps (--train.video-first)", flush=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             terms = loss_terms(net, batch, cfg, model_cfg, g)
 

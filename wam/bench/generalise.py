@@ -68,6 +68,7 @@ LEVERS = {
     "nolabel": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, label_at=None)),
     "motion": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, motion_keypoints=16)),
     "balanced": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_share=0.5)),
+    "videofirst": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_first=0.3)),
 }
 """Changes to a recipe's preset: a bench recipe `RECIPE@LEVER[@LEVER...]` is the recipe with each lever applied
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
