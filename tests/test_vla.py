@@ -72,9 +72,15 @@ def test_each_vlm_adapter_is_its_transformers_models_own_forward(folders, kind):
     else:
         full = transformers.SmolVLMForConditionalGeneration.from_pretrained(folders[kind]).eval()
         pixels = transformers.AutoImageProcessor.from_pretrained(folders[kind])(images=[pil], return_tensors="pt")
-        enc = dict(input_ids=vlm.tokenizer(vlm.prompt("close the drawer"), return_tensors="pt")["input_ids"],
+        tok = vlm.tokenizer  # SmolVLM's prompt for unsplit images, written out by hand
+        fake, glob, image = tok.convert_tokens_to_ids(["<fake_token_around_image>", "<global-img>", "<image>"])
+        ids = ([fake, glob] + [image] * vlm.image_tokens + [fake]) * 2 + tok("close the drawer")["input_ids"]
+        enc = dict(input_ids=torch.tensor([ids]),
                    pixel_values=pixels["pixel_values"], pixel_attention_mask=pixels["pixel_attention_mask"])
-    assert torch.equal(enc["input_ids"], text.long()) and bool(real.all())
+    # int64 ids: mixed precision casts floating inputs, and bf16 would change ids above 256
+    assert text.dtype == torch.long and torch.equal(enc["input_ids"], text) and bool(real.all())
+    with pytest.raises(TypeError, match="token ids arrived as torch.bfloat16"):
+        vlm.hidden(images, text.bfloat16())
     with torch.no_grad():
         theirs = full(**enc, output_hidden_states=True).hidden_states
     assert len(ours) == len(theirs) == vlm.layers + 1
@@ -86,6 +92,10 @@ def test_each_vlm_adapter_is_its_transformers_models_own_forward(folders, kind):
         alone, _ = vlm.hidden(images, vlm.embed_text(["reach"]))
     n = alone[-1].shape[1]
     assert not bool(real[1, n:].any()) and torch.allclose(padded[-1][1, :n], alone[-1][0], atol=1e-5)
+    # a uniform mid-grey frame normalises to all zeros, which SmolVLM would drop as a padding image
+    with torch.no_grad():
+        grey, _ = vlm.hidden(torch.zeros_like(images), text)
+    assert len(grey) == vlm.layers + 1 and all(bool(h.isfinite().all()) for h in grey)
 
 
 def test_bad_vlm_folders_are_refused_with_the_file_named(folders, tmp_path):
@@ -111,8 +121,7 @@ def test_bad_vlm_folders_are_refused_with_the_file_named(folders, tmp_path):
         ModelConfig(recipe="vla")
 
 
-@pytest.mark.parametrize("backbone,recipe", [("lite", r) for r in VLM_RECIPES] + [("paligemma", "hybrid-mot"),
-                                                                                   ("smolvlm", "hybrid-foresight")])
+@pytest.mark.parametrize("backbone,recipe", [(b, r) for b in ("lite", *KINDS) for r in VLM_RECIPES])
 def test_cached_inference_equals_the_plain_forward(folders, backbone, recipe):
     """encode (the VLM once, and what never reads the actions) + decode is forward; the cached sampler gives what the
     uncached one gives in every mode; the instruction reaches the actions through the prefix."""
@@ -169,6 +178,14 @@ def test_the_mot_frames_never_read_the_actions_and_its_streams_keep_their_widths
         v1, a1 = model(batch.video, batch.actions, t, t, batch.context)
         v2, a2 = model(batch.video, torch.randn_like(batch.actions), t, t, batch.context)
     assert torch.allclose(v1, v2, atol=1e-6) and not torch.allclose(a1, a2, atol=1e-4)
+    # --model.actions-see-frames False: the action stream no longer reads the frames, which become optional
+    blind = _model(dataclasses.replace(_cfg("lite", "hybrid-mot"), actions_see_frames=False))
+    assert blind.capabilities.frames_optional
+    with torch.no_grad():
+        _, a1 = blind(batch.video, batch.actions, t, t, batch.context)
+        _, a2 = blind(torch.randn_like(batch.video), batch.actions, t, t, batch.context)
+        _, a3 = model(torch.randn_like(batch.video), batch.actions, t, t, batch.context)
+    assert torch.allclose(a1, a2, atol=1e-6) and not torch.allclose(a3, model(batch.video, batch.actions, t, t, batch.context)[1], atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", KINDS)

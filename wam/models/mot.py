@@ -115,7 +115,8 @@ class MoT(PrefixReader):
         parts = self._state(context) + ([self._video_tokens(noisy_video, current)] if noisy_video is not None else [])
         return torch.cat(parts, 1) if parts else None
 
-    def _run(self, xv, xa, cond, segments, rows: range, past: list, keys: torch.Tensor, past_rows: range):
+    def _run(self, xv, xa, cond, segments, rows: range, past: list, keys: torch.Tensor, past_rows: range,
+             keep: bool = False):
         mask = self._masked(rows, past_rows, keys)
         kvs = []
         for blk, kv in zip(self.blocks, past):
@@ -123,7 +124,8 @@ class MoT(PrefixReader):
                 xv, xa, own = checkpoint(blk, xv, xa, cond, segments, mask, kv, use_reentrant=False)
             else:
                 xv, xa, own = blk(xv, xa, cond, segments, mask, kv)
-            kvs.append((torch.cat([kv[0], own[0]], 2), torch.cat([kv[1], own[1]], 2)))
+            if keep:  # encode: the prefix's keys and values with these tokens', for decode to read
+                kvs.append((torch.cat([kv[0], own[0]], 2), torch.cat([kv[1], own[1]], 2)))
         return xv, xa, kvs
 
     def _actions(self, xa: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -153,7 +155,7 @@ class MoT(PrefixReader):
         if xv is None:
             return Prefix(kv=past, keys=keys, n=0, current=current, video_out=None)
         n_v = self.n_vid if noisy_video is not None else 0
-        xv, _, kv = self._run(xv, None, cond, (self.n_ctx, n_v, 0), range(xv.shape[1]), past, keys, range(0))
+        xv, _, kv = self._run(xv, None, cond, (self.n_ctx, n_v, 0), range(xv.shape[1]), past, keys, range(0), keep=True)
         video_out = self._video_out(xv[:, self.n_ctx:], cond, current) if n_v else None
         own = torch.ones(b, xv.shape[1], dtype=torch.bool, device=keys.device)
         return Prefix(kv=kv, keys=torch.cat([keys, own], 1), n=xv.shape[1], current=current, video_out=video_out)

@@ -157,12 +157,13 @@ class PrefixReader(nn.Module):
         """The expert's token groups (n_ctx state, n_vid frames, n_act actions, set before), the recipe's mask over
         them, and what that mask allows (`capabilities`)."""
         groups = torch.tensor([CONTEXT] * self.n_ctx + [VIDEO] * self.n_vid + [ACTION] * self.n_act)
-        self.register_buffer("mask", attention_mask(cfg.recipe, groups), persistent=False)
+        self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.residual = cfg.video_residual and cfg.video_target == "data"
         r = recipe(cfg.recipe)  # read from the recipe: the mask may sit on the meta device (wam bench memory)
+        action_reads = r.action_reads if cfg.actions_see_frames else r.action_reads.replace("v", "")
         self.capabilities = Capabilities(
             cached=True, frames_in_prefix=bool(self.n_vid) and "a" not in r.video_reads,
-            frames_optional=bool(self.n_vid) and "v" not in r.action_reads, pretrained=cfg.backbone != "lite")
+            frames_optional=bool(self.n_vid) and "v" not in action_reads, pretrained=cfg.backbone != "lite")
         self.graph_outputs = False
 
     def _init_weights(self, adaln: list[nn.Module], heads: list[nn.Module]) -> None:
@@ -213,8 +214,10 @@ class VLA(PrefixReader):
         self._init_weights(list(self.blocks), [h for h in (self.video_out, self.action_out) if h is not None])
 
     # ------------------------------------------------------------------ tokens
-    def _run(self, x, cond, segments, rows: range, past: list, keys: torch.Tensor, past_rows: range) -> tuple:
-        """The expert's tokens `rows` through the blocks, reading the prefix (and its cached tokens `past_rows`)."""
+    def _run(self, x, cond, segments, rows: range, past: list, keys: torch.Tensor, past_rows: range,
+             keep: bool = False) -> tuple:
+        """The expert's tokens `rows` through the blocks, reading the prefix (and its cached tokens `past_rows`); with
+        `keep` (encode), also each block's keys and values, the prefix's and these tokens', for later tokens to read."""
         mask = self._masked(rows, past_rows, keys)
         kvs = []
         for blk, kv in zip(self.blocks, past):
@@ -222,7 +225,8 @@ class VLA(PrefixReader):
                 x, own = checkpoint(blk, x, cond, segments, mask, kv, use_reentrant=False)
             else:
                 x, own = blk(x, cond, segments, mask, kv)
-            kvs.append((torch.cat([kv[0], own[0]], 2), torch.cat([kv[1], own[1]], 2)))
+            if keep:  # encode: the prefix's keys and values with these tokens', for decode to read
+                kvs.append((torch.cat([kv[0], own[0]], 2), torch.cat([kv[1], own[1]], 2)))
         return x, kvs
 
     # ------------------------------------------------------------------ the pure tensor function
@@ -259,7 +263,7 @@ class VLA(PrefixReader):
             return Prefix(kv=past, keys=keys, n=0, current=current, video_out=None)
         x = torch.cat(parts, 1)
         n_v = self.n_vid if noisy_video is not None else 0
-        x, kv = self._run(x, cond, (self.n_ctx, n_v, 0), range(x.shape[1]), past, keys, range(0))
+        x, kv = self._run(x, cond, (self.n_ctx, n_v, 0), range(x.shape[1]), past, keys, range(0), keep=True)
         video_out = self._video_out(x[:, self.n_ctx:], cond, current) if n_v else None
         own = torch.ones(b, x.shape[1], dtype=torch.bool, device=keys.device)
         return Prefix(kv=kv, keys=torch.cat([keys, own], 1), n=x.shape[1], current=current, video_out=video_out)

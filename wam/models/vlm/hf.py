@@ -100,10 +100,11 @@ class TransformersVLM(nn.Module):
         return list(self._ids[instruction])
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
-        """Instructions -> (n, tokens) token ids of their prompts as floats, right-padded with the pad token."""
+        """Instructions -> (n, tokens) token ids of their prompts (int64, which mixed precision never casts: bf16 holds
+        whole numbers exactly only up to 256), right-padded with the pad token."""
         ids = [self.token_ids(t) for t in texts]
         n = max((len(i) for i in ids), default=1)
-        return torch.tensor([i + [self.pad] * (n - len(i)) for i in ids], dtype=torch.float32)
+        return torch.tensor([i + [self.pad] * (n - len(i)) for i in ids], dtype=torch.long)
 
     # ------------------------------------------------------------------ the prefix
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
@@ -119,9 +120,17 @@ class TransformersVLM(nn.Module):
         (b, tokens, width), real (b, tokens) bool: not padding)."""
         if images.shape[1] != self.images:
             raise ValueError(f"this prefix was built for {self.images} images per sample, got {images.shape[1]}")
+        if text.is_floating_point():
+            raise TypeError(f"the VLM's token ids arrived as {text.dtype}; they must stay integers (embed_text gives "
+                            f"int64), since a cast to a low precision float changes large ids")
         ids = text.long()
         real = ids != self.pad
         pixels = self.pixels(images).to(self.model.dtype)
+        if self.kind == "smolvlm":  # SmolVLM drops an image whose every value is 0 as padding: keep a uniform one
+            blank = (pixels == 0).flatten(2).all(-1)  # (b, n), e.g. a mid-grey frame under mean = std = 0.5
+            if bool(blank.any()):
+                pixels = pixels.clone()
+                pixels[..., 0, 0, 0][blank] = 1e-6
         if self.traced:  # shapes only (wam bench memory, fake tensors): no data-dependent merging or masks
             n = self.images * self.image_tokens
             image = self.model.get_image_features(pixels.flatten(0, 1)).pooler_output.reshape(ids.shape[0], n, -1)
