@@ -173,7 +173,7 @@ def _vla_model(setting: Setting, cfg: MemoryBenchConfig):
         ids = torch.zeros(b, n * prefix.image_tokens + n_text, dtype=torch.long) + 1
         ids[:, :n * prefix.image_tokens] = pg.config.image_token_index
         context = Context(images=torch.zeros(b, m.context_frames, m.views, 3, side, side, dtype=dt),
-                          state=torch.zeros(b, m.state_dim, dtype=dt), text=ids.float())
+                          state=torch.zeros(b, m.state_dim, dtype=dt), text=ids)
         video = torch.zeros(model.video_shape(b), dtype=dt) if m.future_frames else None
         return video, torch.zeros(b, m.action_horizon, m.action_dim, dtype=dt), context
 
