@@ -164,11 +164,18 @@ def check_mode(name: str, mode: str) -> None:
                          f"It serves: {', '.join(r.modes)}")
 
 
+def action_reads(name: str, actions_see_frames: bool = True) -> str:
+    """The token groups the recipe's action tokens read ("c", "v", "a"), without the frames under
+    --model.actions-see-frames False."""
+    reads = recipe(name).action_reads
+    return reads if actions_see_frames else reads.replace("v", "")
+
+
 def attention_mask(name: str, groups: torch.Tensor, actions_see_frames: bool = True) -> torch.Tensor:
     """allowed[i, j]: token i may attend to token j, for a sequence whose token groups are `groups`
     (0 context, 1 frames, 2 actions). Context tokens read only the context."""
     r = recipe(name)
-    reads = {0: "c", 1: r.video_reads, 2: r.action_reads if actions_see_frames else r.action_reads.replace("v", "")}
+    reads = {0: "c", 1: r.video_reads, 2: action_reads(name, actions_see_frames)}
     letter = "cva"
     table = torch.tensor([[letter[j] in reads[i] for j in range(3)] for i in range(3)])
     return table[groups[:, None], groups[None, :]]

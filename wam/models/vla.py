@@ -34,7 +34,7 @@ from wam.config import ModelConfig
 from wam.models.base import Capabilities, Context
 from wam.models.transformer import (ACTION, CONTEXT, VIDEO, Block, FinalLayer, TimestepEmbedder, patchify,
                                     unpatchify)
-from wam.recipes import attention_mask, recipe
+from wam.recipes import action_reads, attention_mask, recipe
 
 
 def make_prefix(cfg: ModelConfig) -> nn.Module:
@@ -160,10 +160,9 @@ class PrefixReader(nn.Module):
         self.register_buffer("mask", attention_mask(cfg.recipe, groups, cfg.actions_see_frames), persistent=False)
         self.residual = cfg.video_residual and cfg.video_target == "data"
         r = recipe(cfg.recipe)  # read from the recipe: the mask may sit on the meta device (wam bench memory)
-        action_reads = r.action_reads if cfg.actions_see_frames else r.action_reads.replace("v", "")
         self.capabilities = Capabilities(
             cached=True, frames_in_prefix=bool(self.n_vid) and "a" not in r.video_reads,
-            frames_optional=bool(self.n_vid) and "v" not in action_reads, pretrained=cfg.backbone != "lite")
+            frames_optional=bool(self.n_vid) and "v" not in action_reads(cfg.recipe, cfg.actions_see_frames), pretrained=cfg.backbone != "lite")
         self.graph_outputs = False
 
     def _init_weights(self, adaln: list[nn.Module], heads: list[nn.Module]) -> None:
