@@ -127,3 +127,19 @@ def test_collect_help_lists_the_benchmarks(capsys):
         main(["collect", "--help"])
     out = capsys.readouterr().out
     assert "MT10" in out and "ML45-test" in out
+
+
+def test_collect_keeps_other_counts_for_the_tasks_named(tmp_path):
+    """--task-episodes TASK=N replaces --episodes for that task only; a task not collected or a bad count is refused."""
+    from wam.data.collect import CollectConfig, collect
+    from wam.data.reader import read_dataset
+
+    cfg = CollectConfig(out=tmp_path / "d", tasks="drawer-close-v3,reach-v3", episodes=1, task_episodes="reach-v3=3",
+                        cameras=("top",), image_size=32, max_steps=200, workers=1)
+    assert cfg.counts() == {"drawer-close-v3": 1, "reach-v3": 3}
+    d = read_dataset(collect(cfg, progress=False))
+    assert sorted(d.env_tasks) == ["drawer-close-v3", "reach-v3", "reach-v3", "reach-v3"]
+    for bad, match in (("door-open-v3=2", "not collected; the tasks are: drawer-close-v3, reach-v3"),
+                       ("reach-v3=0", "expected TASK=N with N >= 1"), ("reach-v3", "expected TASK=N")):
+        with pytest.raises(ValueError, match=match):
+            CollectConfig(tasks="drawer-close-v3,reach-v3", task_episodes=bad)

@@ -45,6 +45,10 @@ class CollectConfig:
     ML45-test (see wam/envs/tasks.py)."""
     episodes: int = 50
     """Successful expert episodes per task."""
+    task_episodes: str = ""
+    """Other counts for some of the tasks, replacing `episodes` for them: TASK=N[,TASK=N...] (--task-episodes
+    reach-v3=400). A task whose variations differ continuously (reach's goal anywhere in a 20 x 10 x 25 cm box) needs
+    more of them than one whose object only moves."""
     cameras: tuple[str, ...] = DEFAULT_CAMERAS
     image_size: int = 96
     seed: int = 0
@@ -70,6 +74,7 @@ class CollectConfig:
         check_cameras(self.cameras)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        self.counts()
         if not 16 <= self.image_size <= 512:
             raise ValueError(f"image_size must be in [16, 512], got {self.image_size}")
         if not 1 <= self.max_steps <= MAX_EPISODE_STEPS:
@@ -77,6 +82,20 @@ class CollectConfig:
         if self.failures and (self.action_noise <= 0 or self.action_free):
             raise ValueError("--failures needs --action-noise > 0 (the largest noise std; each episode draws its own) "
                              "and actions (not --action-free)")
+
+    def counts(self) -> dict[str, int]:
+        """Episodes to keep per task: `episodes`, or the task's count in `task_episodes`."""
+        tasks = parse_tasks(self.tasks)
+        counts = dict.fromkeys(tasks, self.episodes)
+        for item in filter(None, (x.strip() for x in self.task_episodes.split(","))):
+            task, _, n = item.partition("=")
+            task = task.strip()
+            if not n.strip().isdigit() or int(n) < 1:
+                raise ValueError(f"--task-episodes {item!r}: expected TASK=N with N >= 1, e.g. reach-v3=400")
+            if task not in counts:
+                raise ValueError(f"--task-episodes names {task!r}, which is not collected; the tasks are: {', '.join(tasks)}")
+            counts[task] = int(n)
+        return counts
 
 
 _ENVS: dict[tuple, MetaWorldEnv] = {}
@@ -146,12 +165,13 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                            extra={"cameras": list(cfg.cameras), "image_size": cfg.image_size, "env": "metaworld-v3",
                                   "action_noise": cfg.action_noise, "random_start": cfg.random_start,
                                   "action_free": cfg.action_free, "failures": cfg.failures})
-    budget = 3 * cfg.episodes + 10  # attempts per task before giving up
+    want = cfg.counts()
+    budget = {t: 3 * n + 10 for t, n in want.items()}  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
     solved = {t: 0 for t in tasks}
     next_seed = {t: cfg.seed for t in tasks}
-    bar = tqdm(total=cfg.episodes * len(tasks), desc="collect", unit="ep", disable=not progress)
+    bar = tqdm(total=sum(want.values()), desc="collect", unit="ep", disable=not progress)
     pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
     try:
         # Waves: each asks for exactly the episodes still missing; results are added in (task, seed)
@@ -159,7 +179,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         while True:
             jobs = []
             for t in tasks:
-                need = min(cfg.episodes - kept[t], cfg.seed + budget - next_seed[t])
+                need = min(want[t] - kept[t], cfg.seed + budget[t] - next_seed[t])
                 jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps,
                           cfg.random_start, cfg.failures) for i in range(max(need, 0))]
                 next_seed[t] += max(need, 0)
@@ -174,13 +194,13 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
                 solved[task] += bool(ep.success.any())
                 bar.update(1)
                 bar.set_postfix(discarded=sum(failed.values()))
-        short = {t: k for t, k in kept.items() if k < cfg.episodes}
+        short = {t: f"{k} of {want[t]}" for t, k in kept.items() if k < want[t]}
         if short:
-            raise RuntimeError(f"the scripted expert succeeded too rarely to fill {cfg.episodes} episodes: {short}")
+            raise RuntimeError(f"the scripted expert succeeded too rarely to fill the episodes asked for: {short}")
         writer.extra["discarded_failures"] = failed
         if cfg.failures:
             writer.extra["solved"] = solved
-        writer.extra["seeds"] = [cfg.seed, cfg.seed + budget]
+        writer.extra["seeds"] = [cfg.seed, cfg.seed + max(budget.values())]
         return writer.finish()
     except BaseException:
         if pool:
