@@ -261,7 +261,7 @@ def test_snapshot_restores_the_simulator_exactly_and_the_expert_look_ahead_leave
 def test_constructed_failures_land_in_their_classes(judged, monkeypatch):
     """A plan fault (mirrored plan) and a decoding fault (negated x/y), each in a policy whose inverse dynamics is
     exact (the expert's own actions stand in for what it decodes from the expert's frames): the oracle swap then
-    rescues the plan fault and not the decoding fault."""
+    rescues the plan fault (mirrored, or frozen at the current frame) and not the decoding fault."""
     from wam.envs import make_env
     from wam.judge.failure import Faulty, diagnose
     from wam.safety import ActionGuard, Guarded
@@ -276,12 +276,17 @@ def test_constructed_failures_land_in_their_classes(judged, monkeypatch):
                 a[:, :2] = -a[:, :2]
             return a
 
-    for fault in ("plan", "action"):
-        policy = Exact.build(judged["world"], fault, replace(P.sampler, execute=m.future_offsets[0]))
+    for fault, plan_fault in (("plan", "mirror"), ("plan", "freeze"), ("action", "mirror")):
+        policy = Exact.build(judged["world"], fault, replace(P.sampler, execute=m.future_offsets[0]), plan_fault)
         d = diagnose(Guarded(policy, ActionGuard.from_normalizer(policy.norm)), policy, env, "reach-v3", 100_000,
                      60, m.future_offsets[0])
-        assert d.verdict == fault, (fault, d)
-        assert d.plan_error > d.copy_error  # the tiny model's plan is no plan at all
+        assert d.verdict == fault, (fault, plan_fault, d)
+        if fault == "plan" and plan_fault == "freeze":  # the frozen plan is the copy of the current frame, exactly
+            assert d.plan_error == d.copy_error
+        else:
+            assert d.plan_error > d.copy_error  # the tiny model's plan is no plan at all
+    with pytest.raises(ValueError, match="plan_fault must be one of mirror, freeze"):
+        Exact.build(judged["world"], "plan", plan_fault="shuffle")
     env.close()
 
 

@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -39,8 +40,10 @@ class JudgeBenchConfig:
     workers: int = 2
     faults: Path | None = None
     """Validate the failure classifier (wam/judge/failure.py) on constructed failures of this checkpoint (one that
-    serves the video and inverse-dynamics modes): its plan mirrored (a plan fault) or its decoded x/y negated (a
-    decoding fault). Default: the world model."""
+    serves the video and inverse-dynamics modes): its plan corrupted (a plan fault, --plan-fault) or its decoded x/y
+    negated (a decoding fault). Default: the world model."""
+    plan_fault: Literal["mirror", "freeze"] = "mirror"
+    """The plan fault: the planned frames mirrored left-right, or frozen at the current frame (a plan of no motion)."""
     fault_episodes: int = 4
     """Episodes per task and fault."""
     fault_max_steps: int = 150
@@ -149,21 +152,23 @@ def constructed_failures(cfg: JudgeBenchConfig, tasks: tuple[str, ...], out: Pat
     out.mkdir(parents=True, exist_ok=True)
     log = out / "episodes.jsonl"
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    done = [d for d in done if d.get("checkpoint") == str(source) and d.get("max_steps") == cfg.fault_max_steps]
+    done = [d for d in done if d.get("checkpoint") == str(source) and d.get("max_steps") == cfg.fault_max_steps
+            and d.get("plan_fault", "mirror") == cfg.plan_fault]
     seen = {(d["fault"], d["task"], d["seed"]) for d in done}
     seeds = range(cfg.seed, cfg.seed + cfg.fault_episodes)
     todo = [(f, t, s) for f in ("plan", "action") for t in tasks for s in seeds if (f, t, s) not in seen]
     policies, envs = {}, {}
     for fault, task, seed in tqdm(todo, desc="constructed failures", unit="ep"):
         if fault not in policies:
-            wam = Faulty.build(source, fault)
+            wam = Faulty.build(source, fault, plan_fault=cfg.plan_fault)
             policies[fault] = (Guarded(wam, ActionGuard.from_normalizer(wam.norm)), wam)
         guarded, wam = policies[fault]
         if task not in envs:
             envs[task] = make_env(f"metaworld:{task}", tuple(wam.cfg.cameras), wam.cfg.image_size)
         d = diagnose(guarded, wam, envs[task], task, seed, cfg.fault_max_steps, wam.sampler.execute,
                      evidence=out / f"{fault}-{task}-{seed}.png")
-        row = {"fault": fault, "checkpoint": str(source), "max_steps": cfg.fault_max_steps, **asdict(d)}
+        row = {"fault": fault, "plan_fault": cfg.plan_fault, "checkpoint": str(source), "max_steps": cfg.fault_max_steps,
+               **asdict(d)}
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.append(row)
@@ -173,7 +178,8 @@ def constructed_failures(cfg: JudgeBenchConfig, tasks: tuple[str, ...], out: Pat
     right = [d for d in failed if d["verdict"] == d["fault"]]
     by = {f: {v: sum(d["verdict"] == v for d in failed if d["fault"] == f) for v in ("plan", "action", "neither")}
           for f in ("plan", "action")}
-    return {"checkpoint": str(source), "episodes": len(done), "failures": len(failed), "right": len(right),
+    return {"checkpoint": str(source), "plan_fault": cfg.plan_fault, "episodes": len(done), "failures": len(failed),
+            "right": len(right),
             "accuracy": len(right) / len(failed) if failed else float("nan"), "verdicts_by_fault": by,
             "succeeded_despite_fault": len(done) - len(failed)}
 

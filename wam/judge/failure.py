@@ -17,7 +17,8 @@ the plan was wrong -> `plan`; the swap succeeds and the plan was right -> `neith
 example). A policy that predicts no frames, or a recipe without the inverse-dynamics mode, gets `not applicable`.
 
 `Faulty` makes the constructed failures the classifier is validated on: a policy acting through its plan whose
-planned frames are mirrored left-right (a plan fault) or whose decoded x/y actions are negated (a decoding fault).
+planned frames are mirrored left-right or frozen at the current frame (a plan fault), or whose decoded x/y actions are
+negated (a decoding fault).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SUCCEEDED = "succeeded"
 OUTCOMES = (*VERDICTS, NOT_APPLICABLE, SUCCEEDED)
 """What a diagnosis can say: a verdict; no plan to test; or the replay succeeded (a stochastic policy?)."""
 WRONG_WAY = 0.5  # cosine below which executed actions head away from the expert's
+PLAN_FAULTS = ("mirror", "freeze")
 
 
 @dataclass
@@ -69,29 +71,41 @@ class Diagnosis:
 
 # ------------------------------------------------------------------------------------------- constructed faults
 class Faulty(WAMPolicy):
-    """A WAM acting through its plan (video mode, then inverse dynamics) with a fault injected: `plan` mirrors the
-    planned frames left-right before they are decoded; `action` negates the decoded x and y."""
+    """A WAM acting through its plan (video mode, then inverse dynamics) with a fault injected: `plan` corrupts the
+    planned frames before they are decoded (`plan_fault` "mirror": left-right; "freeze": every future frame replaced
+    by the current one, the plan of a world model that predicts no motion); `action` negates the decoded x and y."""
 
     fault: str | None = None
+    plan_fault: str = "mirror"
 
     @classmethod
-    def build(cls, path: str | Path, fault: str, sampler=None) -> "Faulty":
+    def build(cls, path: str | Path, fault: str, sampler=None, plan_fault: str = "mirror") -> "Faulty":
         from wam.recipes import check_mode
 
         if fault not in ("plan", "action"):
             raise ValueError(f"fault must be 'plan' or 'action', got {fault!r}")
+        if plan_fault not in PLAN_FAULTS:
+            raise ValueError(f"plan_fault must be one of {', '.join(PLAN_FAULTS)}, got {plan_fault!r}")
         policy = cls.from_checkpoint(path, sampler)
         for mode in ("video", "inverse_dynamics"):
             check_mode(policy.cfg.recipe, mode)
-        policy.fault = fault
+        if policy.model.capabilities.latent_frames:
+            raise ValueError("constructed faults are for pixel-space models; a latent backbone's plan is in its VAE's space")
+        policy.fault, policy.plan_fault = fault, plan_fault
         return policy
 
     def _act(self, ctx, noise, guide, planned):
         from wam import modes
 
         frames, _ = modes.run(self.model, "video", ctx, self.sampler, noise=(noise[0], torch.zeros(noise[1].shape)))
-        if self.fault == "plan":
+        if self.fault == "plan" and self.plan_fault == "mirror":
             frames = frames.flip(-1)
+        elif self.fault == "plan":  # the current frame, pooled to the plan's size, at every future offset
+            now = ctx.images[:, -1]  # (b, v, 3, H, W)
+            b, v, c, H, W = now.shape
+            s = frames.shape[-1]
+            now = torch.nn.functional.avg_pool2d(now.flatten(0, 1), H // s).reshape(b, 1, v, c, s, s)
+            frames = now.expand_as(frames).to(frames.dtype).clone()
         return frames, self._decode(ctx, frames, noise[1])
 
     def _decode(self, ctx, video, noise):
@@ -219,7 +233,7 @@ def diagnose(policy, wam: WAMPolicy, env, task: str, seed: int, max_steps: int, 
                 break
             if j < execute - 1:
                 past.append({k: obs.images[k] for k in cams})
-    plan_wrong = plan_error > copy_error
+    plan_wrong = plan_error >= copy_error  # no better than copying the current frame
     verdict = "action" if not swapped else ("plan" if plan_wrong else "neither")
     reason = {"action": "with the expert's frames as its plan, the model's actions still fail",
               "plan": "with the expert's frames the model succeeds, and its own plan was no better than the current frame",
