@@ -162,12 +162,41 @@ def _stacked(history: list[dict], offsets: tuple[int, ...], cameras) -> dict:
     return {c: (np.stack([p[c] for p in picked]) if len(offsets) > 1 else picked[0][c]) for c in cameras}
 
 
+def oracle_swap(wam: WAMPolicy, env, obs: Observation, past: list[dict], generator: torch.Generator, start: int,
+                budget: int, execute: int, prompt: str | None = None) -> tuple[bool, int]:
+    """From `obs` (the env's state at control step `start`; `past` the frames of the steps before it, extended in
+    place), decode every chunk from the expert's frames through the model's inverse dynamics and execute `execute` of
+    its actions, until the task is solved or step `budget`. Returns (solved, the step reached)."""
+    from wam.safety import ActionGuard
+
+    m, meta = wam.cfg, wam.metadata
+    cams = tuple(m.cameras)
+    guard = ActionGuard.from_normalizer(wam.norm)
+    if prompt is not None:
+        obs = obs.replace(prompt=prompt)
+    t, swapped = start, False
+    while t < budget and not swapped:
+        past.append({k: obs.images[k] for k in cams})
+        frames, _ = expert_future(env, tuple(m.future_offsets), cams, m.future_size, 1)
+        stacked = Observation(images=_stacked(past, meta.context_offsets, cams), state=obs.state, prompt=obs.prompt)
+        actions = guard(wam.inverse_dynamics(stacked, frames, generator))
+        for j, a in enumerate(actions[:execute]):
+            obs, swapped = env.step(a)
+            if prompt is not None:
+                obs = obs.replace(prompt=prompt)
+            t += 1
+            if swapped or t >= budget:
+                break
+            if j < execute - 1:
+                past.append({k: obs.images[k] for k in cams})
+    return bool(swapped), t
+
+
 def diagnose(policy, wam: WAMPolicy, env, task: str, seed: int, max_steps: int, execute: int,
              prompt: str | None = None, evidence: Path | None = None) -> Diagnosis:
     """Diagnose episode `seed` of `task` (module docstring). `policy` is what was evaluated (the guarded policy);
     `wam` the WAMPolicy inside it, whose inverse dynamics the oracle swap runs."""
     from wam.runtime import closed_loop
-    from wam.safety import ActionGuard
 
     m, meta = wam.cfg, wam.metadata
     cams = tuple(m.cameras)
@@ -211,28 +240,10 @@ def diagnose(policy, wam: WAMPolicy, env, task: str, seed: int, max_steps: int, 
     plan_error = _mse(c.predicted, expert_frames) if c.predicted is not None else float("nan")
     copy_error = _mse(np.broadcast_to(now, expert_frames.shape), expert_frames)
     # 5. the oracle swap from the moment
-    guard = ActionGuard.from_normalizer(wam.norm)
     obs = env.restore(c.snapshot)
-    if prompt is not None:
-        obs = obs.replace(prompt=prompt)
     past = history[:c.step]  # the frames of the steps before the moment
-    generator = torch.Generator().manual_seed(seed)
-    t, swapped = c.step, False
-    budget = min(MAX_EPISODE_STEPS, c.step + max_steps)
-    while t < budget and not swapped:
-        past.append({k: obs.images[k] for k in cams})
-        frames, _ = expert_future(env, offsets, cams, m.future_size, 1)
-        stacked = Observation(images=_stacked(past, meta.context_offsets, cams), state=obs.state, prompt=obs.prompt)
-        actions = guard(wam.inverse_dynamics(stacked, frames, generator))
-        for j, a in enumerate(actions[:execute]):
-            obs, swapped = env.step(a)
-            if prompt is not None:
-                obs = obs.replace(prompt=prompt)
-            t += 1
-            if swapped or t >= budget:
-                break
-            if j < execute - 1:
-                past.append({k: obs.images[k] for k in cams})
+    swapped, t = oracle_swap(wam, env, obs, past, torch.Generator().manual_seed(seed), c.step,
+                             min(MAX_EPISODE_STEPS, c.step + max_steps), execute, prompt)
     plan_wrong = plan_error >= copy_error  # no better than copying the current frame
     verdict = "action" if not swapped else ("plan" if plan_wrong else "neither")
     reason = {"action": "with the expert's frames as its plan, the model's actions still fail",
