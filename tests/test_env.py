@@ -40,6 +40,20 @@ def test_reset_step_and_seeded_variations():
     env.close()
 
 
+def test_the_near_oblique_camera_shows_reachs_goal_larger_than_the_oblique_one():
+    """oblique_near is framed on the back half of the workspace: the goal marker covers more pixels there (seen by
+    rendering the same state with the goal site shown and hidden)."""
+    env = MetaWorldEnv("reach-v3", ("oblique", "oblique_near"), 96)
+    model = env._env.model
+    goal = [model.site(i).name for i in range(model.nsite)].index("goal")
+    shown = env.reset(100000).images
+    model.site_rgba[goal, 3] = 0.0
+    hidden = env.render()
+    env.close()
+    covered = {c: int((np.abs(shown[c].astype(int) - hidden[c].astype(int)).sum(-1) > 30).sum()) for c in shown}
+    assert covered["oblique"] > 5 and covered["oblique_near"] > 1.5 * covered["oblique"], covered
+
+
 def test_scripted_expert_solves_drawer_close():
     env = MetaWorldEnv("drawer-close-v3", ("top",), 32)
     env.reset(0)

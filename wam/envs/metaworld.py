@@ -44,11 +44,14 @@ class FreeCamera:
 
 
 # Cameras framed on the central workspace where most tasks' objects live (x within +-0.2 m, y 0.55-0.95 m);
-# the *_wide ones show the whole table, for tasks that reach further out. Meta-World's own fixed cameras
+# the *_wide ones show the whole table, for tasks that reach further out; oblique_near is the oblique view a third
+# closer, framed on the back half where the demo's button, drawer and reach goal live (the goal marker twice as
+# many pixels). Meta-World's own fixed cameras
 # (topview, corner, corner2, corner3, corner4, behindGripper, gripperPOV) can be named as well.
 FREE_CAMERAS: dict[str, FreeCamera] = {
     "oblique": FreeCamera(lookat=(0.0, 0.72, 0.12), distance=0.9, azimuth=135.0, elevation=-35.0),
     "top": FreeCamera(lookat=(0.0, 0.72, 0.1), distance=0.7, azimuth=90.0, elevation=-89.0),
+    "oblique_near": FreeCamera(lookat=(0.0, 0.78, 0.12), distance=0.6, azimuth=135.0, elevation=-30.0),
     "oblique_wide": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.1, azimuth=135.0, elevation=-35.0),
     "top_wide": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=90.0, elevation=-89.0),
     "side": FreeCamera(lookat=(0.0, 0.7, 0.1), distance=1.0, azimuth=180.0, elevation=-30.0),
