@@ -110,8 +110,12 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     assert b.train.video_share == 0.5 and dataclasses.replace(b.train, video_share=None) == configured(plan.preset, "self-label").train
     v = configured(plan.preset, "plan-then-act@videofirst")
     assert v.train.video_first == 0.3 and dataclasses.replace(v.train, video_first=None) == p.train
-    with pytest.raises(ValueError, match="unknown lever 'bogus'"):
-        GeneraliseBenchConfig(recipes="plan-then-act@bogus")
+    s = configured(plan.preset, "plan-then-act@videofirst@seed1")
+    assert s.train.seed == 1 != v.train.seed and dataclasses.replace(s.train, seed=v.train.seed) == v.train
+    assert s.model == v.model
+    for bad in ("bogus", "seed", "seedx"):
+        with pytest.raises(ValueError, match=f"unknown lever '{bad}'"):
+            GeneraliseBenchConfig(recipes=f"plan-then-act@{bad}")
 
 
 def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):

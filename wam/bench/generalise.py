@@ -74,7 +74,8 @@ LEVERS = {
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
 a recipe that labels its action-free video (self-label) never does, so its video trains the frames only; motion: 16
 motion keypoints per camera on the future frames, transformer.MotionKeypoints; balanced: half of each batch from the
-action-free episodes and half from the demonstrations, whatever their numbers, --train.video-share 0.5)."""
+action-free episodes and half from the demonstrations, whatever their numbers, --train.video-share 0.5; videofirst:
+the first 30% of the steps train the frames only, --train.video-first 0.3). `seedN` (lever_of) trains with seed N."""
 
 
 def base_recipe(name: str) -> str:
@@ -90,10 +91,19 @@ def configured(base: Preset, name: str) -> Preset:
     else:
         p = with_recipe(base, recipe_name)
     for lever in levers:
-        if lever not in LEVERS:
-            raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}")
-        p = LEVERS[lever](p)
+        p = lever_of(name, lever)(p)
     return p
+
+
+def lever_of(name: str, lever: str):
+    """The preset change a lever names: one of LEVERS, or seedN (the training seed N instead of the preset's: a
+    second run of the same cell, to see how much of a difference is the seed's)."""
+    if lever in LEVERS:
+        return LEVERS[lever]
+    if lever.startswith("seed") and lever[4:].isdigit():
+        seed = int(lever[4:])
+        return lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, seed=seed))
+    raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}, seedN (N a number)")
 
 
 def predicts_video(name: str) -> bool:
@@ -110,7 +120,7 @@ class GeneraliseBenchConfig:
     """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is included unless
     --no-baseline). RECIPE@LEVER[@LEVER...] is the recipe with LEVERS applied (imagenet: the EfficientNet-Lite0 image
     encoder; motion: motion keypoint tokens; nolabel: self-label without its labels; balanced: half of each batch
-    from the action-free video)."""
+    from the action-free video; videofirst: frames only for the first 30% of the steps; seedN: training seed N)."""
     few_recipes: str = "plan-then-act,self-label@motion"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
