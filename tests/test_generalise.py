@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wam.bench.generalise import (BASELINE, GeneraliseBenchConfig, Pool, check_protocol, collect_pool, conditions,
-                                  configured, entries, markdown, plan_of, summarise, train_cell)
+                                  configured, entries, markdown, over_seeds, plan_of, seed_of, summarise, train_cell)
 from wam.evaluate import EVAL_SEED
 
 QUICK = GeneraliseBenchConfig(quick=True, workers=1)
@@ -116,6 +116,31 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     for bad in ("bogus", "seed", "seedx"):
         with pytest.raises(ValueError, match=f"unknown lever '{bad}'"):
             GeneraliseBenchConfig(recipes=f"plan-then-act@{bad}")
+
+
+def test_entries_trained_with_other_seeds_are_grouped_with_their_recipe():
+    assert seed_of("plan-then-act@videofirst@seed1") == ("plan-then-act@videofirst", 1)
+    assert seed_of("self-label@seed2@motion+same-video") == ("self-label@motion+same-video", 2)
+    assert seed_of("action-only") == ("action-only", None)
+
+    def entry(mean, a, b):
+        return {"mean_success": mean, "tasks": {"a": a, "b": b}}
+
+    recipes = {"action-only": entry(0.2, 0.0, 0.4), "plan-then-act": entry(0.4, 0.6, 0.2),
+               "action-only@seed1": entry(0.3, 0.2, 0.4), "action-only@seed2": entry(0.1, 0.0, 0.2),
+               "plan-then-act@imagenet": entry(0.5, 0.5, 0.5)}
+    seeded = over_seeds(recipes)
+    assert set(seeded) == {"action-only"}  # a recipe run with one seed has no spread to show
+    g = seeded["action-only"]
+    assert g["seeds"] == [0, 1, 2] and g["per_seed"] == [0.2, 0.3, 0.1]
+    assert g["mean_success"] == pytest.approx(0.2) and g["spread"] == pytest.approx(0.2)
+    assert g["tasks"] == pytest.approx({"a": 0.2 / 3, "b": 1.0 / 3})
+    assert over_seeds(recipes, preset_seed=1)["action-only"]["seeds"] == [1, 2]  # @seed1 is the preset's own run again
+    result = {"command": "wam bench generalise", "steps": 10, "few_steps": 5, "episodes_per_task": 2, "max_steps": 5,
+              "unseen": {n: {**r, "train_s": 60.0} for n, r in recipes.items()}, "over_seeds": {"unseen": seeded}}
+    md = markdown(result)
+    assert "Over training seeds" in md and "| action-only | 0, 1, 2 | 0.20 / 0.30 / 0.10 | **0.20** | 0.20 |" in md
+    assert "Over training seeds" not in markdown({**result, "over_seeds": {}})
 
 
 def test_a_killed_cell_resumes_from_its_last_checkpoint(tmp_path):

@@ -537,6 +537,8 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
             this_run["bench_s"] = time.perf_counter() - t0
             (out / "generalise.json").write_text(json.dumps(result, indent=2))  # partial results as they come
     this_run["bench_s"] = time.perf_counter() - t0
+    seeded = {split: over_seeds(result[split], plan.preset.train.seed) for split in SPLITS if split in result}
+    result["over_seeds"] = {split: v for split, v in seeded.items() if v}
     result.pop("incomplete", None)
     if unfinished:
         result["incomplete"] = unfinished
@@ -570,6 +572,37 @@ def summarise(split: str, rows: dict[str, dict], run: int | None = None) -> dict
             entry["labels"] = r["labels"] if len(r["labels"]) > 1 else next(iter(r["labels"].values()))
         recipes[name] = entry
     return recipes
+
+
+def seed_of(name: str) -> tuple[str, int | None]:
+    """`plan-then-act@videofirst@seed1` -> (`plan-then-act@videofirst`, 1), `x@seed2+same-video` (a `few` entry) ->
+    (`x+same-video`, 2); a name without a seedN lever -> (name, None): trained with the preset's seed."""
+    recipe, plus, video = name.partition("+")
+    recipe_name, *levers = recipe.split("@")
+    seeds = [int(lv[4:]) for lv in levers if lv.startswith("seed") and lv[4:].isdigit()]
+    rest = [lv for lv in levers if not (lv.startswith("seed") and lv[4:].isdigit())]
+    return "@".join([recipe_name, *rest]) + plus + video, (seeds[-1] if seeds else None)
+
+
+def over_seeds(recipes: dict[str, dict], preset_seed: int = 0) -> dict[str, dict]:
+    """A split's entries trained with more than one seed (RECIPE and RECIPE@seedN), grouped: per seed its mean
+    success, and the mean over the seeds overall and per task. One seed's 20 episodes per task put an interval on the
+    episodes' noise only; the training seed can move a mean by more (docs/generalise.md, run 24)."""
+    groups: dict[str, dict[int, dict]] = {}
+    for name, entry in recipes.items():
+        base, seed = seed_of(name)
+        groups.setdefault(base, {})[preset_seed if seed is None else seed] = entry
+    out = {}
+    for base, by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        seeds = sorted(by_seed)
+        tasks = sorted(set.intersection(*(set(by_seed[k]["tasks"]) for k in seeds)))
+        means = [by_seed[k]["mean_success"] for k in seeds]
+        out[base] = {"seeds": seeds, "per_seed": means, "mean_success": float(np.mean(means)),
+                     "spread": float(max(means) - min(means)),
+                     "tasks": {t: float(np.mean([by_seed[k]["tasks"][t] for k in seeds])) for t in tasks}}
+    return out
 
 
 def check_protocol(plan: Plan, conds: dict[str, Condition], pools: dict[str, Pool]) -> None:
@@ -634,6 +667,12 @@ def markdown(result: dict) -> str:
                 lines += [f"| {n} | {f['sampled']['psnr']:.2f} | {f['mean']['psnr']:.2f} | {f['mean']['copy_psnr']:.2f} | "
                           f"{f['sampled']['ssim']:.3f} | {f['mean']['ssim']:.3f} | {f['mean']['copy_ssim']:.3f} |"
                           for n, f in wm.items()]
+        seeded = result.get("over_seeds", {}).get(split, {})
+        if seeded:
+            lines += ["", "Over training seeds (RECIPE and RECIPE@seedN: each seed's mean success, and their mean):", "",
+                      "| recipe | seeds | per seed | mean over seeds | spread |", "| --- | --- | --- | --- | --- |"]
+            lines += [f"| {n} | {', '.join(map(str, g['seeds']))} | {' / '.join(f'{m:.2f}' for m in g['per_seed'])} | "
+                      f"**{g['mean_success']:.2f}** | {g['spread']:.2f} |" for n, g in seeded.items()]
         labelled = {n: r["labels"] for n, r in recipes.items() if r.get("labels")}
         if labelled:
             lines += ["", "Labels the recipe's inverse dynamics gave its action-free video, against the true actions the "
