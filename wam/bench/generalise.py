@@ -100,10 +100,15 @@ def lever_of(name: str, lever: str):
     second run of the same cell, to see how much of a difference is the seed's)."""
     if lever in LEVERS:
         return LEVERS[lever]
-    if lever.startswith("seed") and lever[4:].isdigit():
-        seed = int(lever[4:])
+    seed = seed_lever(lever)
+    if seed is not None:
         return lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, seed=seed))
     raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}, seedN (N a number)")
+
+
+def seed_lever(lever: str) -> int | None:
+    """N for a `seedN` lever, None for any other."""
+    return int(lever[4:]) if lever.startswith("seed") and lever[4:].isdigit() else None
 
 
 def predicts_video(name: str) -> bool:
@@ -579,8 +584,8 @@ def seed_of(name: str) -> tuple[str, int | None]:
     (`x+same-video`, 2); a name without a seedN lever -> (name, None): trained with the preset's seed."""
     recipe, plus, video = name.partition("+")
     recipe_name, *levers = recipe.split("@")
-    seeds = [int(lv[4:]) for lv in levers if lv.startswith("seed") and lv[4:].isdigit()]
-    rest = [lv for lv in levers if not (lv.startswith("seed") and lv[4:].isdigit())]
+    seeds = [seed_lever(lv) for lv in levers if seed_lever(lv) is not None]
+    rest = [lv for lv in levers if seed_lever(lv) is None]
     return "@".join([recipe_name, *rest]) + plus + video, (seeds[-1] if seeds else None)
 
 
