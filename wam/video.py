@@ -11,8 +11,11 @@ class VideoWriter:
     """Appends uint8 (H, W, 3) frames to an H.264 mp4. yuv444p keeps small coloured markers sharp. `preset` is
     x264's speed/size trade-off ("ultrafast" encodes several times faster into larger files). `bytes` counts the
     encoded bytes muxed so far over `packets` frames (the encoder holds a few frames back until `close`).
-    x264 runs on one thread: with its own (sliced) threads the same frames gave different bits from run to run
-    (about one run in 25 here); encode several videos in parallel instead, as DatasetWriter does."""
+    x264 runs on one thread (encode several videos in parallel instead, as DatasetWriter does). Its bits are not
+    reproducible even so: the same frames, encoded one after another in one thread, gave different files about 2
+    times in 100 at 96 px and up to 1 in 4 for DatasetWriter's 16 px test camera (PyAV 18.1, FFmpeg 8.1; valgrind
+    finds no uninitialised read). The frames differ by codec noise only; lossless crf=0 (yuv444p) decodes to the
+    same frames every time, which is what tests that compare two encodings use."""
 
     def __init__(self, path: str | Path, fps: int, height: int, width: int, crf: int = 18, pix_fmt: str = "yuv444p",
                  preset: str = "veryfast"):
@@ -24,7 +27,7 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=int(fps))
         self._stream.width, self._stream.height = int(width), int(height)
         self._stream.pix_fmt = pix_fmt
-        # deterministic (see above): one thread for the codec context and, said to x264 itself, for its lookahead too
+        # one thread for the codec context and, said to x264 itself, for its lookahead too
         self._stream.options = {"crf": str(crf), "preset": preset, "x264-params": "threads=1:lookahead-threads=1"}
         self._stream.codec_context.thread_count = 1
         self.frames = self.packets = self.bytes = 0
