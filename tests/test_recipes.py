@@ -10,7 +10,7 @@ from wam import flow, modes
 from wam.config import ModelConfig, TrainConfig, preset, with_recipe
 from wam.models.transformer import ACTION, CONTEXT, VIDEO, WAMTransformer
 from wam.models.base import Context
-from wam.recipes import MODES, OWN, RECIPES, check_mode, draw_times
+from wam.recipes import MODES, OWN, OWN_POLICIES, RECIPES, check_mode, draw_times
 from wam.train import loss_terms
 from wam.testing import concrete, fake_batch
 
@@ -26,7 +26,7 @@ def _model(name: str, seed: int = 0) -> WAMTransformer:
     return model.eval()
 
 
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", OWN_POLICIES)
 def test_every_recipe_trains_a_step_and_samples(name):
     p = with_recipe(TINY, name)
     model = _model(name)
@@ -63,6 +63,28 @@ def test_cached_inference_equals_the_plain_forward(name):
         runs = [modes.run(model, mode, batch.context, dataclasses.replace(p.sampler, cache=c),
                           generator=torch.Generator().manual_seed(1), **given) for c in (True, False)]
         assert torch.allclose(runs[0][0], runs[1][0], atol=1e-4) and torch.allclose(runs[0][1], runs[1][1], atol=1e-4)
+
+
+def test_the_world_model_recipe_predicts_frames_from_actions_blind_to_the_instruction():
+    """world-model: labelled samples give the actions clean (no action loss), action-free ones leave them absent;
+    its world-model samples and its world_model mode never read the instruction, but do read the actions."""
+    labelled = torch.tensor([True, False, True, True])
+    t_v, t_a, w_v, w_a = draw_times("world-model", 4, torch.Generator().manual_seed(0), labelled)
+    assert torch.equal(t_a, labelled.float()) and not w_a.any() and w_v.all()
+    p = with_recipe(TINY, "world-model")
+    model = _model("world-model")
+    batch = fake_batch(p.model, 3)
+    other = dataclasses.replace(batch, context=dataclasses.replace(batch.context, text=torch.randn_like(batch.context.text)))
+    terms = [loss_terms(model, b, TINY.train, p.model, torch.Generator().manual_seed(0)) for b in (batch, other)]
+    assert terms[0]["video"] > 0 and terms[0]["action"] == 0 and torch.equal(terms[0]["loss"], terms[1]["loss"])
+    run = lambda ctx, actions: modes.run(model, "world_model", ctx, p.sampler, actions=actions,  # noqa: E731
+                                         generator=torch.Generator().manual_seed(1))[0]
+    frames = run(batch.context, batch.actions)
+    assert torch.equal(frames, run(other.context, batch.actions))
+    assert not torch.allclose(frames, run(batch.context, torch.randn_like(batch.actions)), atol=1e-4)
+    for mode in ("policy", "inverse_dynamics"):
+        with pytest.raises(ValueError, match="world model alone"):
+            check_mode("world-model", mode)
 
 
 def _groups_read(model: WAMTransformer, who: int) -> set[int]:
@@ -167,7 +189,7 @@ def test_unknown_names_and_unservable_modes_are_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match="needs `actions=`"):
         modes.run(_model("decoupled"), "world_model", batch.context, TINY.sampler)
     for name, r in RECIPES.items():
-        assert set(r.modes) <= set(MODES) and "policy" in r.modes
+        assert set(r.modes) <= set(MODES) and ("policy" in r.modes) == (name != "world-model")
 
 
 def _action_tinted_frames(n: int, cfg: ModelConfig, g: torch.Generator):

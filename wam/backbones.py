@@ -57,7 +57,8 @@ VLM_RECIPES = ("vla", "hybrid-foresight", "hybrid-mot")
 
 BACKBONES: dict[str, BackboneSpec] = {b.name: b for b in [
     BackboneSpec("wam", "wam.models.transformer:build",
-                 ("decoupled", "joint", "flash", "video-then-idm", "features", "plan-then-act", "self-label", "action-only"),
+                 ("decoupled", "joint", "flash", "video-then-idm", "features", "plan-then-act", "self-label", "action-only",
+                  "world-model"),
                  ("data", "velocity"), ("velocity", "data"), "pixels", False,
                  "our transformer, trained from scratch: any recipe its attention mask can express"),
     BackboneSpec("wan", "wam.models.wan:build", ("decoupled", "joint", "flash"), ("velocity",), ("velocity", "data"),

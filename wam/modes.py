@@ -54,6 +54,8 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
     if r.noise == "shared" and vs != sampler.steps and not (vs == 0 and model.capabilities.frames_optional):
         raise ValueError(f"recipe 'joint' shares one noise level between frames and actions: video_steps ({vs}) "
                          f"must equal steps ({sampler.steps})")
+    if mode == "world_model" and not r.world_reads_text:  # as it was trained (recipes.Recipe.world_reads_text)
+        context = dataclasses.replace(context, text=torch.zeros_like(context.text))
     if not r.idm_reads_text and (mode == "inverse_dynamics" or (mode == "policy" and r.decode == "video_then_actions")):
         # (plan the frames with the instruction, then) decode the actions from them with the instruction zeroed
         # (as they were trained: recipes.Recipe.idm_reads_text)

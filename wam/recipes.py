@@ -37,6 +37,10 @@ A recipe is a handful of facts about the same transformer (models/transformer.py
     hybrid-mot      a video stream and a narrow action stream (mixture of               LingBot-VA, Fast-WAM,
                     transformers), both reading the VLM prefix; frames never read the   with a VLM prefix
                     actions, actions read the frames (models/mot.py)
+    world-model     no policy: an action-conditioned video model alone, for `wam judge`  Genie, the world
+                    (every labelled sample predicts the frames from the context and     simulators of the
+                    clean actions, with the instruction zeroed; action-free video       judges in issue 16
+                    trains the video mode)
 
 Noise level convention (flow.py): t = 1 is clean data, t = 0 pure noise. A modality held at t = 1 is given
 (its loss is masked), one at t = 0 with its loss masked is absent.
@@ -63,7 +67,7 @@ class Recipe:
     """Token groups future-frame tokens attend to ('c' context, 'v' frames, 'a' actions)."""
     action_reads: str
     """Token groups action tokens attend to."""
-    noise: Literal["shared", "independent", "video_or_idm", "modality_dropout", "action_only"]
+    noise: Literal["shared", "independent", "video_or_idm", "modality_dropout", "action_only", "world"]
     t_video: Literal["uniform", "noisy"]
     decode: Literal["together", "video_then_actions"]
     modes: tuple[str, ...]
@@ -84,6 +88,10 @@ class Recipe:
     """The policy acts through the plan (modes.plan) on instructions its training data showed only in action-free
     video, and directly on the others (`SamplerConfig.plan` "auto"): a direct policy has nothing to go on for a task it
     never saw done, its world model has seen the task's video."""
+    world_reads_text: bool = True
+    """False: the world model (actions given clean, frames denoised) trains and runs with the instruction zeroed, so
+    the frames it predicts follow from the context and the actions alone, not from what the instruction says should
+    happen (a judge imagines what a policy's actions do, including the wrong ones: wam/judge)."""
     labels_video: bool = False
     """Training labels the action-free episodes with the model's own inverse dynamics once `TrainConfig.label_at` of
     the steps are done (label.py), and trains on them as demonstrations without a state from then on."""
@@ -131,6 +139,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "noisy", "together", ("policy", "video"), 10, 1,
            "a video stream and a narrow action stream with their own weights and one attention, both reading the "
            "VLM's layers; the video stream runs once per chunk, the action stream at every step"),
+    Recipe("world-model", "an action-conditioned video model alone (the world simulator a judge rolls policies in)",
+           "cva", "ca", "world", "uniform", "together", ("world_model", "video"), 10, None,
+           "no policy: every labelled sample predicts the frames from the context and clean actions, blind to the "
+           "instruction; action-free samples train the video mode", world_reads_text=False),
 ]}
 
 # Why a recipe cannot serve a mode (shown instead of returning noise).
@@ -145,6 +157,8 @@ _WHY_NOT = {
     ("hybrid-foresight", "inverse_dynamics"): "its action tokens never read the frames",
     ("hybrid-mot", "world_model"): "its future-frame tokens never read the actions",
     ("hybrid-mot", "inverse_dynamics"): "its action stream was trained on frames at high noise, not on clean frames",
+    ("world-model", "policy"): "it is a world model alone: its actions were always given, never denoised",
+    ("world-model", "inverse_dynamics"): "it is a world model alone: its actions were always given, never denoised",
 }
 
 
@@ -221,8 +235,15 @@ def draw_times(name: str, b: int, g: torch.Generator | None = None,
         w_v, w_a = (~idm).float(), (policy | idm).float()
     elif r.noise == "action_only":
         w_v = torch.zeros(b)
+    elif r.noise == "world":
+        # The world model alone: labelled samples give the actions clean, action-free ones leave them absent (the
+        # video mode); no action loss.
+        given = torch.ones(b, dtype=torch.bool) if labelled is None else labelled.bool().cpu()
+        t_a, w_a = given.float(), torch.zeros(b)
     return t_v, t_a, w_v, w_a
 
 
 OWN = tuple(n for n in RECIPES if n in BACKBONES["wam"].recipes)
 """The recipes our own transformer (backbone "wam") trains, in the order of RECIPES (backbones.py says which)."""
+OWN_POLICIES = tuple(n for n in OWN if "policy" in RECIPES[n].modes)
+"""Those of OWN that make a policy (all but world-model)."""

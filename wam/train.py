@@ -60,7 +60,8 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     The recipe draws the noise levels and says which losses count (recipes.draw_times). Samples from
     action-free episodes train the frames only: their actions sit at pure noise and their loss is masked. A recipe
     whose inverse dynamics is blind to the task (plan-then-act, self-label) sees no instruction in the samples that
-    train it; one with state dropout (self-label) sees no state in some samples.
+    train it; one with state dropout (self-label) sees no state in some samples; world-model's world-model samples
+    see no instruction either.
     """
     model_cfg = model_cfg.resolved()
     b = batch.actions.shape[0]
@@ -80,6 +81,9 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     if not r.idm_reads_text:  # the samples that train the inverse dynamics (clean frames, actions) see no instruction
         blind = ((w_action > 0) & (t_video == 1)).to(context.text.dtype).reshape(-1, *([1] * (context.text.dim() - 1)))
         context = dataclasses.replace(context, text=context.text * (1 - blind))
+    if not r.world_reads_text:  # the samples that train the world model (clean actions, frames) see no instruction
+        world = ((t_action == 1) & (w_video > 0)).to(context.text.dtype).reshape(-1, *([1] * (context.text.dim() - 1)))
+        context = dataclasses.replace(context, text=context.text * (1 - world))
     if r.state_dropout and context.state is not None:  # some labelled samples without the state, as video has none
         keep = (torch.rand(b, generator=g) >= r.state_dropout).float().to(device)
         known = keep if context.state_known is None else context.state_known.float() * keep

@@ -14,7 +14,7 @@ from pathlib import Path
 from wam.bench.common import collect_once, command_flags, publish, train_and_evaluate
 from wam.data.collect import DEFAULT_TASKS
 from wam.config import Preset, preset, with_recipe
-from wam.recipes import OWN, recipe
+from wam.recipes import OWN_POLICIES, recipe
 
 PRETRAIN_TASKS = ("button-press-v3,button-press-wall-v3,button-press-topdown-wall-v3,coffee-button-v3,drawer-open-v3,"
                   "door-close-v3,reach-wall-v3,push-v3,window-close-v3,faucet-open-v3,plate-slide-v3,handle-press-v3")
@@ -23,7 +23,7 @@ PRETRAIN_TASKS = ("button-press-v3,button-press-wall-v3,button-press-topdown-wal
 @dataclass(frozen=True)
 class RecipesBenchConfig:
     out: Path = Path("runs/bench/recipes")
-    recipes: str = ",".join(OWN)
+    recipes: str = ",".join(OWN_POLICIES)
     """Comma-separated recipes to compare."""
     preset: str = "default"
     """Model, data and training settings shared by every recipe (only the recipe and the steps change)."""
