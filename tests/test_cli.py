@@ -21,6 +21,10 @@ def test_user_mistakes_are_one_line_and_status_2(cli_error, tmp_path, tiny_datas
     assert "stats.json is missing: expected the dataset's statistics" in line
     line = cli_error(["imagine", str(tmp_path / "nope")])
     assert "is not a wam checkpoint" in line
+    # a config's own check (its __post_init__) and a value the flag's type refuses: one line too, not tyro's box
+    assert "horizon must be >= 1, got 0" in cli_error(["imagine", str(tmp_path), "--horizon", "0"])
+    assert "episodes and max_steps must be >= 1" in cli_error(["judge", "a", "--world", "b", "--head", "c", "--episodes", "0"])
+    assert cli_error(["judge", "a", "--world", "b", "--head", "c", "--episodes", "zz"]).startswith("error: --episodes: ")
 
 
 def test_debug_and_wam_debug_show_the_traceback(tmp_path, monkeypatch):

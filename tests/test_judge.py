@@ -303,6 +303,35 @@ def test_eval_diagnose_says_why_in_the_report(judged, tmp_path):
     assert "Why rollouts failed" in (tmp_path / "report.html").read_text()
 
 
+def test_check_world_scores_an_action_blind_world_model_as_blind(judged, monkeypatch):
+    """A world model that copies the current frame whatever the actions: each error is the copy's, exactly; the
+    predicted change is none (cosine 0) and the recorded actions win half the time (every comparison a tie). The
+    tiny trained world model gives finite scores in range."""
+    import torch.nn.functional as F
+
+    from wam import modes
+    from wam.judge.sensitivity import CONDITIONS, CheckWorldConfig, check_world
+
+    cfg = CheckWorldConfig(world=judged["world"], data=judged["data"], windows=6, batch=4)
+    real = check_world(cfg, progress=False)
+    assert real["windows"] == 6 and real["offsets"] == list(P.model.future_offsets)
+    assert all(0 <= w <= 1 for w in real["wins"]) and all(np.isfinite(real["mse"][c]).all() for c in CONDITIONS)
+
+    def copy(model, mode, ctx, sampler, actions=None, generator=None):
+        assert mode == "world_model" and actions is not None
+        m = model.cfg
+        now = F.avg_pool2d(ctx.images[:, -1].flatten(0, 1), m.image_size // m.future_size)
+        now = now.reshape(*ctx.images.shape[:1], -1, *now.shape[1:])
+        return torch.stack([now] * len(m.future_offsets), 1), None
+
+    monkeypatch.setattr(modes, "run", copy)
+    blind = check_world(cfg, progress=False)
+    for c in CONDITIONS:
+        np.testing.assert_allclose(blind["mse"][c], blind["copy_mse"], rtol=1e-6)
+        assert blind["cosine"][c] == [0.0] * len(blind["offsets"])
+    assert blind["wins"] == [0.5] * len(blind["offsets"]) and blind["copy_mse"] == real["copy_mse"]
+
+
 def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
     world, head = str(judged["world"]), str(judged["head"])
     assert "at least one policy" in cli_error(["judge", "--world", world, "--head", head])
@@ -311,3 +340,7 @@ def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
     assert "head.json is missing" in cli_error(["judge", world, "--world", world, "--head", str(tmp_path)])
     so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no next.success column
     assert "no next.success column" in cli_error(["judge", "fit", "--data", str(so100), "--out", str(tmp_path / "h")])
+    assert "need windows >= 2" in cli_error(["judge", "check-world", "--world", world, "--data", str(judged["data"]),
+                                             "--windows", "1"])
+    assert "selects no episodes" in cli_error(
+        ["judge", "check-world", "--world", world, "--data", str(judged["data"]), "--episodes", "3:3"])

@@ -13,6 +13,7 @@
     wam replay runs/rec runs/mine/last            replay what `wam serve --record runs/rec` saved; compare actions
 
     wam judge fit --data runs/judge/data --out runs/judge/head       a success head for a world model
+    wam judge check-world --world runs/judge/world-model/last --data DIR   does the world model follow the actions?
     wam judge runs/a/last runs/b/last#noise=0.5 --world runs/judge/world/last --head runs/judge/head
 
     wam bench recipes --out runs/bench/recipes
@@ -162,6 +163,13 @@ def cmd_judge(argv: list[str]) -> None:
         print(json.dumps(metrics, indent=2))
         print(f"head written to {cfg.out}")
         return
+    if argv[:1] == ["check-world"]:
+        from wam.judge.sensitivity import CheckWorldConfig, main
+
+        main(tyro.cli(CheckWorldConfig, args=argv[1:], prog="wam judge check-world",
+                      description="Does the world model follow the actions? Its predictions under the recorded, "
+                                  "another window's and negated actions against the real frames (wam/judge/sensitivity.py)."))
+        return
     from wam.judge.judge import JudgeConfig, judge, print_table
 
     cfg = tyro.cli(JudgeConfig, args=argv, prog="wam judge",
@@ -217,6 +225,26 @@ def user_error(e: BaseException) -> bool:
 PACKAGE = Path(__file__).resolve().parent
 
 
+def _config_errors_as_values():
+    """While parsing, a config's own check (a ValueError in its __post_init__, such as `wam judge --episodes 0`) is
+    raised as a ValueError here, to be shown as one line like any other, instead of tyro's boxed message. Uses
+    tyro's parse-error hook (tyro._errors, private: present in tyro 1.0); without it tyro's box stays."""
+    import contextlib
+
+    import tyro
+
+    errors = getattr(tyro, "_errors", None)
+    if errors is None or not hasattr(errors, "on_parse_error") or not hasattr(errors, "InstantiationFailure"):
+        return contextlib.nullcontext()
+
+    def hook(event) -> None:
+        if isinstance(event, errors.InstantiationFailure):
+            flags = getattr(getattr(event.argument, "lowered", None), "name_or_flags", None) or ()
+            raise ValueError(f"{'/'.join(flags)}: {event.message}" if flags else event.message)
+
+    return errors.on_parse_error(hook)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("WAM_DEBUG", "") not in ("", "0")
@@ -228,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         print("--debug (or WAM_DEBUG=1) shows the traceback of an error instead of its one line.")
         sys.exit(0 if not argv or argv[0] in ("-h", "--help") else 2)
     try:
-        COMMANDS[argv[0]](argv[1:])
+        with _config_errors_as_values():
+            COMMANDS[argv[0]](argv[1:])
     except Exception as e:
         if debug or not user_error(e):
             raise

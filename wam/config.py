@@ -333,6 +333,8 @@ def parse_episodes(spec: str | None, total: int | None = None, flag: str = "--da
             lo = int(bits[0] or 0)
             hi = int(bits[1]) if bits[1] else (total if total is not None else lo)
             out.update(range(lo, hi))
+    if not out:
+        raise ValueError(f"{flag} {spec!r} selects no episodes (a range's end is excluded: 0:1 is episode 0)")
     if total is not None:
         bad = sorted(e for e in out if not 0 <= e < total)
         if bad:
