@@ -303,6 +303,17 @@ def test_eval_diagnose_says_why_in_the_report(judged, tmp_path):
     assert "Why rollouts failed" in (tmp_path / "report.html").read_text()
 
 
+def test_world_steps_set_the_world_models_denoising_steps(judged):
+    """--world-steps below the checkpoint's action steps is not lifted back to them (modes.video_steps gives the
+    world_model mode at least as many frame steps as action steps)."""
+    from wam.judge.dream import World
+    from wam.modes import video_steps
+
+    for steps in (1, 3):
+        w = World(judged["world"], steps)
+        assert video_steps(w.sampler, w.cfg.recipe, "world_model") == steps
+
+
 def test_check_world_scores_an_action_blind_world_model_as_blind(judged, monkeypatch):
     """A world model that copies the current frame whatever the actions: each error is the copy's, exactly; the
     predicted change is none (cosine 0) and the recorded actions win half the time (every comparison a tie). The

@@ -41,8 +41,8 @@ class World:
         except ValueError as e:
             raise ValueError(f"--world {checkpoint}: {e}") from None
         sampler = SamplerConfig(**self.config.get("sampler", {}))
-        if steps is not None:
-            sampler = dataclasses.replace(sampler, video_steps=steps)
+        if steps is not None:  # the actions' steps too: the world_model mode gives the frames at least as many
+            sampler = dataclasses.replace(sampler, video_steps=steps, steps=steps)  # (modes.video_steps)
         self.sampler = sampler.resolve(self.cfg.recipe)
         self._text: dict[str, torch.Tensor] = {}
 
