@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from wam.config import preset
-from wam.judge.rank import agreement, mmrv, pairwise_accuracy, pearson, ranks, spearman
+from wam.judge.rank import agreement, episode_agreement, mmrv, pairwise_accuracy, pearson, ranks, spearman
 from wam.testing import concrete
 
 P = concrete(preset("tiny"))
@@ -37,6 +37,11 @@ def test_rank_statistics_against_their_closed_forms():
     assert set(stats) >= {"spearman", "pearson", "mmrv", "pairwise_accuracy"} and stats["policies"] == 4
     with pytest.raises(ValueError, match="two equal-length"):
         spearman([0.1], [0.2])
+    # per episode: 3 real successes (2 imagined solved), 2 real failures (1 imagined failed)
+    e = episode_agreement([(True, True), (True, True), (True, False), (False, True), (False, False)])
+    assert e["agree"] == pytest.approx(3 / 5) and e["successes_imagined_solved"] == pytest.approx(2 / 3)
+    assert e["failures_imagined_failed"] == 0.5 and e["balanced_accuracy"] == pytest.approx((2 / 3 + 0.5) / 2)
+    assert episode_agreement([(True, True)])["failures_imagined_failed"] is None
 
 
 # ----------------------------------------------------------------------------------------- the success head

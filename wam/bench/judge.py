@@ -98,14 +98,14 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
     from wam.checkpoint import read_config
     from wam.envs.tasks import parse_tasks
     from wam.judge.policies import PolicySpec
-    from wam.judge.rank import agreement
+    from wam.judge.rank import agreement, episode_agreement
 
     if len(cfg.policies) < 2:
         raise ValueError(f"ranking needs two policies or more (--policies A B ...), got {len(cfg.policies)}")
     specs = [PolicySpec.parse(p) for p in cfg.policies]
     tasks = parse_tasks(cfg.tasks) if cfg.tasks else tuple(read_config(cfg.world)["data"]["tasks"])
     out = Path(cfg.out)
-    rows = []
+    rows, pairs = [], {t: [] for t in tasks}  # pairs: per task, (real, imagined) success of each episode
     for i, spec in enumerate(specs):
         name = slug(i, str(spec))
         print(f"[{i + 1}/{len(specs)}] {spec}", flush=True)
@@ -115,6 +115,9 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
                      "tasks": {t: {"real": real["tasks"][t]["success_rate"], "imagined": imagined["tasks"][t]["success_rate"]}
                                for t in tasks},
                      "imagined_seconds": sum(imagined["tasks"][t]["seconds"] for t in tasks)})
+        by_seed = {(e["task"], e["seed"]): e["success"] for e in real["episodes"]}
+        for t in tasks:
+            pairs[t] += [(by_seed[(t, e["seed"])], e["success"]) for e in imagined["tasks"][t]["episodes_detail"]]
     real = [r["real"] for r in rows]
     imag = [r["imagined"] for r in rows]
     cells_real = [r["tasks"][t]["real"] for r in rows for t in tasks]
@@ -127,7 +130,9 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
               "mean_abs_error": float(np.mean(np.abs(np.array(imag) - np.array(real)))),
               "cells": agreement(cells_real, cells_imag),
               "per_task": {t: agreement([r["tasks"][t]["real"] for r in rows], [r["tasks"][t]["imagined"] for r in rows])
-                           for t in tasks}}
+                           for t in tasks},
+              "per_episode": {"all": episode_agreement([p for t in tasks for p in pairs[t]]),
+                              "per_task": {t: episode_agreement(pairs[t]) for t in tasks}}}
     if cfg.fault_episodes:
         result["failures"] = constructed_failures(cfg, tasks, out / "failures")
         result["failure_accuracy"] = result["failures"]["accuracy"]
@@ -199,6 +204,13 @@ def markdown(result: dict) -> str:
               f"{result['mean_abs_error']:.2f}).",
               f"Over the {c['policies']} (policy, task) cells: Spearman {c['spearman']:.3f}, Pearson {c['pearson']:.3f}, "
               f"MMRV {c['mmrv']:.3f}, pairwise accuracy {c['pairwise_accuracy']:.3f}."]
+    if "per_episode" in result:
+        e = result["per_episode"]["all"]
+        show = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines.append(f"Per episode (imagined against real, same policy, task and seed; {e['episodes']} episodes): agree "
+                     f"{show(e['agree'])}; real successes imagined solved {show(e['successes_imagined_solved'])}, real "
+                     f"failures imagined failed {show(e['failures_imagined_failed'])}; balanced accuracy "
+                     f"{show(e['balanced_accuracy'])} (0.5 is chance).")
     if "failures" in result:
         f = result["failures"]
         lines += ["", f"Failure localisation on constructed failures: {f['right']} of {f['failures']} failed episodes put in "

@@ -6,6 +6,9 @@
                               success gap to a policy the imagined rates order the other way; mean over policies
     pairwise_accuracy(r, i)   of the pairs whose real rates differ, the fraction the imagined rates order the same way
                               (a tie in the imagined rates counts half)
+    episode_agreement(pairs)  per episode, (real success, imagined success) of the same policy, task and seed: how often
+                              they agree, the share of real successes imagined solved and of real failures imagined
+                              failed, and their mean (balanced accuracy; 0.5 is chance)
 """
 
 from __future__ import annotations
@@ -73,3 +76,15 @@ def agreement(real, imagined) -> dict:
     return {"spearman": spearman(real, imagined), "pearson": pearson(real, imagined), "mmrv": mmrv(real, imagined),
             "pairwise_accuracy": pairwise_accuracy(real, imagined), "policies": len(real),
             "mean_real": float(np.mean(real)), "mean_imagined": float(np.mean(imagined))}
+
+
+def episode_agreement(pairs) -> dict:
+    """pairs: (real success, imagined success) per episode. Rates with no episode to count are None."""
+    pairs = np.asarray(list(pairs), bool).reshape(-1, 2)
+    real, imagined = pairs[:, 0], pairs[:, 1]
+    rate = lambda hits, n: float(hits / n) if n else None  # noqa: E731
+    tpr, tnr = rate((real & imagined).sum(), real.sum()), rate((~real & ~imagined).sum(), (~real).sum())
+    return {"episodes": len(pairs), "agree": rate((real == imagined).sum(), len(pairs)),
+            "real_successes": int(real.sum()), "successes_imagined_solved": tpr,
+            "real_failures": int((~real).sum()), "failures_imagined_failed": tnr,
+            "balanced_accuracy": None if tpr is None or tnr is None else (tpr + tnr) / 2}
