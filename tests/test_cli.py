@@ -25,6 +25,9 @@ def test_user_mistakes_are_one_line_and_status_2(cli_error, tmp_path, tiny_datas
     assert "horizon must be >= 1, got 0" in cli_error(["imagine", str(tmp_path), "--horizon", "0"])
     assert "episodes and max_steps must be >= 1" in cli_error(["judge", "a", "--world", "b", "--head", "c", "--episodes", "0"])
     assert cli_error(["judge", "a", "--world", "b", "--head", "c", "--episodes", "zz"]).startswith("error: --episodes: ")
+    line = cli_error(["train", "tiny", "--recipe", "world-model", "--train.data", str(tiny_dataset), "--train.out",
+                      str(tmp_path / "w"), "--train.eval-every", "1", "--train.steps", "2"])
+    assert "recipe 'world-model' makes none" in line
 
 
 def test_debug_and_wam_debug_show_the_traceback(tmp_path, monkeypatch):
