@@ -201,10 +201,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
     """Train; returns the path of the final checkpoint (OUT/last). `eval_hook(step, checkpoint)` -> dict."""
     from tqdm import tqdm
 
-    modes = recipe(model_cfg.resolved().recipe).modes
-    if cfg.eval_every and eval_hook is None and "policy" not in modes:
-        raise ValueError(f"--train.eval-every evaluates a policy, and recipe {model_cfg.resolved().recipe!r} makes none "
-                         f"(it serves {', '.join(modes)}); leave --train.eval-every at 0")
+    name = model_cfg.resolved().recipe
+    if cfg.eval_every and eval_hook is None and "policy" not in recipe(name).modes:
+        raise ValueError(f"--train.eval-every evaluates a policy, and recipe {name!r} makes none "
+                         f"(it serves {', '.join(recipe(name).modes)}); leave --train.eval-every at 0")
     rank, world = _dist(cfg.device, cfg.parallel)
     sharded = cfg.parallel == "fsdp"
     if cfg.threads:
