@@ -2,6 +2,7 @@
 rollouts on the tiny preset (deterministic; with the simulator standing in for the world model they reproduce the
 real rollout), and the CLI."""
 
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,19 @@ def test_policy_specs_parse_and_refuse_what_they_do_not_know(tmp_path):
         PolicySpec.parse(f"{tmp_path}#noise=lots")
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         PolicySpec.parse(str(tmp_path / "nowhere"))
+    served = PolicySpec.parse("ws://127.0.0.1:8000")
+    assert served.kind == "remote" and str(served) == "ws://127.0.0.1:8000"
+    with pytest.raises(ValueError, match="judged as it is served"):
+        PolicySpec.parse("ws://127.0.0.1:8000#noise=0.5")
+    with pytest.raises(ValueError, match="is not a lerobot checkpoint"):
+        PolicySpec.parse(f"lerobot:{tmp_path}#noise=0.5")
+    (tmp_path / "config.json").write_text(json.dumps({"type": "act"}))
+    if importlib.util.find_spec("lerobot") is not None:  # lerobot's venv
+        peer = PolicySpec.parse(f"lerobot:{tmp_path}/#noise=0.5")
+        assert peer.kind == "lerobot" and peer.path == tmp_path and str(peer) == f"lerobot:{tmp_path}#noise=0.5"
+    else:
+        with pytest.raises(ImportError, match="scripts/lerobot-venv.sh"):
+            PolicySpec.parse(f"lerobot:{tmp_path}/#noise=0.5")
 
 
 def test_swapped_instructions_give_every_task_another_ones():
@@ -238,6 +252,121 @@ def test_with_the_simulator_as_world_model_imagined_success_is_real_success(judg
             np.testing.assert_allclose(env._observe().state, worker.envs[(job.env, None)]._observe().state, atol=1e-4)
 
 
+class Queued:
+    """A step-level policy as lerobot's ACT is one: every `n` steps it computes a chunk from the observation (with the
+    wrapped checkpoint) and queues its first `n` actions; in between it pops one action per step, observation unread."""
+
+    def __init__(self, policy, n: int):
+        self.policy, self.n, self.queue = policy, n, []
+        self.calls = 0
+
+    @property
+    def metadata(self):
+        return self.policy.metadata.replace(action_horizon=1)
+
+    def reset(self, seed=None):
+        self.queue = []
+        self.policy.reset(seed)
+
+    def infer(self, obs):
+        from wam.types import PolicyOutput
+
+        fresh = not self.queue
+        if fresh:
+            self.calls += 1
+            self.queue = list(self.policy.infer(obs).actions[:self.n])
+        return PolicyOutput(actions=np.asarray(self.queue.pop(0))[None], fresh=fresh)
+
+
+def test_a_step_level_policy_judged_with_the_simulator_as_world_model_lives_its_real_episodes(judged):
+    """Any `Policy`, one episode at a time (PolicyContender, as a lerobot policy is judged): a step-level policy that
+    computes a chunk every 8 steps, weakened, asked `execute` times per imagined chunk, against the same policy in
+    `wam eval`'s rollout loop with a frame history; the simulator stands in for the world model and the head."""
+    from wam.envs import make_env
+    from wam.envs.tasks import instruction, swapped_instructions
+    from wam.judge.dream import dream
+    from wam.judge.head import HeadConfig
+    from wam.judge.policies import PolicyContender, PolicySpec
+    from wam.policy import WAMPolicy
+    from wam.rollout import rollout
+    from wam.runtime import FrameHistory, Weakened
+    from wam.safety import ActionGuard, Guarded
+
+    tasks, seeds, execute = ("drawer-close-v3", "reach-v3"), [100_000, 100_001], P.model.future_offsets[0]
+    prompts = swapped_instructions(tasks)
+
+    def weakened():
+        inner = Queued(WAMPolicy.from_checkpoint(judged["world"], replace(P.sampler, execute=execute)), 2 * execute)
+        return inner, Guarded(Weakened(inner, 0.3, prompts), ActionGuard.from_normalizer(inner.policy.norm))
+
+    inner, policy = weakened()
+    judged_policy = PolicyContender(PolicySpec(str(judged["world"]), kind="lerobot"), policy)
+    real_inner, real_policy = weakened()
+    env = make_env(f"metaworld:{tasks[0]}", P.model.cameras, P.model.image_size)
+    for seed in seeds:  # one episode at a time, as `wam judge` runs such a policy (judge.imagine_task)
+        sim = SimulatorWorld(inner.policy.cfg, tasks[0], [seed])
+
+        class SimulatorHead:
+            cfg = HeadConfig(cameras=tuple(P.model.cameras), size=P.model.future_size, state_dim=4, action_dim=4, horizon=1)
+
+            def solved(self, frames, state, text, sim=sim):
+                return torch.tensor([float(x) for x in sim.solved])
+
+        (d,) = dream(sim, SimulatorHead(), judged_policy, sim.first, [seed], instruction(tasks[0]), 60, execute)
+        real = rollout(env, FrameHistory(real_policy), seed, 60, prompt=prompts[instruction(tasks[0])])
+        assert d.success == real.success
+        assert d.steps == (-(-real.steps // execute) * execute if real.success else 60)
+        if not real.success:  # the same actions executed: the arm ended in the same place
+            np.testing.assert_allclose(sim.envs[0]._observe().state, env._observe().state, atol=1e-4)
+    assert inner.calls >= 2 * len(seeds)
+    assert real_inner.calls == inner.calls  # the network ran as often, on the same observations
+    env.close()
+
+
+def test_an_imagined_episode_does_not_depend_on_the_others_in_its_batch(judged):
+    """Each episode draws the world model's noise from its own seed: imagined alone or beside others, it is the same."""
+    from wam.envs.tasks import instruction
+    from wam.judge.dream import World, dream
+    from wam.judge.head import JudgeHead
+    from wam.judge.judge import first_observations
+    from wam.judge.policies import PolicySpec, contender
+
+    m, seeds, execute = P.model, [100_000, 100_001, 100_002], P.model.future_offsets[0]
+    world, head = World(judged["world"]), JudgeHead.load(judged["head"])
+    first = first_observations("reach-v3", tuple(m.cameras), m.image_size, seeds)
+    judged_policy = contender(PolicySpec.parse(str(judged["world"])), ("drawer-close-v3", "reach-v3"))
+    batch = dream(world, head, judged_policy, first, seeds, instruction("reach-v3"), 12, execute)
+    alone = dream(world, head, judged_policy, first[1:2], seeds[1:2], instruction("reach-v3"), 12, execute)
+    # the same up to the rounding of batched matrix products (about 1e-7 here)
+    np.testing.assert_allclose(batch[1].probability, alone[0].probability, atol=1e-5)
+    assert len(alone[0].probability) >= 2 and (batch[1].success, batch[1].steps) == (alone[0].success, alone[0].steps)
+    assert not np.allclose(batch[0].probability, batch[1].probability, rtol=0, atol=1e-5)  # other seeds, other noise
+
+
+def test_judging_a_served_checkpoint_equals_judging_it_in_process(judged, tmp_path):
+    """`wam judge ws://HOST:PORT`: a running `wam serve`, judged one episode at a time, gives what the checkpoint
+    judged in process (in lockstep) gives, episode for episode."""
+    from wam.judge.judge import JudgeConfig, judge
+    from wam.serve.server import ServeConfig, from_checkpoint, running
+
+    cfg = JudgeConfig(policies=(str(judged["world"]),), world=judged["world"], head=judged["head"], episodes=2,
+                      max_steps=12, execute=P.model.future_offsets[0], videos=1, out=tmp_path / "local")
+    local = judge(cfg, progress=False)
+    server = from_checkpoint(ServeConfig(judged["world"], port=0))
+    with running(server) as port:
+        url = f"ws://127.0.0.1:{port}"
+        served = judge(replace(cfg, policies=(url,), out=tmp_path / "served"), progress=False)
+    server.close()
+    detail = lambda s: {t: [(e["seed"], e["success"], e["steps"]) for e in r["episodes_detail"]]  # noqa: E731
+                        for t, r in s["policies"][0]["tasks"].items()}
+    probabilities = lambda s: [p for r in s["policies"][0]["tasks"].values() for e in r["episodes_detail"]  # noqa: E731
+                               for p in e["probability"]]
+    assert served["policies"][0]["policy"] == url
+    np.testing.assert_allclose(probabilities(served), probabilities(local), atol=1e-5)  # batched in process: rounding
+    assert [len(r["videos"]) for r in served["policies"][0]["tasks"].values()] == [1, 1]
+    assert detail(served) == detail(local) and len(detail(local)) == 2
+
+
 # ----------------------------------------------------------------------------------------- failure localisation
 def test_snapshot_restores_the_simulator_exactly_and_the_expert_look_ahead_leaves_it_unchanged():
     from wam.envs import make_env
@@ -353,6 +482,13 @@ def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
     assert "at least one policy" in cli_error(["judge", "--world", world, "--head", head])
     assert "not a checkpoint folder" in cli_error(["judge", str(tmp_path / "nowhere"), "--world", world, "--head", head])
     assert "unknown weakening" in cli_error(["judge", f"{world}#speed=2", "--world", world, "--head", head])
+    assert "not a lerobot checkpoint" in cli_error(["judge", f"lerobot:{tmp_path}", "--world", world, "--head", head])
+    if importlib.util.find_spec("lerobot") is None:  # this venv (lerobot lives in its own, scripts/lerobot-venv.sh)
+        peer = tmp_path / "act"
+        peer.mkdir()
+        (peer / "config.json").write_text(json.dumps({"type": "act"}))
+        assert "scripts/lerobot-venv.sh" in cli_error(["judge", f"lerobot:{peer}", "--world", world, "--head", head])
+    assert "judged as it is served" in cli_error(["judge", "ws://127.0.0.1:9#noise=1", "--world", world, "--head", head])
     assert "head.json is missing" in cli_error(["judge", world, "--world", world, "--head", str(tmp_path)])
     so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no next.success column
     assert "no next.success column" in cli_error(["judge", "fit", "--data", str(so100), "--out", str(tmp_path / "h")])

@@ -48,7 +48,8 @@ FORBIDDEN = {
     "wam.rollout": ("wam.models", "wam.policy", "wam.train", "wam.evaluate", "wam.cli", "wam.envs"),
     "wam.policy": ("wam.train", "wam.evaluate", "wam.bench", "wam.cli", "wam.envs"),
     "wam.train": ("wam.bench", "wam.cli", "wam.demo"),
-    "wam.judge": ("wam.train", "wam.bench", "wam.cli", "wam.demo", "wam.serve"),
+    # the judge is a client of a served policy (ws://), as `wam eval --remote` is: never the server's side
+    "wam.judge": ("wam.train", "wam.bench", "wam.cli", "wam.demo", "wam.serve.server", "wam.serve.batcher"),
     "wam.serve": ("wam.train", "wam.evaluate", "wam.bench", "wam.cli", "wam.demo", "wam.imagine"),
     # the robot's side: numpy, msgpack and websockets, never torch
     "wam.serve.client": ("wam.policy", "wam.models", "wam.data", "wam.runtime", "wam.config", "wam.checkpoint",

@@ -109,3 +109,37 @@ def test_wam_eval_scores_a_lerobot_policy(trained, tmp_path):
             assert len(ep["ms"]) == -(-ep["steps"] // 4)
         assert (tmp_path / kind / "report.html").is_file() and (tmp_path / kind / "videos").is_dir()
     assert summary["sampler"]["steps"] == 3
+
+
+def test_wam_judge_and_its_bench_take_lerobot_policies(trained, tiny_dataset, tmp_path):
+    """`wam judge lerobot:PATH` (one episode at a time, lerobot's own queues) and `wam bench judge` with a weakened
+    lerobot policy, whose real side is `wam eval --policy lerobot:PATH --action-noise`."""
+    from dataclasses import replace
+
+    from wam.bench.judge import JudgeBenchConfig, bench_judge
+    from wam.config import preset
+    from wam.judge.head import FitConfig, fit_head
+    from wam.judge.judge import JudgeConfig, judge
+    from wam.testing import concrete
+    from wam.train import train
+
+    P = concrete(preset("tiny"))
+    world = train(replace(P.train, data=tiny_dataset, out=tmp_path / "world", steps=2), P.model, P.sampler, progress=False)
+    fit_head(FitConfig(data=tiny_dataset, out=tmp_path / "head", size=P.model.future_size, steps=3, batch_size=4),
+             progress=False)
+    act, diffusion = f"lerobot:{trained['act']}", f"lerobot:{trained['diffusion']}"
+    cfg = JudgeConfig(policies=(act, f"{act}#noise=0.5", diffusion), world=world, head=tmp_path / "head", episodes=2,
+                      max_steps=8, videos=1, out=tmp_path / "judge")
+    a = judge(cfg, progress=False)
+    b = judge(replace(cfg, out=tmp_path / "again"), progress=False)
+    assert [r["policy"] for r in a["policies"]] == [act, f"{act}#noise=0.5", diffusion]
+    assert all(r["execute"] == P.model.future_offsets[0] for r in a["policies"])
+    detail = lambda s: [[(e["seed"], e["success"], e["steps"], e["probability"]) for e in t["episodes_detail"]]  # noqa: E731
+                        for r in s["policies"] for t in r["tasks"].values()]
+    assert detail(a) == detail(b) and all(len(t) == 2 for t in detail(a))  # deterministic for the seeds
+    assert detail(a)[0] != detail(a)[2]  # the noise changed what was imagined
+    result = bench_judge(JudgeBenchConfig(policies=(act, f"{act}#noise=0.5"), world=world, head=tmp_path / "head",
+                                          episodes=2, max_steps=8, workers=1, fault_episodes=0, out=tmp_path / "bench"))
+    assert [r["policy"] for r in result["policies"]] == [act, f"{act}#noise=0.5"]
+    real = json.loads(next((tmp_path / "bench" / "real").glob("01-*/results.json")).read_text())
+    assert real["action_noise"] == 0.5 and real["policy"] == act

@@ -169,8 +169,11 @@ class Worker:
             from wam.lerobot.policy import LeRobotPolicy
             from wam.safety import ActionGuard, Guarded
 
+            from wam.runtime import Weakened
+
             peer = LeRobotPolicy(setup.lerobot, device=setup.sampler.device, denoising_steps=setup.sampler.steps)
-            self.policy = self.runner = Guarded(peer, ActionGuard(*peer.action_bounds()))
+            inner = Weakened(peer, setup.action_noise) if setup.action_noise else peer
+            self.policy = self.runner = Guarded(inner, ActionGuard(*peer.action_bounds()))
             self.envs = {}
             return
         if setup.remote:  # FrameHistory and the chunk executor here, so the server must not stack frames again
@@ -237,8 +240,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.diagnose and (cfg.policy or cfg.remote or cfg.delay or cfg.blend):
         raise ValueError("--diagnose replays failed episodes of a wam checkpoint run here with synchronous chunks: "
                          "not with --policy, --remote, --delay or --blend")
-    if (cfg.action_noise or cfg.swap_instructions) and (cfg.policy or cfg.remote):
-        raise ValueError("--action-noise and --swap-instructions weaken a wam checkpoint run here, not --policy or --remote")
+    if (cfg.action_noise or cfg.swap_instructions) and cfg.remote:
+        raise ValueError("--action-noise and --swap-instructions weaken a policy run here, not --remote")
     if cfg.swap_instructions and cfg.instruction is not None:
         raise ValueError("--swap-instructions and --instruction both replace the prompts; give one")
     if cfg.policy is not None and cfg.remote:

@@ -1,7 +1,7 @@
 """`wam bench judge`: does the world model rank policies as the simulator does?
 
-Every policy named (a checkpoint, or a weakened one: PATH#noise=STD, PATH#instruction=other; wam/judge/policies.py)
-is evaluated twice on the same tasks and held-out seeds: for real in Meta-World (`wam eval`, with --action-noise and
+Every policy named (a checkpoint or lerobot:PATH, or a weakened one: PATH#noise=STD, PATH#instruction=other;
+wam/judge/policies.py) is evaluated twice on the same tasks and held-out seeds: for real in Meta-World (`wam eval`, with --action-noise and
 --swap-instructions for the weakened ones) and imagined inside the world model (`wam judge`). Then the statistics
 world-model evaluators report (wam/judge/rank.py): Spearman and Pearson correlation, MMRV, pairwise accuracy, over
 the policies' mean success, and over every (policy, task) cell; and how the absolute rates differ.
@@ -70,7 +70,8 @@ def real_success(cfg: JudgeBenchConfig, spec, tasks: tuple[str, ...], out: Path)
     done = _cached(out / "results.json", key)
     if done:
         return done
-    summary = evaluate(EvalConfig(checkpoint=spec.path, tasks=",".join(tasks), episodes=cfg.episodes, seed=cfg.seed,
+    policy = {"policy": spec.target} if spec.kind == "lerobot" else {"checkpoint": spec.path}
+    summary = evaluate(EvalConfig(**policy, tasks=",".join(tasks), episodes=cfg.episodes, seed=cfg.seed,
                                   max_steps=cfg.max_steps, action_noise=spec.noise,
                                   swap_instructions=spec.instruction is not None, out=out, videos=0,
                                   workers=cfg.workers))
@@ -103,6 +104,10 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
     if len(cfg.policies) < 2:
         raise ValueError(f"ranking needs two policies or more (--policies A B ...), got {len(cfg.policies)}")
     specs = [PolicySpec.parse(p) for p in cfg.policies]
+    served = [str(s) for s in specs if s.kind == "remote"]
+    if served:
+        raise ValueError(f"{served[0]}: the bench evaluates each policy for real in process; name the served "
+                         f"checkpoint's folder instead (wam judge itself takes ws:// URLs)")
     tasks = parse_tasks(cfg.tasks) if cfg.tasks else tuple(read_config(cfg.world)["data"]["tasks"])
     out = Path(cfg.out)
     rows, pairs = [], {t: [] for t in tasks}  # pairs: per task, (real, imagined) success of each episode

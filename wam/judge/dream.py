@@ -10,6 +10,12 @@ model predicts the frames those actions lead to; the state model (head.StateMode
 executed actions; the success head scores the newest imagined frame. An episode is solved when the head's
 probability passes `threshold`, and fails when `max_steps` run out first, as Meta-World's success flag is read
 in `wam eval`. A chunk shorter than the world model's action horizon is padded with its last action.
+
+Every episode draws the world model's noise from its own generator (`world_generator(seed)`), so an imagined
+episode is a function of the policy, the world model, the head and its seed alone: the same whether it is
+imagined in a batch of 20 episodes, alone, or with other seeds beside it (up to the rounding of batched matrix
+products, about 1e-7). That is what lets a policy that keeps state between steps (a lerobot policy, a remote one:
+wam/judge/policies.py) be judged one episode at a time and give the numbers a batch would.
 """
 
 from __future__ import annotations
@@ -53,12 +59,14 @@ class World:
 
     @torch.no_grad()
     def predict(self, images: np.ndarray, state: np.ndarray, prompt: str, actions: np.ndarray,
-                generator: torch.Generator, rows: list[int], execute: int) -> tuple[torch.Tensor, np.ndarray, None]:
+                generator: torch.Generator | list[torch.Generator], rows: list[int],
+                execute: int) -> tuple[torch.Tensor, np.ndarray, None]:
         """images (b, c, v, H, W, 3) uint8 at the world's context offsets, state (b, S) and actions (b, k, a) in
         robot units -> (predicted frames (b, f, v, 3, s, s) in model units, the same at the camera's resolution
         (b, f, v, H, W, 3) uint8, the state after `execute` steps or None: this model does not predict it, the
-        head's state model steps it). `rows`: the episodes of the batch's rows (for a world that keeps state per
-        episode, such as the simulator standing in for it in the tests)."""
+        head's state model steps it). `generator`: one for the whole batch, or one per row (each row's noise drawn
+        from its own). `rows`: the episodes of the batch's rows (for a world that keeps state per episode, such as
+        the simulator standing in for it in the tests)."""
         from wam import modes
         from wam.data.transforms import images_from_model, images_to_model
         from wam.models.base import Context
@@ -68,7 +76,12 @@ class World:
                       state=self.norm.state(torch.as_tensor(state, dtype=torch.float32)),
                       text=self.text(prompt).expand(b, -1))
         acts = self.norm.actions(torch.as_tensor(actions, dtype=torch.float32))
-        frames, _ = modes.run(self.model, "world_model", ctx, self.sampler, actions=acts, generator=generator)
+        noise = None
+        if isinstance(generator, list):  # the actions are given: only the frames' noise is drawn
+            shape = self.model.video_shape(1)[1:]
+            noise = (torch.stack([torch.randn(shape, generator=g) for g in generator]), torch.zeros(acts.shape))
+            generator = None
+        frames, _ = modes.run(self.model, "world_model", ctx, self.sampler, actions=acts, generator=generator, noise=noise)
         now = ctx.images[:, -1]  # (b, v, 3, H, W)
         up = torch.stack([next_context(now, frames[:, i]) for i in range(frames.shape[1])], 1)
         return frames, images_from_model(up), None
@@ -88,15 +101,21 @@ class Dream:
     """(T, H, v*W, 3) uint8: the imagined camera frames, one per chunk (first frame real), when asked."""
 
 
+def world_generator(seed: int) -> torch.Generator:
+    """The generator of an episode's world-model noise, from its variation seed (apart from the policy's own)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), 13]).generate_state(1)[0]))
+
+
 def dream(world: World, head, contender, first: list[Observation], seeds: list[int], prompt: str, max_steps: int,
           execute: int, threshold: float = 0.5, videos: int = 0) -> list[Dream]:
     """Imagined episodes of one task in lockstep, one per (first observation, seed); `prompt` is the task's
-    instruction (what the env gives the policy, and what the head reads). The first `videos` keep their frames."""
+    instruction (what the env gives the policy, and what the head reads). The first `videos` keep their frames.
+    `contender.act(episodes, observations, execute)` returns a chunk of at least `execute` actions per episode."""
     m, meta = world.cfg, contender.metadata
     if execute not in m.future_offsets:
         raise ValueError(f"the policy executes {execute} steps per chunk, but the world model predicts frames "
                          f"{list(m.future_offsets)} steps ahead: pass --execute one of those")
-    if meta.action_horizon < execute:
+    if 1 < meta.action_horizon < execute:
         raise ValueError(f"the policy returns {meta.action_horizon} actions per chunk, fewer than --execute {execute}")
     if tuple(head.cfg.cameras) != tuple(m.cameras) or head.cfg.size != m.future_size:
         raise ValueError(f"the success head reads cameras {list(head.cfg.cameras)} at {head.cfg.size} px; the world "
@@ -111,7 +130,7 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     state = torch.as_tensor(np.stack([o.state for o in first]), dtype=torch.float32)
     text = world.text(prompt)
     episodes = contender.start(seeds)
-    generator = torch.Generator().manual_seed(int(seeds[0]) if seeds else 0)
+    generators = [world_generator(s) for s in seeds]
     out = [Dream(seed=int(s), success=False, steps=max_steps) for s in seeds]
     frames_of = [[history[i][0]] if i < videos else None for i in range(n)]
     j = list(m.future_offsets).index(execute)
@@ -127,12 +146,13 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
             images = {c: stacked[:, views[k]] if len(meta.context_offsets) > 1 else stacked[0, views[k]]
                       for k, c in enumerate(meta.cameras)}
             obs.append(Observation(images=images, state=state[i].numpy(), prompt=prompt))
-        chunks = contender.act([episodes[i] for i in live], obs)  # (b, k, a)
+        chunks = contender.act([episodes[i] for i in live], obs, execute)  # (b, >= execute, a)
         k = m.action_horizon
         if chunks.shape[1] < k:
             chunks = np.concatenate([chunks, np.repeat(chunks[:, -1:], k - chunks.shape[1], 1)], 1)
         ctx = np.stack([np.stack([frame_at(history[i], t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
-        small, big, after = world.predict(ctx, state[live].numpy(), prompt, chunks[:, :k], generator, live, execute)
+        small, big, after = world.predict(ctx, state[live].numpy(), prompt, chunks[:, :k], [generators[i] for i in live],
+                                       live, execute)
         s = state[live]
         if after is None:
             for a in range(execute):

@@ -7,6 +7,10 @@ head's probability after every chunk) and OUT/report.html with a video of imagin
 
     wam judge fit --data runs/judge/data --out runs/judge/head        the success head and state model
     wam judge runs/a/last runs/b/last runs/b/last#noise=0.5 --world runs/judge/world/last --head runs/judge/head
+    wam judge lerobot:OUT/checkpoints/last/pretrained_model ws://127.0.0.1:8000 --world ... --head ...
+
+Any policy can be judged: our checkpoints (their episodes in lockstep, one batched pass), a lerobot policy or a
+running `wam serve` (one episode at a time: wam/judge/policies.py); each episode's outcome is the same either way.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from wam.evaluate import EVAL_SEED, wilson
 @dataclass(frozen=True)
 class JudgeConfig:
     policies: tyro.conf.Positional[tuple[str, ...]]
-    """Checkpoint folders, each optionally weakened: PATH#noise=STD, PATH#instruction=other (wam/judge/policies.py)."""
+    """Checkpoint folders, each optionally weakened: PATH#noise=STD, PATH#instruction=other; lerobot:PATH for a
+    lerobot-train policy (from the lerobot venv), ws://HOST:PORT for a running `wam serve` (wam/judge/policies.py)."""
     world: Path
     """A world model: a checkpoint whose recipe serves the world_model mode (decoupled, self-label, ...)."""
     head: Path
@@ -39,7 +44,8 @@ class JudgeConfig:
     """First held-out variation seed; episode i uses seed + i (as `wam eval`)."""
     max_steps: int = 200
     execute: int | None = None
-    """Actions executed per chunk (default: each policy's own; one of the world model's future offsets)."""
+    """Actions executed per chunk (default: each policy's own, or for a policy that acts step by step the world
+    model's first future offset; one of the world model's future offsets)."""
     threshold: float = 0.5
     """An imagined episode is solved when the head's probability passes this."""
     world_steps: int | None = None
@@ -69,9 +75,9 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from wam.envs.tasks import instruction, parse_tasks
-    from wam.judge.dream import World, dream
+    from wam.judge.dream import World
     from wam.judge.head import JudgeHead
-    from wam.judge.policies import Contender, PolicySpec
+    from wam.judge.policies import PolicySpec, contender
     from wam.video import write_mp4
 
     if not cfg.policies:  # checked here, not in __post_init__, where tyro would show it in a box
@@ -95,13 +101,13 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     results = []
     bar = tqdm(total=len(specs) * len(tasks), desc="judge", unit="task", disable=not progress)
     for p, spec in enumerate(specs):
-        contender = Contender(spec, tasks)
-        execute = cfg.execute or contender.execute
+        judged = contender(spec, tasks)
+        execute = cfg.execute or judged.execute or m.future_offsets[0]
         row = {"policy": str(spec), "execute": execute, "tasks": {}}
         for task, prompt in zip(tasks, instructions):
             start = time.perf_counter()
-            dreams = dream(world, head, contender, starts[task], seeds, prompt, cfg.max_steps, execute,
-                           cfg.threshold, cfg.videos)
+            dreams = imagine_task(world, head, judged, starts[task], seeds, prompt, cfg.max_steps, execute,
+                                  cfg.threshold, cfg.videos)
             k = sum(d.success for d in dreams)
             videos = []
             for d in dreams:
@@ -115,6 +121,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
                                   "episodes_detail": [{"seed": d.seed, "success": d.success, "steps": d.steps,
                                                        "probability": [round(x, 4) for x in d.probability]} for d in dreams]}
             bar.update(1)
+        judged.close()
         row["mean_success"] = float(np.mean([r["success_rate"] for r in row["tasks"].values()]))
         results.append(row)
     bar.close()
@@ -124,6 +131,18 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     (out / "judge.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary)
     return summary
+
+
+def imagine_task(world, head, judged, first: list, seeds: list[int], prompt: str, max_steps: int, execute: int,
+                 threshold: float, videos: int) -> list:
+    """One task's imagined episodes: all in lockstep for a checkpoint, one at a time for a policy that keeps state
+    between steps (the same results either way: wam/judge/dream.py)."""
+    from wam.judge.dream import dream
+
+    if judged.lockstep:
+        return dream(world, head, judged, first, seeds, prompt, max_steps, execute, threshold, videos)
+    return [d for i, (obs, seed) in enumerate(zip(first, seeds))
+            for d in dream(world, head, judged, [obs], [seed], prompt, max_steps, execute, threshold, int(i < videos))]
 
 
 def write_report(out: Path, summary: dict) -> Path:

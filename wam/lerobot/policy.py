@@ -99,6 +99,15 @@ def metadata_of(config: dict, fps: float | None = None) -> PolicyMetadata:
                           action_horizon=1, fps=fps, recipe=f"lerobot-{config['type']}", modes=("policy",))
 
 
+def check_installed(path: str | Path) -> None:
+    """A clear error where lerobot is not importable (it lives in its own venv), before anything heavy loads."""
+    import importlib.util
+
+    if importlib.util.find_spec("lerobot") is None:
+        raise ImportError(f"lerobot:{path} needs lerobot, which is not installed beside this wam: build its venv with "
+                          f"scripts/lerobot-venv.sh and run wam from there (.venv-lerobot/bin/wam)")
+
+
 class LeRobotPolicy:
     """A lerobot policy and its processors, one observation -> one action (see the module docstring)."""
 
@@ -106,6 +115,8 @@ class LeRobotPolicy:
         """`denoising_steps`: Diffusion Policy's inference steps per chunk (default: its config's, which is its
         training schedule's 100)."""
         import torch
+
+        check_installed(path)
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
         self.path = Path(path)
