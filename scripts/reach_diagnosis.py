@@ -1,12 +1,15 @@
 """Where do a checkpoint's reach-v3 rollouts end? Does the policy go to the goal, or to one place whatever the goal?
 
-    python scripts/reach_diagnosis.py CHECKPOINT [--episodes 20] [--json OUT.json]
+    python scripts/reach_diagnosis.py CHECKPOINT [--episodes 20] [--seed 100000] [--json OUT.json]
 
 Runs the held-out reach episodes of `wam eval` (seeds from 100000, 200 steps, the checkpoint's sampler) and records,
 per episode, the goal, the hand's closest approach to it and where the hand was then. Prints per episode and the
 summary: success, the mean closest distance (success needs 5 cm), the spread of the goals and of the closest hand
 positions per axis, and their correlation. A policy that reads the goal puts its hand where the goal is (correlation
 near 1, the hand's spread that of the goals); one that does not goes to about the same place every episode.
+`--seed 0` runs the variations the demonstrations were recorded on instead (the same goals and scenes, the arm starting
+where the env puts it): a policy that memorised its training goals succeeds there and not on held-out ones; one that
+cannot place its hand from the image fails on both.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=100_000, help="first variation seed (0: the demonstrations' own)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -34,7 +38,7 @@ def main() -> None:
     env = make_env("metaworld:reach-v3", policy.metadata.cameras, policy.metadata.image_size[0])
     sim = env._env  # Meta-World's own env: the goal and the hand are not part of wam's observation
     rows = []
-    for seed in range(100_000, 100_000 + args.episodes):
+    for seed in range(args.seed, args.seed + args.episodes):
         runner.reset(seed)
         obs = env.reset(seed)
         goal = np.array(sim._target_pos, dtype=float)

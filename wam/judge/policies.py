@@ -17,8 +17,8 @@ history between steps, a served one its session) is judged one episode at a time
 chunk, on the chunk's observation: the world model imagines frames only every `execute` steps. For a policy that
 computes a chunk every n steps (n a multiple of `execute`, as lerobot's ACT and Diffusion Policy do with their
 `n_action_steps`), the network runs at the steps it runs in the real episode, on that step's observation; a policy
-that reads every step's frame, or past ones (Diffusion Policy's `n_obs_steps`), sees the chunk's observation held. The actions pass the serving guard (wam.safety), as in `wam eval`.
-The real counterpart of each is `wam eval PATH --action-noise STD --swap-instructions` (`--policy lerobot:PATH`,
+that reads every step's frame, or past ones (Diffusion Policy's `n_obs_steps`), sees the chunk's observation held.
+The actions pass the serving guard (wam.safety), as in `wam eval`. The real counterpart of each is `wam eval PATH --action-noise STD --swap-instructions` (`--policy lerobot:PATH`,
 `--remote ws://...`).
 """
 
