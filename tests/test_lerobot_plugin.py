@@ -31,7 +31,7 @@ from lerobot.policies.factory import make_policy, make_pre_post_processors  # no
 from safetensors.torch import load_file  # noqa: E402
 
 from lerobot_policy_wam import WAMConfig, WAMResizeProcessorStep, make_wam_pre_post_processors  # noqa: E402
-from lerobot_policy_wam.convert import convert, from_wam  # noqa: E402
+from lerobot_policy_wam.convert import config_from_wam, convert, from_wam  # noqa: E402
 from lerobot_policy_wam.modeling_wam import WAMPolicy  # noqa: E402
 from wam import checkpoint  # noqa: E402
 from wam.config import PRESETS, SamplerConfig, TrainConfig, preset  # noqa: E402
@@ -90,6 +90,29 @@ def test_the_config_carries_wams_model_fields_resolved_from_the_preset():
     np.testing.assert_allclose(rates, [lr_at(i, want) for i in range(50)], rtol=1e-6)
     with pytest.raises(ValueError, match="n_action_steps 9 exceeds the chunk .*action_horizon 4"):
         WAMConfig(preset="tiny", device="cpu", n_action_steps=9)
+
+
+def test_every_model_field_of_a_wam_checkpoint_survives_the_conversion_both_ways(wam_trained, tmp_path):
+    """Fields a tiny checkpoint leaves at their defaults, set otherwise, reach the policy config, lerobot's saved
+    config.json and wam's reading of it (a WAMConfig that lacks a ModelConfig field silently drops it)."""
+    from wam.config import model_from_dict
+    from wam.lerobot.wam_checkpoint import features, model_config
+
+    run = checkpoint.read_config(wam_trained)
+    changed = {"motion_keypoints": 2, "image_encoder": "efficientnet-lite0", "image_encoder_path": "/weights/lite0.pth",
+               "prefix_width": 64, "prefix_depth": 2, "action_width": 48, "keypoints": 3}
+    assert all(run["model"][k] != v for k, v in changed.items())
+    run["model"].update(changed)
+    cfg = config_from_wam(run, state_size=4)
+    assert {k: getattr(cfg, k) for k in changed} == changed
+    want = model_from_dict(run["model"])
+    assert cfg.model_config() == want
+    cfg._save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {k: saved[k] for k in changed} == changed
+    cameras, _, state, action = features(saved)
+    assert model_config(saved, cameras, state, action) == want  # wam reads lerobot's file without lerobot
+    assert PreTrainedConfig.from_pretrained(tmp_path).model_config() == want
 
 
 def test_lerobot_trains_it_and_lerobot_and_wam_load_the_same_policy(lerobot_trained):

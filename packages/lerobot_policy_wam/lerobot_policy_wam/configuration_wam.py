@@ -73,13 +73,22 @@ class WAMConfig(PreTrainedConfig):
     heads: int | None = None
     mlp_ratio: float | None = None
     stem_channels: tuple[int, ...] | None = None
+    image_encoder: str | None = None
+    """conv (trained from scratch) or efficientnet-lite0 (ImageNet weights, fine-tuned)."""
+    image_encoder_path: str | None = None
+    """The EfficientNet-Lite0 .pth read when training starts; None: the installed weights package's."""
     keypoints: int | None = None
     future_patch: int | None = None
+    motion_keypoints: int | None = None
     video_target: str | None = None
     action_target: str | None = None
     video_residual: bool | None = None
     recipe: str | None = None
     """joint, decoupled, flash, video-then-idm, features, action-only (wam/recipes.py); None: the backbone's."""
+    prefix_width: int | None = None
+    prefix_depth: int | None = None
+    action_width: int | None = None
+    """Recipe hybrid-mot: the action stream's width."""
     actions_see_frames: bool | None = None
     resize: str = "pad"
     """How the preprocessor fits camera frames of another shape to image_size: pad (letterbox) or crop (the
