@@ -182,6 +182,35 @@ def test_judge_is_deterministic_and_writes_its_report(judged, tmp_path):
     assert probs[:4] != probs[4:]
 
 
+def test_a_judged_policy_is_closed_when_judging_it_fails(judged, tmp_path, monkeypatch):
+    """A served policy's connection or a lerobot model is released even when its episodes raise."""
+    import wam.judge.policies as policies
+    from wam.judge.judge import JudgeConfig, judge
+
+    made, load = [], policies.contender
+
+    def failing(spec, tasks, sampler=None):
+        judged_policy = load(spec, tasks, sampler)
+        closed = judged_policy.close
+
+        def act(*args):
+            raise RuntimeError("the policy broke")
+
+        def close():
+            made.append("closed")
+            closed()
+
+        judged_policy.act, judged_policy.close = act, close
+        return judged_policy
+
+    monkeypatch.setattr("wam.judge.policies.contender", failing)
+    cfg = JudgeConfig(policies=(str(judged["world"]),), world=judged["world"], head=judged["head"], episodes=1,
+                      max_steps=4, execute=P.model.future_offsets[0], out=tmp_path)
+    with pytest.raises(RuntimeError, match="the policy broke"):
+        judge(cfg, progress=False)
+    assert made == ["closed"]
+
+
 class SimulatorWorld:
     """The simulator standing in for a world model: it executes each episode's actions and returns the real frames
     and state; `SimulatorHead` reads whether the task was solved. A perfect world model and a perfect head."""

@@ -102,26 +102,28 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     bar = tqdm(total=len(specs) * len(tasks), desc="judge", unit="task", disable=not progress)
     for p, spec in enumerate(specs):
         judged = contender(spec, tasks)
-        execute = cfg.execute or judged.execute or m.future_offsets[0]
-        row = {"policy": str(spec), "execute": execute, "tasks": {}}
-        for task, prompt in zip(tasks, instructions):
-            start = time.perf_counter()
-            dreams = imagine_task(world, head, judged, starts[task], seeds, prompt, cfg.max_steps, execute,
-                                  cfg.threshold, cfg.videos)
-            k = sum(d.success for d in dreams)
-            videos = []
-            for d in dreams:
-                if d.video is not None:
-                    path = out / "videos" / f"p{p:02d}-{task}-{d.seed}.mp4"
-                    write_mp4(str(path), d.video, fps=4)
-                    videos.append({"seed": d.seed, "success": d.success, "path": str(path.relative_to(out))})
-            row["tasks"][task] = {"success_rate": k / len(dreams), "successes": k, "episodes": len(dreams),
-                                  "ci95": list(wilson(k, len(dreams))), "mean_steps": float(np.mean([d.steps for d in dreams])),
-                                  "seconds": time.perf_counter() - start, "videos": videos,
-                                  "episodes_detail": [{"seed": d.seed, "success": d.success, "steps": d.steps,
-                                                       "probability": [round(x, 4) for x in d.probability]} for d in dreams]}
-            bar.update(1)
-        judged.close()
+        try:  # a served policy's connection, a lerobot policy's model: released even when judging fails
+            execute = cfg.execute or judged.execute or m.future_offsets[0]
+            row = {"policy": str(spec), "execute": execute, "tasks": {}}
+            for task, prompt in zip(tasks, instructions):
+                start = time.perf_counter()
+                dreams = imagine_task(world, head, judged, starts[task], seeds, prompt, cfg.max_steps, execute,
+                                      cfg.threshold, cfg.videos)
+                k = sum(d.success for d in dreams)
+                videos = []
+                for d in dreams:
+                    if d.video is not None:
+                        path = out / "videos" / f"p{p:02d}-{task}-{d.seed}.mp4"
+                        write_mp4(str(path), d.video, fps=4)
+                        videos.append({"seed": d.seed, "success": d.success, "path": str(path.relative_to(out))})
+                row["tasks"][task] = {"success_rate": k / len(dreams), "successes": k, "episodes": len(dreams),
+                                      "ci95": list(wilson(k, len(dreams))), "mean_steps": float(np.mean([d.steps for d in dreams])),
+                                      "seconds": time.perf_counter() - start, "videos": videos,
+                                      "episodes_detail": [{"seed": d.seed, "success": d.success, "steps": d.steps,
+                                                           "probability": [round(x, 4) for x in d.probability]} for d in dreams]}
+                bar.update(1)
+        finally:
+            judged.close()
         row["mean_success"] = float(np.mean([r["success_rate"] for r in row["tasks"].values()]))
         results.append(row)
     bar.close()
