@@ -118,6 +118,11 @@ class ModelConfig:
     """Recipe `hybrid-mot`: width of the action stream beside the video stream (`width`); the attention runs in the
     video stream's width."""
 
+    environment_state_dim: int = 0
+    """Our backbone: entries of a head that predicts the dataset's observation.environment_state (object poses, the
+    goal: privileged simulator state) from the context tokens, a training-only target that makes the image encoder
+    localise what the state names (`--train.environment-state-weight`, which sets this from the data). The policy
+    never reads that state; the head is unused at inference. 0: none."""
     actions_see_frames: bool = True
     """Action tokens attend to future-frame tokens. False (joint, decoupled, flash): the frames become a
     prediction the actions never read, so a policy that does not want the predicted video can leave the frame
@@ -160,6 +165,9 @@ class ModelConfig:
             (self.motion_keypoints >= 0 and (self.motion_keypoints == 0 or self.backbone == "wam"),
              f"--model.motion-keypoints {self.motion_keypoints} must be >= 0, and only backbone 'wam' has them "
              f"(got backbone {self.backbone!r})"),
+            (self.environment_state_dim >= 0 and (self.environment_state_dim == 0 or self.backbone == "wam"),
+             f"--model.environment-state-dim {self.environment_state_dim} must be >= 0, and only backbone 'wam' has "
+             f"the head (got backbone {self.backbone!r})"),
             (self.image_encoder == "conv" or self.backbone == "wam",
              f"--model.image-encoder {self.image_encoder} is our backbone's; {_BACKBONE} {self.backbone} encodes frames with its VAE"),
             (self.image_encoder_path is None or self.image_encoder != "conv",
@@ -261,6 +269,11 @@ class TrainConfig:
     action_weight: float = 1.0
     augment_shift: int = 4
     """Random shift augmentation of context frames, px (0 = off)."""
+    environment_state_weight: float = 0.0
+    """Weight of an auxiliary loss: the model predicts the dataset's observation.environment_state (object poses,
+    goal; `wam collect` records it) at the current frame from its context tokens (mean squared error of the
+    standardised state, over labelled episodes). The policy never reads that state; the loss only shapes what the
+    image encoder learns to see. 0: off."""
     seed: int = 0
     threads: int = 0
     """torch intra-op threads (0 = torch's default)."""

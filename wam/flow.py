@@ -35,20 +35,24 @@ def velocity_from(output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, targ
 
 def losses(model: Backbone, video: torch.Tensor, actions: torch.Tensor, context: Context, t_video: torch.Tensor,
            t_action: torch.Tensor, noise_video: torch.Tensor, noise_actions: torch.Tensor,
-           video_target: str, action_target: str) -> dict[str, torch.Tensor]:
-    """Per-element squared errors: {"video": (b, f, v, 3, s, s), "action": (b, k, a)}.
+           video_target: str, action_target: str, environment: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-element squared errors: {"video": (b, f, v, 3, s, s), "action": (b, k, a)}, and "environment" (b, z)
+    when an `environment` state target is given (the auxiliary head of our backbone).
 
     For target "data" the error is on the clean sample, for "velocity" on x1 - x0. The caller weights,
     masks and reduces. A model that predicts no frames gets a zero video error.
     """
     xv = path(video, noise_video, t_video)
     xa = path(actions, noise_actions, t_action)
-    out_v, out_a = model(xv, xa, t_video, t_action, context)
+    out = model(xv, xa, t_video, t_action, context, **({"environment": True} if environment is not None else {}))
+    out_v, out_a = out[0], out[1]
     want_a = actions if action_target == "data" else actions - noise_actions
-    if out_v is None:
-        return {"video": torch.zeros_like(video), "action": (out_a - want_a) ** 2}
-    want_v = video if video_target == "data" else video - noise_video
-    return {"video": (out_v - want_v) ** 2, "action": (out_a - want_a) ** 2}
+    errors = {"action": (out_a - want_a) ** 2}
+    errors["video"] = torch.zeros_like(video) if out_v is None else (
+        out_v - (video if video_target == "data" else video - noise_video)) ** 2
+    if environment is not None:
+        errors["environment"] = (out[2] - environment) ** 2
+    return errors
 
 
 def schedule(video_steps: int, action_steps: int, decode: str = "together") -> list[tuple[float, float, float, float]]:

@@ -88,17 +88,24 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
         keep = (torch.rand(b, generator=g) >= r.state_dropout).float().to(device)
         known = keep if context.state_known is None else context.state_known.float() * keep
         context = dataclasses.replace(context, state_known=known)
+    aux = cfg.environment_state_weight > 0 and batch.environment_state is not None
     per = flow.losses(model, video, batch.actions, context, t_video, t_action, noise_v, noise_a,
-                      model_cfg.video_target, model_cfg.action_target)
+                      model_cfg.video_target, model_cfg.action_target,
+                      environment=batch.environment_state.to(device) if aux else None)
     am = batch.action_mask[..., None] * w_action[:, None, None]
     action = (per["action"] * am).sum() / (am.sum() * per["action"].shape[-1]).clamp_min(1)
-    if model_cfg.future_frames == 0:
-        return {"loss": cfg.action_weight * action, "video": torch.zeros(()), "action": action.detach()}
-    vm = (video_mask * w_video[:, None]).reshape(*video_mask.shape, 1, 1, 1, 1)
-    per_frame = per["video"][0, 0].numel()
-    video = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
-    loss = cfg.video_weight * video + cfg.action_weight * action
-    return {"loss": loss, "video": video.detach(), "action": action.detach()}
+    terms = {"action": action}
+    if model_cfg.future_frames:
+        vm = (video_mask * w_video[:, None]).reshape(*video_mask.shape, 1, 1, 1, 1)
+        per_frame = per["video"][0, 0].numel()
+        terms["video"] = (per["video"] * vm).sum() / (vm.sum() * per_frame).clamp_min(1)
+    if aux:  # the privileged state of the samples whose episodes have it as a target
+        known = batch.environment_known.to(device)[:, None]
+        terms["environment"] = (per["environment"] * known).sum() / (known.sum() * per["environment"].shape[-1]).clamp_min(1)
+    loss = cfg.action_weight * action if "video" not in terms else cfg.video_weight * terms["video"] + cfg.action_weight * action
+    if aux:
+        loss = loss + cfg.environment_state_weight * terms["environment"]
+    return {"loss": loss, "video": torch.zeros(()), **{k: v.detach() for k, v in terms.items()}}
 
 
 def video_first_steps(cfg: TrainConfig, model_cfg: ModelConfig, label_step: int | None) -> int:
@@ -220,6 +227,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     # the data contract (cameras, state and action sizes) comes from the data; what the checkpoint records is concrete
     model_cfg = model_cfg.for_data(recs.camera_names, recs.state.shape[1], recs.action.shape[1]).resolved()
+    if cfg.environment_state_weight > 0:  # the auxiliary head predicts the data's environment state
+        z = 0 if recs.environment_state is None else recs.environment_state.shape[1]
+        if not z:
+            raise ValueError(f"--train.environment-state-weight {cfg.environment_state_weight} trains a head on "
+                             f"observation.environment_state, which {cfg.data} does not hold; `wam collect` records it")
+        if model_cfg.environment_state_dim not in (0, z):
+            raise ValueError(f"--model.environment-state-dim {model_cfg.environment_state_dim} but the data's "
+                             f"observation.environment_state has {z} entries")
+        model_cfg = dataclasses.replace(model_cfg, environment_state_dim=z)
     last = Path(cfg.out) / "last"
     found = checkpoint.latest(last) if cfg.resume else None
     if found is not None:  # before building a frame cache for nothing
@@ -390,10 +406,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
             row = {"step": done, "loss": terms["loss"].item(), "video": terms["video"].item(),
                    "action": terms["action"].item(), "lr": lr, "grad_norm": grad_norm.item(), "samples_per_s": rate,
                    "train_s": time.perf_counter() - began}
+            if "environment" in terms:
+                row["environment"] = terms["environment"].item()
             with metrics_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.4f}", act=f"{row['action']:.4f}", vid=f"{row['video']:.4f}",
-                            sps=f"{rate:.0f}")
+                            sps=f"{rate:.0f}", **({"env": f"{row['environment']:.3f}"} if "environment" in row else {}))
         evaluate_now = eval_hook is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps
         if done % cfg.ckpt_every == 0 or done == cfg.steps or evaluate_now:
             ckpt = save(done) if rank == 0 or sharded else None

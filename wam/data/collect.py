@@ -13,6 +13,10 @@ behaviour that runs out of time); half the episodes also take a detour, a random
 hand steers to a random point of the workspace instead (a policy heading the wrong way), so the data spans clean to badly perturbed behaviour; the recorded action is the executed one
 (noise included, what the world model must learn the effect of); and a solved episode goes on for
 `AFTER_SUCCESS` more steps, so the solved state is seen, not only approached.
+
+Every frame also records the objects' poses and the goal as observation.environment_state (LeRobot's name;
+`MetaWorldEnv.environment_state`): privileged simulator state that no policy reads, an auxiliary training target
+(`wam train --train.environment-state-weight`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 from wam.envs import make_env
-from wam.envs.metaworld import DEFAULT_CAMERAS, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
+from wam.envs.metaworld import DEFAULT_CAMERAS, ENVIRONMENT_STATE_NAMES, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
@@ -123,7 +127,7 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             start = int(rng.integers(0, max_steps // 2))
             detour = range(start, start + int(rng.integers(20, max_steps)))
             detour_to = obs.state[:3] + rng.uniform(2 * START_LOW, 2 * START_HIGH)
-    images, states, actions, successes = {c: [] for c in cameras}, [], [], []
+    images, states, actions, successes, environment = {c: [] for c in cameras}, [], [], [], []
     solved_at = None
     for t in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
         action = env.expert_action()
@@ -136,6 +140,7 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
         for c in cameras:
             images[c].append(obs.images[c])
         states.append(obs.state)
+        environment.append(env.environment_state())
         actions.append(np.clip(executed if failures else action, -1, 1))
         obs, success = env.step(executed)
         successes.append(success)
@@ -147,7 +152,8 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
         return None
     return Episode(images={c: np.stack(frames) for c, frames in images.items()},
                    state=np.stack(states), action=np.stack(actions), task=instruction(task),
-                   success=np.asarray(successes), columns={"wam/env_task": task, "wam/seed": seed})
+                   success=np.asarray(successes), columns={"wam/env_task": task, "wam/seed": seed},
+                   environment_state=np.stack(environment))
 
 
 def _job(args):
@@ -160,7 +166,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     tasks = parse_tasks(cfg.tasks)
     spec = DatasetSpec(fps=FPS, cameras=dict.fromkeys(cfg.cameras, (cfg.image_size, cfg.image_size)),
                        state_names=STATE_NAMES, action_names=ACTION_NAMES, robot_type="sawyer", success=True,
-                       episode_columns=("wam/env_task", "wam/seed"))
+                       episode_columns=("wam/env_task", "wam/seed"), environment_state_names=ENVIRONMENT_STATE_NAMES)
     writer = DatasetWriter(cfg.out, spec, overwrite=cfg.overwrite,
                            extra={"cameras": list(cfg.cameras), "image_size": cfg.image_size, "env": "metaworld-v3",
                                   "action_noise": cfg.action_noise, "random_start": cfg.random_start,

@@ -17,6 +17,7 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_FILE_MB = 100
 VIDEO_FILE_MB = 200
+ENVIRONMENT_STATE_KEY = "observation.environment_state"  # lerobot's OBS_ENV_STATE: object poses, goals (privileged)
 
 
 def image_key(camera: str) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 
 from wam.config import DataConfig
 from wam.config import parse_episodes as _parse
+from wam.data.layout import ENVIRONMENT_STATE_KEY
 
 CODEBASE_VERSION = "v3.0"
 IMAGE_PREFIX = "observation.images."
@@ -33,6 +34,7 @@ CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id
 
 
 SUCCESS_KEY = "next.success"
+
 
 
 class DataError(ValueError):
@@ -85,6 +87,8 @@ class Recordings:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (episode, why), with --data.skip-bad-episodes
     has_state: np.ndarray | None = None  # (E,) False where the robot state is not read (--data.video-only-episodes)
     success: np.ndarray | None = None  # (N,) bool `next.success` (solved after this frame's action), where recorded
+    environment_state: np.ndarray | None = None  # (N, Z) float32 observation.environment_state, where recorded
+    #                                              (zeros for --data.video-only-episodes, whose state is hidden)
 
     def __post_init__(self):
         if self.has_state is None:
@@ -123,7 +127,8 @@ class Recordings:
                        episode_ids=self.episode_ids[positions], episode_from=to - lengths, episode_to=to,
                        has_actions=self.has_actions[positions], has_state=self.has_state[positions], env_tasks=[self.env_tasks[e] for e in positions],
                        seeds=[self.seeds[e] for e in positions],
-                       success=None if self.success is None else self.success[frames])
+                       success=None if self.success is None else self.success[frames],
+                       environment_state=None if self.environment_state is None else self.environment_state[frames])
 
 
 # ============================================================================================ reading
@@ -257,11 +262,11 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         absent = [k for k in required if k not in schema.names]
         if absent:
             raise DataError(f"{path} has no columns {absent}: expected them for every frame (columns {schema.names})")
-        table = _parquet(path, required + [k for k in ("task_index", SUCCESS_KEY) if k in schema.names])
+        table = _parquet(path, required + [k for k in ("task_index", SUCCESS_KEY, ENVIRONMENT_STATE_KEY) if k in schema.names])
         n = table.num_rows
         part = {"file": np.full(n, len(parts)), "row": np.arange(n)}
         for k in table.column_names:
-            part[k] = (_vectors(table.column(k), n, k, str(path)) if k in (data.state_key, data.action_key)
+            part[k] = (_vectors(table.column(k), n, k, str(path)) if k in (data.state_key, data.action_key, ENVIRONMENT_STATE_KEY)
                        else table.column(k).to_numpy(zero_copy_only=False))
         parts.append(part)
     frames = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
@@ -324,6 +329,10 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
     state, action = np.array(state[take], np.float32), np.array(action[take], np.float32)
     hidden = np.repeat(blind, lengths)
     state[hidden], action[hidden] = 0.0, 0.0
+    environment = frames.get(ENVIRONMENT_STATE_KEY)
+    if environment is not None:
+        environment = np.array(environment[take], np.float32)
+        environment[hidden] = 0.0
     return Recordings(
         root=root, info=info, stats=stats, data=data, cameras=tuple(cameras), sources=tuple(sources),
         state=state, action=action, has_state=~blind,
@@ -333,7 +342,7 @@ def read_dataset(root: str | Path, data: DataConfig = DataConfig()) -> Recording
         has_actions=np.asarray(col("wam/has_actions", True), bool) & ~blind, instructions=instructions,
         env_tasks=[str(t) for t in col("wam/env_task", "")], seeds=[int(s) for s in col("wam/seed", -1)],
         skipped=bad,
-        success=frames[SUCCESS_KEY][take].astype(bool) if SUCCESS_KEY in frames else None)
+        success=frames[SUCCESS_KEY][take].astype(bool) if SUCCESS_KEY in frames else None, environment_state=environment)
 
 
 def read_tasks(root: Path) -> list[str]:

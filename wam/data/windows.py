@@ -30,6 +30,9 @@ class Batch:
     has_actions: torch.Tensor  # (b,) bool: False for samples from action-free episodes
     future_state: torch.Tensor | None = None  # (b, state_dim) normalised state at the last future frame
     steps_left: torch.Tensor | None = None  # (b,) steps from this frame to the episode's last
+    environment_state: torch.Tensor | None = None  # (b, z) standardised observation.environment_state now (an
+    #                                                auxiliary target; zeros where unknown, see environment_known)
+    environment_known: torch.Tensor | None = None  # (b,) 1 where the sample's environment state is a target
 
 
 class Windows:
@@ -57,6 +60,9 @@ class Windows:
         self.known = torch.from_numpy(rec.has_state[ep]).float() if not rec.has_state.all() else None  # (N,)
         self.latents = latents
         self.n = len(ep)
+        self.environment = None  # (N, z) standardised, when the model has the head (an auxiliary target)
+        if cfg.environment_state_dim and rec.environment_state is not None:  # (train checks the data has it)
+            self.environment, self.environment_known = standardised_environment(rec, cfg.environment_state_dim)
 
     def images(self, idx: np.ndarray) -> torch.Tensor:
         """uint8 (*idx.shape, v, H, W, 3): every camera's frames at positions idx."""
@@ -84,6 +90,8 @@ class Windows:
         known = self.known[idx] if self.known is not None else None  # (b,) 0 for action-free video
         extras = {"future_state": self.norm.state(self.state[fut_i[:, -1] if fut_i.shape[1] else idx]),
                   "steps_left": torch.from_numpy(hi - 1 - idx)}
+        if self.environment is not None:
+            extras.update(environment_state=self.environment[idx], environment_known=self.environment_known[idx])
         if self.latents is not None:  # pretrained backbone: latent frames, no pixel augmentation
             c = cfg.context_frames
             lat = self.latents[torch.from_numpy(frames)].float()  # (b, c+f, v, z, h, w)
@@ -100,6 +108,21 @@ class Windows:
                            actions=self.norm.actions(self.actions[act_i]), action_mask=torch.from_numpy(act_ok).float(),
                            video_mask=torch.from_numpy(fut_ok).float(), has_actions=self.labelled[idx],
                            shift_px=shift_px, generator=generator, **extras)
+
+
+def standardised_environment(rec: Recordings, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, dim) observation.environment_state standardised over the labelled episodes' frames (an entry that never
+    varies, such as a task's absent second object, stays 0), and (N,) 1 for those frames: the auxiliary target is
+    trained only where actions are known, as privileged state of video from elsewhere would not be."""
+    if rec.environment_state is None or rec.environment_state.shape[1] != dim:
+        got = "none" if rec.environment_state is None else f"{rec.environment_state.shape[1]} entries"
+        raise ValueError(f"the model predicts a {dim}-entry observation.environment_state but the data has {got}; "
+                         f"collect with `wam collect` (which records it) or set --train.environment-state-weight 0")
+    known = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)
+    x = rec.environment_state[known] if known.any() else rec.environment_state
+    mean, std = x.mean(0), x.std(0)
+    z = (rec.environment_state - mean) / np.where(std > 1e-6, std, 1.0)
+    return torch.from_numpy(z.astype(np.float32)), torch.from_numpy(known.astype(np.float32))
 
 
 def pixel_batch(cfg: ModelConfig, frames: torch.Tensor, *, state: torch.Tensor, text: torch.Tensor, actions: torch.Tensor,

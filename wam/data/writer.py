@@ -1,7 +1,8 @@
 """Writing episodes into the LeRobotDataset v3.0 layout (wam/data/layout.py), streamed and atomic.
 
 A `DatasetSpec` declares the features before the first episode: each camera's (height, width) and storage, the
-state and action names, fps. `DatasetWriter.add(episode)` checks the episode against it and writes it at once:
+state and action names (and, optionally, the environment state's: observation.environment_state), fps.
+`DatasetWriter.add(episode)` checks the episode against it and writes it at once:
 its frames into the open mp4 of each "video" camera (PNG bytes in the data parquet for an "image" camera, as
 lerobot stores them through HF datasets), its rows into the open data parquet, its row into the open
 meta/episodes parquet (ten at a time) and its statistics into running aggregates (wam/data/stats.py). Memory
@@ -37,6 +38,7 @@ from wam.data.layout import (
     CODEBASE_VERSION,
     DATA_FILE_MB,
     DATA_PATH,
+    ENVIRONMENT_STATE_KEY,
     EPISODES_PATH,
     VIDEO_FILE_MB,
     VIDEO_PATH,
@@ -68,6 +70,8 @@ class DatasetSpec:
     robot_type: str | None = None
     success: bool = False  # a per-frame bool `next.success` column
     episode_columns: tuple[str, ...] = ()  # extra per-episode columns, e.g. "wam/env_task" (one scalar each)
+    environment_state_names: tuple[str, ...] = ()  # observation.environment_state, float32, when given (object
+    #                                                poses, goals: privileged simulator state, LeRobot's name)
 
     def __post_init__(self):
         if int(self.fps) != self.fps or self.fps < 1:
@@ -80,9 +84,9 @@ class DatasetSpec:
         if set(storage) != set(cameras) or any(s not in STORAGES for s in storage.values()):
             raise ValueError(f"storage must be one of {STORAGES} or a dict of them for cameras {sorted(cameras)}, "
                              f"got {self.storage!r}")
-        for what in ("state_names", "action_names"):
+        for what in ("state_names", "action_names", "environment_state_names"):
             names = tuple(str(n) for n in getattr(self, what))
-            if not names or len(set(names)) != len(names):
+            if (not names and what != "environment_state_names") or len(set(names)) != len(names):
                 raise ValueError(f"{what} must be one or more distinct names, got {names}")
             object.__setattr__(self, what, names)
         reserved = {"tasks", "length", "episode_index", "wam/has_actions"}
@@ -108,6 +112,7 @@ class Episode:
     task: str  # the instruction
     success: np.ndarray | None = None  # (T,) bool `next.success`, when the spec declares it
     columns: dict[str, Scalar] = field(default_factory=dict)  # one value for each of spec.episode_columns
+    environment_state: np.ndarray | None = None  # (T, len(environment_state_names)), when the spec declares them
 
     @property
     def length(self) -> int:
@@ -129,7 +134,13 @@ def check_episode(spec: DatasetSpec, ep: Episode, index: int) -> None:
     t = len(state)
     if ep.action is not None and np.shape(ep.action) != (t, a):
         fail("action", f"({t}, {a}) for {spec.action_names} (T = {t}, the state's length)", shape(ep.action))
-    for key, x in (("observation.state", state), ("action", ep.action)):
+    e = len(spec.environment_state_names)
+    if e and np.shape(ep.environment_state) != (t, e):
+        fail(ENVIRONMENT_STATE_KEY, f"({t}, {e}) for {spec.environment_state_names}",
+             "none" if ep.environment_state is None else shape(ep.environment_state))
+    if not e and ep.environment_state is not None:
+        fail(ENVIRONMENT_STATE_KEY, "none (the spec declares no environment_state_names)", shape(ep.environment_state))
+    for key, x in (("observation.state", state), ("action", ep.action), (ENVIRONMENT_STATE_KEY, ep.environment_state)):
         if x is not None and not (np.issubdtype(np.asarray(x).dtype, np.number) and np.isfinite(x).all()):
             fail(key, "finite numbers", f"{shape(x)} with NaN, inf or non-numbers")
     if set(ep.images) != set(spec.cameras):
@@ -229,6 +240,7 @@ class DatasetWriter:
         vec = lambda n: pa.list_(pa.float32(), n)
         png = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
         fields = [("observation.state", vec(len(spec.state_names))), ("action", vec(len(spec.action_names)))]
+        fields += [(ENVIRONMENT_STATE_KEY, vec(len(spec.environment_state_names)))] * bool(spec.environment_state_names)
         fields += [("next.success", pa.bool_())] * spec.success
         fields += [(image_key(c), png) for c in spec.cameras_stored_as("image")]
         fields += [("timestamp", pa.float32())] + [(k, pa.int64()) for k in INDEX_COLUMNS[1:]]
@@ -269,6 +281,8 @@ class DatasetWriter:
         }
         if spec.success:
             columns["next.success"] = np.asarray(ep.success, bool)
+        if spec.environment_state_names:
+            columns[ENVIRONMENT_STATE_KEY] = np.asarray(ep.environment_state, np.float32)
 
         chunk, file, start = self._data.place(t)
         row = {"episode_index": index, "tasks": [ep.task], "length": t, "data/chunk_index": chunk,
@@ -367,6 +381,9 @@ class DatasetWriter:
                     "video.is_depth_map": False, "video.fps": spec.fps, "video.channels": 3, "has_audio": False}
         features["observation.state"] = {"dtype": "float32", "shape": [len(spec.state_names)], "names": list(spec.state_names)}
         features["action"] = {"dtype": "float32", "shape": [len(spec.action_names)], "names": list(spec.action_names)}
+        if spec.environment_state_names:
+            features[ENVIRONMENT_STATE_KEY] = {"dtype": "float32", "shape": [len(spec.environment_state_names)],
+                                               "names": list(spec.environment_state_names)}
         if spec.success:
             features["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
         for key in INDEX_COLUMNS:

@@ -30,6 +30,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 STATE_DIM = 4
 ACTION_DIM = 4
+ENVIRONMENT_STATE_NAMES = (
+    *(f"object_{k}" for k in ("x", "y", "z", "qx", "qy", "qz", "qw")),
+    *(f"object2_{k}" for k in ("x", "y", "z", "qx", "qy", "qz", "qw")),
+    "goal_x", "goal_y", "goal_z")
+"""What `environment_state()` returns: Meta-World's obs[4:18] (the task's first and second object, position and
+quaternion x, y, z, w; zeros where a task has none) and obs[36:39] (the goal). Privileged: the policy never reads it."""
 MAX_EPISODE_STEPS = 500  # Meta-World's own max_path_length
 
 
@@ -196,6 +202,13 @@ class MetaWorldEnv:
 
             self._expert = ENV_POLICY_MAP[self.task]()
         return np.asarray(self._expert.get_action(self._raw), dtype=np.float32)
+
+    def environment_state(self) -> np.ndarray:
+        """float32 (len(ENVIRONMENT_STATE_NAMES),): the objects' poses and the goal now (what LeRobot datasets call
+        observation.environment_state). `wam collect` records it as a training target the policy never reads."""
+        if self._raw is None:
+            raise RuntimeError("call reset(seed) before environment_state()")
+        return np.concatenate([self._raw[4:18], self._raw[36:39]]).astype(np.float32)
 
     def snapshot(self) -> "Snapshot":
         """Everything the next steps depend on: MuJoCo's integration state (positions, velocities, controls, mocap,

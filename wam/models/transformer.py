@@ -266,6 +266,8 @@ class WAMTransformer(nn.Module):
         are copied out, since the cached keys/values outlive the next replay of the same graph."""
         self.video_out = FinalLayer(d, 3 * cfg.future_patch**2) if n_vid else None
         self.action_out = FinalLayer(d, cfg.action_dim)
+        self.environment_out = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.environment_state_dim))
+                                if cfg.environment_state_dim else None)  # a training-only auxiliary head
         self._init()
 
     def _init(self):
@@ -364,9 +366,11 @@ class WAMTransformer(nn.Module):
 
     # ------------------------------------------------------------------ the pure tensor function
     def forward(self, noisy_video: torch.Tensor, noisy_actions: torch.Tensor, t_video: torch.Tensor,
-                t_action: torch.Tensor, context: Context) -> tuple[torch.Tensor | None, torch.Tensor]:
+                t_action: torch.Tensor, context: Context, environment: bool = False) -> tuple[torch.Tensor | None, ...]:
         """noisy_video (b, f, v, 3, s, s), noisy_actions (b, k, a), t_video/t_action (b,) in [0, 1]
-        -> raw outputs for future frames (b, f, v, 3, s, s; None if the recipe predicts none) and actions (b, k, a)."""
+        -> raw outputs for future frames (b, f, v, 3, s, s; None if the recipe predicts none) and actions (b, k, a);
+        with `environment`, also the auxiliary head's environment state (b, environment_state_dim), read from the
+        context tokens' outputs, mean-pooled (training only: the context reads no frames or actions)."""
         text = self.text_cond(context.text)
         cond = self._cond(t_video, t_action, text)
         parts = [self._context_tokens(context)]
@@ -377,7 +381,12 @@ class WAMTransformer(nn.Module):
         n = self.n_ctx + self.n_vid + self.n_act
         x, _ = self._run(torch.cat(parts, dim=1), cond, (self.n_ctx, self.n_vid, self.n_act), range(n))
         vid_out = self._video_out(x[:, self.n_ctx:self.n_ctx + self.n_vid], cond, current) if self.n_vid else None
-        return vid_out, self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
+        act_out = self.action_out(x[:, self.n_ctx + self.n_vid:], cond[:, ACTION])
+        if not environment:
+            return vid_out, act_out
+        if self.environment_out is None:
+            raise ValueError("this model has no environment-state head (--model.environment-state-dim 0)")
+        return vid_out, act_out, self.environment_out(x[:, :self.n_ctx].mean(1))
 
     # ------------------------------------------------------------------ cached inference (same function)
     def encode(self, context: Context, noisy_video: torch.Tensor | None = None,

@@ -89,6 +89,9 @@ class WAMConfig(PreTrainedConfig):
     prefix_depth: int | None = None
     action_width: int | None = None
     """Recipe hybrid-mot: the action stream's width."""
+    environment_state_dim: int | None = None
+    """The environment-state head of a `wam train --train.environment-state-weight` checkpoint (trained by wam;
+    lerobot-train does not train it)."""
     actions_see_frames: bool | None = None
     resize: str = "pad"
     """How the preprocessor fits camera frames of another shape to image_size: pad (letterbox) or crop (the

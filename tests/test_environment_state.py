@@ -1,0 +1,122 @@
+"""observation.environment_state: `wam collect` records the objects' poses and the goal (privileged simulator state,
+LeRobot's key), the reader reads it, and `wam train --train.environment-state-weight` trains an auxiliary head on it
+that shapes the image encoder and leaves the policy's inputs and outputs unchanged."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wam.config import TrainConfig, preset
+from wam.data.layout import ENVIRONMENT_STATE_KEY
+from wam.data.reader import read_dataset
+from wam.envs.metaworld import ENVIRONMENT_STATE_NAMES
+from wam.testing import concrete, fake_batch
+
+P = preset("tiny")
+
+
+def test_collect_records_the_environment_state_of_every_frame(tiny_dataset):
+    from wam.envs import make_env
+
+    info = json.loads((tiny_dataset / "meta/info.json").read_text())
+    assert info["features"][ENVIRONMENT_STATE_KEY]["names"] == list(ENVIRONMENT_STATE_NAMES)
+    assert ENVIRONMENT_STATE_KEY in json.loads((tiny_dataset / "meta/stats.json").read_text())
+    rec = read_dataset(tiny_dataset)
+    assert rec.environment_state.shape == (len(rec.state), len(ENVIRONMENT_STATE_NAMES)) and rec.state.shape[1] == 4
+    # the first frame of an episode is its variation's state after reset: the goal and objects of that seed
+    m = concrete(P.model)
+    env = make_env(f"metaworld:{rec.env_tasks[0]}", m.cameras, m.image_size)
+    env.reset(rec.seeds[0])
+    np.testing.assert_allclose(rec.environment_state[0], env.environment_state(), atol=1e-6)
+    goal = list(ENVIRONMENT_STATE_NAMES).index("goal_x")
+    np.testing.assert_allclose(rec.environment_state[0, goal:goal + 3], env._env._target_pos, atol=1e-6)
+    # a drawer moves while it is closed: the object's pose changes within the episode
+    e = 0
+    assert np.ptp(rec.environment_state[rec.episode_from[e]:rec.episode_to[e], :3], axis=0).max() > 0.01
+    # hidden with the state of --data.video-only-episodes
+    from wam.config import DataConfig
+
+    blind = read_dataset(tiny_dataset, DataConfig(video_only_episodes="0"))
+    assert not blind.environment_state[blind.episode_from[0]:blind.episode_to[0]].any()
+    assert blind.environment_state[blind.episode_from[1]:].any()
+
+
+def test_the_writer_checks_the_environment_state_against_its_spec(tmp_path):
+    from wam.data.writer import DatasetSpec, DatasetWriter, Episode, EpisodeMismatch
+
+    spec = DatasetSpec(fps=10, cameras={"cam": (8, 8)}, state_names=("a",), action_names=("b",),
+                       environment_state_names=("x", "y"), storage="image")
+    t = 3
+    ep = Episode(images={"cam": np.zeros((t, 8, 8, 3), np.uint8)}, state=np.zeros((t, 1)), action=np.zeros((t, 1)),
+                 task="do it")
+    writer = DatasetWriter(tmp_path / "d", spec)
+    with pytest.raises(EpisodeMismatch, match=r"observation.environment_state: expected \(3, 2\) .*got none"):
+        writer.add(ep)
+    with pytest.raises(EpisodeMismatch, match=r"observation.environment_state: expected finite"):
+        writer.add(dataclasses.replace(ep, environment_state=np.full((t, 2), np.nan)))
+    writer.add(dataclasses.replace(ep, environment_state=np.arange(2 * t, dtype=np.float32).reshape(t, 2)))
+    root = writer.finish()
+    np.testing.assert_array_equal(read_dataset(root).environment_state, np.arange(6).reshape(3, 2))
+    plain = DatasetWriter(tmp_path / "e", dataclasses.replace(spec, environment_state_names=()))
+    with pytest.raises(EpisodeMismatch, match="declares no environment_state_names"):
+        plain.add(dataclasses.replace(ep, environment_state=np.zeros((t, 2))))
+    plain.abort()
+
+
+def test_the_auxiliary_loss_reaches_the_image_encoder_and_leaves_the_outputs_alone():
+    from wam.backbones import build
+    from wam.train import loss_terms
+
+    m = dataclasses.replace(concrete(P.model), environment_state_dim=5)
+    net = build(m)
+    batch = dataclasses.replace(fake_batch(m, b=3), environment_state=torch.randn(3, 5),
+                                environment_known=torch.tensor([1.0, 1.0, 0.0]))
+    on = TrainConfig(environment_state_weight=2.0)
+    terms = loss_terms(net, batch, on, m, torch.Generator().manual_seed(0))
+    off = loss_terms(net, batch, TrainConfig(), m, torch.Generator().manual_seed(0))
+    assert "environment" not in off and terms["environment"] > 0
+    torch.testing.assert_close(terms["loss"], off["loss"] + 2.0 * terms["environment"])
+    # its gradient alone reaches the image encoder (the action and frame heads start at zero output)
+    net.zero_grad()
+    (terms["loss"] - off["loss"]).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.stem.parameters())
+    # the third sample's state is not a target: changing it changes nothing
+    moved = dataclasses.replace(batch, environment_state=batch.environment_state + torch.tensor([0.0, 0.0, 5.0])[:, None])
+    torch.testing.assert_close(loss_terms(net, moved, on, m, torch.Generator().manual_seed(0))["environment"],
+                               terms["environment"])
+    # the head is extra output, not a change of the policy's function
+    ctx, t = batch.context, torch.rand(3)
+    plain, extra = net(batch.video, batch.actions, t, t, ctx), net(batch.video, batch.actions, t, t, ctx, environment=True)
+    assert torch.equal(plain[0], extra[0]) and torch.equal(plain[1], extra[1]) and extra[2].shape == (3, 5)
+    with pytest.raises(ValueError, match="only backbone 'wam' has"):
+        dataclasses.replace(P.model, backbone="wan", backbone_path="x", environment_state_dim=3)
+
+
+def test_train_with_the_environment_state_weight(tiny_dataset, tmp_path):
+    from wam.policy import WAMPolicy
+    from wam.train import train
+    from wam.testing import fake_observation
+
+    out = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2,
+                                    environment_state_weight=1.0), P.model, P.sampler, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["environment_state_dim"] == len(ENVIRONMENT_STATE_NAMES)
+    assert config["train"]["environment_state_weight"] == 1.0
+    rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"loss"' in r]
+    assert rows and all(r["environment"] > 0 for r in rows)
+    policy = WAMPolicy.from_checkpoint(out)  # the head is in the weights; the policy reads images and state only
+    assert policy.infer(fake_observation(policy.metadata)).actions.shape == (policy.cfg.action_horizon, 4)
+
+
+def test_the_weight_needs_a_dataset_that_records_the_environment_state(tiny_dataset, tmp_path):
+    from pathlib import Path
+
+    from wam.train import train
+
+    so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no environment state
+    with pytest.raises(ValueError, match="does not hold; `wam collect` records it"):
+        train(dataclasses.replace(P.train, data=so100, out=tmp_path / "run", steps=1, environment_state_weight=1.0),
+              dataclasses.replace(P.model, cameras=()), P.sampler, progress=False)
