@@ -102,10 +102,11 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
     if aux:  # the privileged state of the samples whose episodes have it as a target
         known = batch.environment_known.to(device)[:, None]
         terms["environment"] = (per["environment"] * known).sum() / (known.sum() * per["environment"].shape[-1]).clamp_min(1)
-    loss = cfg.action_weight * action if "video" not in terms else cfg.video_weight * terms["video"] + cfg.action_weight * action
+    video = terms.get("video")
+    loss = cfg.action_weight * action if video is None else cfg.video_weight * video + cfg.action_weight * action
     if aux:
         loss = loss + cfg.environment_state_weight * terms["environment"]
-    return {"loss": loss, "video": torch.zeros(()), **{k: v.detach() for k, v in terms.items()}}
+    return {"loss": loss, "video": torch.zeros(()), **{k: v.detach() for k, v in terms.items()}}  # video 0 if none
 
 
 def video_first_steps(cfg: TrainConfig, model_cfg: ModelConfig, label_step: int | None) -> int:
