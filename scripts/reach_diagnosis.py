@@ -10,6 +10,10 @@ near 1, the hand's spread that of the goals); one that does not goes to about th
 `--seed 0` runs the variations the demonstrations were recorded on instead (the same goals and scenes, the arm starting
 where the env puts it): a policy that memorised its training goals succeeds there and not on held-out ones; one that
 cannot place its hand from the image fails on both.
+
+A checkpoint trained with `--train.environment-state-weight` also reports what its auxiliary head reads from each
+episode's first frame: the goal it predicts beside the real one (the error per axis and the correlation). A head that
+finds the goal while the hand does not go there points at the action path; one that does not, at perception.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ def main() -> None:
     runner = closed_loop(policy, policy.sampler.execute)
     env = make_env("metaworld:reach-v3", policy.metadata.cameras, policy.metadata.image_size[0])
     sim = env._env  # Meta-World's own env: the goal and the hand are not part of wam's observation
+    probe = goal_probe(policy)
     rows = []
     for seed in range(args.seed, args.seed + args.episodes):
         runner.reset(seed)
         obs = env.reset(seed)
         goal = np.array(sim._target_pos, dtype=float)
+        read = probe(obs) if probe else None
         best, at, ok = np.inf, None, False
         for _ in range(args.max_steps):
             obs, ok = env.step(runner.infer(obs).actions[0])
@@ -51,7 +57,7 @@ def main() -> None:
             if ok:
                 break
         rows.append({"seed": seed, "success": bool(ok), "goal": goal.round(4).tolist(), "closest": round(best, 4),
-                     "hand_at_closest": at.round(4).tolist()})
+                     "hand_at_closest": at.round(4).tolist(), **({"goal_read": read.round(4).tolist()} if probe else {})})
         print(rows[-1], flush=True)
     env.close()
     goals = np.array([r["goal"] for r in rows])
@@ -60,12 +66,46 @@ def main() -> None:
                "success": float(np.mean([r["success"] for r in rows])),
                "mean_closest_m": float(np.mean([r["closest"] for r in rows])),
                "goal_std_m": goals.std(0).round(4).tolist(), "hand_std_m": hands.std(0).round(4).tolist(),
-               "correlation": [round(float(np.corrcoef(goals[:, i], hands[:, i])[0, 1]), 3) for i in range(3)],
-               "episodes_rows": rows}
+               "correlation": [round(float(np.corrcoef(goals[:, i], hands[:, i])[0, 1]), 3) for i in range(3)]}
+    if probe:
+        read = np.array([r["goal_read"] for r in rows])
+        summary["head_goal_error_m"] = np.abs(read - goals).mean(0).round(4).tolist()
+        summary["head_goal_correlation"] = [round(float(np.corrcoef(goals[:, i], read[:, i])[0, 1]), 3) for i in range(3)]
+    summary["episodes_rows"] = rows
     print({k: v for k, v in summary.items() if k != "episodes_rows"})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
+
+
+def goal_probe(policy):
+    """obs -> the goal (x, y, z, metres) the checkpoint's environment-state head reads from that frame alone (the
+    context frames all that frame, as at an episode's start); None for a checkpoint without the head."""
+    import torch
+
+    from wam.data.reader import read_dataset
+    from wam.data.windows import environment_stats
+    from wam.envs.metaworld import ENVIRONMENT_STATE_NAMES
+
+    net = policy.model
+    if getattr(net, "environment_out", None) is None:
+        return None
+    rec = read_dataset(policy.config["data"]["root"])
+    mean, std = environment_stats(rec)
+    goal = [ENVIRONMENT_STATE_NAMES.index(f"goal_{k}") for k in "xyz"]
+    c = policy.cfg.context_frames
+
+    @torch.inference_mode()
+    def read(obs):
+        stacked = type(obs)(images={k: np.stack([v] * c) for k, v in obs.images.items()}, state=obs.state, prompt=obs.prompt)
+        ctx = policy._context([stacked], [policy.embed(obs.prompt)])
+        zeros = torch.zeros(1, policy.cfg.action_horizon, policy.cfg.action_dim)
+        video = torch.zeros(net.video_shape(1)) if net.n_vid else None
+        t = torch.zeros(1)  # the head reads the context tokens, which read nothing else
+        z = net(video, zeros, t, t, ctx, environment=True)[2][0].numpy()
+        return (z * std + mean)[goal].astype(float)
+
+    return read
 
 
 if __name__ == "__main__":
