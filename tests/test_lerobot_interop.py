@@ -43,10 +43,11 @@ def test_lerobot_reads_lengths_episodes_states_actions_and_stats(tiny_dataset):
         assert int(item["episode_index"]) == ours.episode_ids[ours.episode_of[i]] and int(item["index"]) == i
         np.testing.assert_array_equal(item["observation.state"].numpy(), ours.state[i])
         np.testing.assert_array_equal(item["action"].numpy(), ours.action[i])
+        np.testing.assert_array_equal(item["observation.environment_state"].numpy(), ours.environment_state[i])
         assert float(item["timestamp"]) == pytest.approx(ours.timestamp[i], abs=1e-6)
         assert item["task"] == ours.instructions[ours.task_index[i]]
     stats = json.loads((tiny_dataset / "meta/stats.json").read_text())
-    for key in ("observation.state", "action"):
+    for key in ("observation.state", "action", "observation.environment_state"):
         np.testing.assert_allclose(np.asarray(ds.meta.stats[key]["mean"]), stats[key]["mean"], rtol=1e-6)
         np.testing.assert_allclose(np.asarray(ds.meta.stats[key]["std"]), stats[key]["std"], rtol=1e-6)
 
