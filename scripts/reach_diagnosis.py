@@ -91,7 +91,7 @@ def goal_probe(policy):
     if getattr(net, "environment_out", None) is None:
         return None
     rec = read_dataset(policy.config["data"]["root"])
-    mean, std = environment_stats(rec)
+    mean, std, _ = environment_stats(rec)
     goal = [ENVIRONMENT_STATE_NAMES.index(f"goal_{k}") for k in "xyz"]
     c = policy.cfg.context_frames
 

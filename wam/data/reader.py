@@ -36,7 +36,6 @@ CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id
 SUCCESS_KEY = "next.success"
 
 
-
 class DataError(ValueError):
     """Bad data: the message names the episode, the file and the frame, and what was expected."""
 

@@ -118,19 +118,19 @@ def standardised_environment(rec: Recordings, dim: int) -> tuple[torch.Tensor, t
         got = "none" if rec.environment_state is None else f"{rec.environment_state.shape[1]} entries"
         raise ValueError(f"the model predicts a {dim}-entry observation.environment_state but the data has {got}; "
                          f"collect with `wam collect` (which records it) or set --train.environment-state-weight 0")
-    known = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)
-    mean, std = environment_stats(rec)
+    mean, std, known = environment_stats(rec)
     z = (rec.environment_state - mean) / std
     return torch.from_numpy(z.astype(np.float32)), torch.from_numpy(known.astype(np.float32))
 
 
-def environment_stats(rec: Recordings) -> tuple[np.ndarray, np.ndarray]:
+def environment_stats(rec: Recordings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, std) of observation.environment_state over the labelled episodes' frames, std 1 where it never varies:
-    what the head's standardised outputs are in units of (wam train does not store them; they are the data's)."""
+    what the head's standardised outputs are in units of (wam train does not store them; they are the data's); and
+    (N,) True for those frames."""
     known = np.repeat(rec.has_actions, rec.episode_to - rec.episode_from)
     x = rec.environment_state[known] if known.any() else rec.environment_state
     std = x.std(0)
-    return x.mean(0), np.where(std > 1e-6, std, 1.0)
+    return x.mean(0), np.where(std > 1e-6, std, 1.0), known
 
 
 def pixel_batch(cfg: ModelConfig, frames: torch.Tensor, *, state: torch.Tensor, text: torch.Tensor, actions: torch.Tensor,
