@@ -1,5 +1,5 @@
 """observation.environment_state: `wam collect` records the objects' poses and the goal (privileged simulator state,
-LeRobot's key), the reader reads it, and `wam train --train.environment-state-weight` trains an auxiliary head on it
+LeRobot's key), the reader reads it, and `wam train` (by default where the data records it) trains an auxiliary head on it
 that shapes the image encoder and leaves the policy's inputs and outputs unchanged."""
 
 import dataclasses
@@ -95,28 +95,45 @@ def test_the_auxiliary_loss_reaches_the_image_encoder_and_leaves_the_outputs_alo
         dataclasses.replace(P.model, backbone="wan", backbone_path="x", environment_state_dim=3)
 
 
-def test_train_with_the_environment_state_weight(tiny_dataset, tmp_path):
+def test_train_predicts_the_environment_state_by_default_where_the_data_records_it(tiny_dataset, tmp_path, capsys):
     from wam.policy import WAMPolicy
     from wam.train import train
     from wam.testing import fake_observation
 
-    out = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2,
-                                    environment_state_weight=1.0), P.model, P.sampler, progress=False)
+    assert P.train.environment_state_weight is None and preset("default").train.environment_state_weight is None
+    out = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=2), P.model, P.sampler,
+                progress=False)
+    assert "environment-state loss: on, weight 1.0" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["environment_state_dim"] == len(ENVIRONMENT_STATE_NAMES)
-    assert config["train"]["environment_state_weight"] == 1.0
+    assert config["train"]["environment_state_weight"] == 1.0  # what ran, not "default"
     rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"loss"' in r]
     assert rows and all(r["environment"] > 0 for r in rows)
     policy = WAMPolicy.from_checkpoint(out)  # the head is in the weights; the policy reads images and state only
     assert policy.infer(fake_observation(policy.metadata)).actions.shape == (policy.cfg.action_horizon, 4)
+    # resuming that run with the head turned off would be another run (a model without the head): refused
+    with pytest.raises(ValueError, match="environment_state_weight: 1.0 saved, 0.0 now"):
+        train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=3,
+                                  environment_state_weight=0.0), P.model, P.sampler, progress=False)
+    off = train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "off", steps=1,
+                                    environment_state_weight=0.0), P.model, P.sampler, progress=False)
+    assert json.loads((off / "config.json").read_text())["model"]["environment_state_dim"] == 0
+    assert "environment-state loss" not in capsys.readouterr().out  # said only when the default decides
 
 
-def test_the_weight_needs_a_dataset_that_records_the_environment_state(tiny_dataset, tmp_path):
+def test_the_weight_needs_a_dataset_that_records_the_environment_state_and_the_default_does_without(tmp_path, capsys):
     from pathlib import Path
 
     from wam.train import train
 
     so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no environment state
+    model = dataclasses.replace(P.model, cameras=())
     with pytest.raises(ValueError, match="does not hold; `wam collect` records it"):
         train(dataclasses.replace(P.train, data=so100, out=tmp_path / "run", steps=1, environment_state_weight=1.0),
-              dataclasses.replace(P.model, cameras=()), P.sampler, progress=False)
+              model, P.sampler, progress=False)
+    # the default trains on a user's data without the key, and says so
+    out = train(dataclasses.replace(P.train, data=so100, out=tmp_path / "default", steps=1), model, P.sampler,
+                progress=False)
+    assert "environment-state loss: off (no observation.environment_state)" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["environment_state_weight"] == 0.0 and config["model"]["environment_state_dim"] == 0

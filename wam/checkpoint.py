@@ -124,13 +124,14 @@ def check_same_data(saved: dict, data: dict) -> None:
 
 
 def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
-    """Refuse to resume onto other data or another seed or batch size: the run would not be the same run."""
+    """Refuse to resume onto other data or another seed, batch size or environment-state weight (a model with or
+    without its head): the run would not be the same run."""
     problems = []
     if saved["data"]["frames"] != frames or saved["data"]["episodes"] != episodes:
         problems.append(f"data: {saved['data']['episodes']} episodes / {saved['data']['frames']} frames saved, "
                         f"{episodes} / {frames} now")
-    for key in ("seed", "batch_size"):
-        if saved["train"][key] != getattr(train_cfg, key):
+    for key in ("seed", "batch_size", "environment_state_weight"):
+        if saved["train"].get(key, 0.0) != getattr(train_cfg, key):  # the weight is resolved before this; 0 before it existed
             problems.append(f"{key}: {saved['train'][key]} saved, {getattr(train_cfg, key)} now")
     _refuse(problems)
 

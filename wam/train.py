@@ -88,7 +88,7 @@ def loss_terms(model, batch: Batch, cfg: TrainConfig, model_cfg: ModelConfig, g:
         keep = (torch.rand(b, generator=g) >= r.state_dropout).float().to(device)
         known = keep if context.state_known is None else context.state_known.float() * keep
         context = dataclasses.replace(context, state_known=known)
-    aux = cfg.environment_state_weight > 0 and batch.environment_state is not None
+    aux = (cfg.environment_state_weight or 0) > 0 and batch.environment_state is not None  # None: train resolves it
     per = flow.losses(model, video, batch.actions, context, t_video, t_action, noise_v, noise_a,
                       model_cfg.video_target, model_cfg.action_target,
                       environment=batch.environment_state.to(device) if aux else None)
@@ -228,8 +228,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
 
     # the data contract (cameras, state and action sizes) comes from the data; what the checkpoint records is concrete
     model_cfg = model_cfg.for_data(recs.camera_names, recs.state.shape[1], recs.action.shape[1]).resolved()
+    z = 0 if recs.environment_state is None else recs.environment_state.shape[1]
+    if cfg.environment_state_weight is None:  # default: on where the data holds the state and the backbone is ours
+        on = bool(z) and model_cfg.backbone == "wam"
+        cfg = dataclasses.replace(cfg, environment_state_weight=1.0 if on else 0.0)
+        why = (f"{cfg.data} records observation.environment_state ({z} entries); --train.environment-state-weight 0 "
+               f"turns it off" if on else f"backbone {model_cfg.backbone}" if z else "no observation.environment_state")
+        if rank == 0:
+            print(f"environment-state loss: {'on, weight 1.0' if on else 'off'} ({why})")
     if cfg.environment_state_weight > 0:  # the auxiliary head predicts the data's environment state
-        z = 0 if recs.environment_state is None else recs.environment_state.shape[1]
         if not z:
             raise ValueError(f"--train.environment-state-weight {cfg.environment_state_weight} trains a head on "
                              f"observation.environment_state, which {cfg.data} does not hold; `wam collect` records it")
