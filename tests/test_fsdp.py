@@ -47,7 +47,11 @@ def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp
     # the consolidated export equals what the unsharded DDP run wrote, and it loads like any checkpoint
     fsdp_w, ddp_w = load_file(a / "last/model.safetensors"), load_file(ddp / "last/model.safetensors")
     assert fsdp_w.keys() == ddp_w.keys()
-    assert max((fsdp_w[k] - ddp_w[k]).abs().max().item() for k in fsdp_w) < 1e-5
+    # Two parameters of our tiny stem change nothing the model computes: the first conv's bias, which a GroupNorm of
+    # one channel per group removes, and the keypoint conv's bias, which a spatial softmax removes. Their gradients are
+    # zero up to rounding, which AdamW scales to steps of up to lr, so they are compared through the outputs below.
+    null = {"stem.layers.0.0.bias", "stem.kp_conv.bias"} if kind == "wam" else set()
+    assert max((fsdp_w[k] - ddp_w[k]).abs().max().item() for k in fsdp_w if k not in null) < 1e-5
     model, _, _ = load_model(a / "last")
     if kind == "wan":  # LoRA: the frozen backbone is read from its folder, never saved
         assert 0 < config["trainable"] < config["total"]
@@ -70,6 +74,15 @@ def test_fsdp_two_processes_resume_exactly_and_match_ddp(kind, tiny_dataset, tmp
             load_model(a / "last")
     else:
         assert sum(v.numel() for v in fsdp_w.values() if v.is_floating_point()) >= config["total"]
+        from wam.testing import fake_batch
+
+        reference, _, _ = load_model(ddp / "last")
+        batch, t = fake_batch(model.cfg, 3, seed=0), torch.full((3,), 0.5)
+        with torch.no_grad():
+            got = model(batch.video, batch.actions, t, t, batch.context, environment=True)
+            want = reference(batch.video, batch.actions, t, t, batch.context, environment=True)
+        for g, w in zip(got, want):  # frames, actions and the environment-state head (the tiny preset trains it)
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 
 def test_fsdp_refusals(tiny_dataset, tmp_path):

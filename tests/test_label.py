@@ -264,7 +264,8 @@ def test_video_first_trains_the_frames_alone_then_actions_and_frames(tiny_datase
     rows = {r["step"]: r for r in map(json.loads, (tmp_path / "vf/metrics.jsonl").read_text().splitlines()) if "loss" in r}
     assert [rows[s]["action"] == 0 for s in (1, 2, 3, 4)] == [True, True, False, False]
     assert all(rows[s]["video"] > 0 for s in rows)
-    assert rows[1]["loss"] == pytest.approx(p.train.video_weight * rows[1]["video"])
+    # no action term; the environment-state target (on by default: the tiny data records it, weight 1.0) stays on
+    assert rows[1]["loss"] == pytest.approx(p.train.video_weight * rows[1]["video"] + rows[1]["environment"])
     with pytest.raises(ValueError, match="predicts none"):
         a = concrete(with_recipe(preset("tiny"), "action-only"))
         train(replace(cfg, out=tmp_path / "a"), a.model, a.sampler, progress=False)
