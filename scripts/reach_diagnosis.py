@@ -98,7 +98,7 @@ def goal_probe(policy):
     @torch.inference_mode()
     def read(obs):
         stacked = type(obs)(images={k: np.stack([v] * c) for k, v in obs.images.items()}, state=obs.state, prompt=obs.prompt)
-        ctx = policy._context([stacked], [policy.embed(obs.prompt)])
+        ctx = policy.context(stacked)
         zeros = torch.zeros(1, policy.cfg.action_horizon, policy.cfg.action_dim)
         video = torch.zeros(net.video_shape(1)) if net.n_vid else None
         t = torch.zeros(1)  # the head reads the context tokens, which read nothing else

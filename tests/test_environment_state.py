@@ -14,6 +14,7 @@ from wam.data.layout import ENVIRONMENT_STATE_KEY
 from wam.data.reader import read_dataset
 from wam.envs.metaworld import ENVIRONMENT_STATE_NAMES
 from wam.testing import concrete, fake_batch
+from wam.types import ObservationError
 
 P = preset("tiny")
 
@@ -110,7 +111,16 @@ def test_train_predicts_the_environment_state_by_default_where_the_data_records_
     rows = [json.loads(r) for r in (tmp_path / "run/metrics.jsonl").read_text().splitlines() if '"loss"' in r]
     assert rows and all(r["environment"] > 0 for r in rows)
     policy = WAMPolicy.from_checkpoint(out)  # the head is in the weights; the policy reads images and state only
-    assert policy.infer(fake_observation(policy.metadata)).actions.shape == (policy.cfg.action_horizon, 4)
+    obs = fake_observation(policy.metadata)
+    assert policy.infer(obs).actions.shape == (policy.cfg.action_horizon, 4)
+    # the head reads the context a probe builds with the policy's public context(): the observation, checked
+    net, ctx = policy.model, policy.context(obs)
+    zeros, t = torch.zeros(1, policy.cfg.action_horizon, 4), torch.zeros(1)
+    video = torch.zeros(net.video_shape(1)) if net.n_vid else None
+    assert net(video, zeros, t, t, ctx, environment=True)[2].shape == (1, len(ENVIRONMENT_STATE_NAMES))
+    one = {k: v[-1] for k, v in obs.images.items()}  # a single frame where the policy reads a stack
+    with pytest.raises(ObservationError, match="FrameHistory"):
+        policy.context(dataclasses.replace(obs, images=one))
     # resuming that run with the head turned off would be another run (a model without the head): refused
     with pytest.raises(ValueError, match="environment_state_weight: 1.0 saved, 0.0 now"):
         train(dataclasses.replace(P.train, data=tiny_dataset, out=tmp_path / "run", steps=3,

@@ -170,6 +170,13 @@ class WAMPolicy:
         return [PolicyOutput(actions=actions[i], frames=None if frames is None else frames[i], value=values[i],
                              timing={"infer_ms": ms}) for i in range(b)]
 
+    def context(self, obs: Observation) -> Context:
+        """One observation, checked, and its prompt as the model's context (a batch of one): what every mode of the
+        network conditions on; for probes of the network itself (scripts/reach_diagnosis.py reads the
+        environment-state head from it)."""
+        obs = obs.check(self._metadata)
+        return self._context([obs], [self.embed(obs.prompt)])
+
     def _context(self, observations: list[Observation], texts: list[torch.Tensor]) -> Context:
         """Checked observations and their prompts' embeddings as the model's context: images (b, c, v, 3, H, W),
         state (b, state_dim), text (b, ...); with a pretrained backbone, the images' VAE latents (once per chunk)."""
