@@ -23,6 +23,7 @@ pytest.importorskip("lerobot.policies.factory", reason="lerobot is not installed
                     "with scripts/lerobot-venv.sh and run this file there (see its docstring)")
 pytestmark = pytest.mark.lerobot
 
+from wam.bench.peers import policy_inputs  # noqa: E402
 from wam.envs import make_env  # noqa: E402
 from wam.lerobot.policy import LeRobotPolicy  # noqa: E402
 
@@ -42,12 +43,14 @@ def trained(tiny_dataset, tmp_path_factory):
     """kind -> the pretrained_model folder of a two-step lerobot-train run on the tiny dataset."""
     out = {}
     train = Path(sys.executable).parent / "lerobot-train"
+    features = json.loads((tiny_dataset / "meta/info.json").read_text())["features"]
     for kind, extra in TINY.items():
         run = tmp_path_factory.mktemp(kind) / "train"
         args = [str(train), "--dataset.repo_id=wam/tiny", f"--dataset.root={tiny_dataset}",
                 "--dataset.video_backend=torchcodec", f"--policy.type={kind}", "--policy.push_to_hub=false",
                 "--policy.device=cpu", f"--output_dir={run}", "--steps=2", "--batch_size=4", "--save_freq=2",
-                "--log_freq=1", "--wandb.enable=false", "--num_workers=0", *extra]
+                "--log_freq=1", "--wandb.enable=false", "--num_workers=0", *extra,
+                f"--policy.input_features={json.dumps(policy_inputs(features))}"]  # not the privileged state, as the bench
         r = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         out[kind] = run / "checkpoints" / "last" / "pretrained_model"

@@ -47,6 +47,28 @@ def test_features_that_do_not_fit_our_simulator_are_refused():
         metadata_of({"type": "act", **mixed})
     with pytest.raises(LeRobotCheckpointError, match="reads no camera"):
         metadata_of({"type": "act", **_features(cameras=())})
+    privileged = _features()  # what lerobot-train lists by itself on `wam collect`'s data
+    privileged["input_features"]["observation.environment_state"] = {"type": "ENV", "shape": [17]}
+    with pytest.raises(LeRobotCheckpointError, match="reads observation.environment_state .*--policy.input_features"):
+        metadata_of({"type": "act", **privileged})
+
+
+def test_the_peers_train_their_policies_on_cameras_and_state_only(tiny_dataset, tmp_path):
+    """lerobot-train would list observation.environment_state as an input of ACT and Diffusion Policy: the bench
+    names the inputs itself, as lerobot would without that key (tests/test_lerobot_peers.py runs it)."""
+    from wam.bench.peers import _train_args, policy_inputs
+    from wam.config import preset
+    from wam.testing import concrete
+
+    features = json.loads((tiny_dataset / "meta/info.json").read_text())["features"]
+    assert "observation.environment_state" in features
+    inputs = policy_inputs(features)
+    m = concrete(preset("tiny")).model  # the tiny dataset's cameras, channel first as lerobot reads them
+    assert inputs == _features(cameras=m.cameras, size=(m.image_size, m.image_size))["input_features"]
+    assert metadata_of({"type": "act", "input_features": inputs,
+                        "output_features": {"action": {"type": "ACTION", "shape": [4]}}}).state_dim == 4
+    args = _train_args(PeersBenchConfig(), "act", tiny_dataset, tmp_path / "out", 2, 2)
+    assert f"--policy.input_features={json.dumps(inputs)}" in args
 
 
 def test_unknown_types_and_other_folders_are_refused(tmp_path):

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from wam.data.layout import ENVIRONMENT_STATE_KEY
+
 PEERS = ("act", "diffusion")
 RECOMMENDED_STEPS = 100_000
 """lerobot-train's default `--steps`, the step count lerobot's own ACT and Diffusion Policy recipes train for."""
@@ -249,7 +251,25 @@ def _train_args(cfg: PeersBenchConfig, kind: str, data: Path, out: Path, steps: 
             "--wandb.enable=false", "--seed=1000"]
     if kind == "act":  # its default backbone weights come from the hub, which is not reachable here
         args.append("--policy.pretrained_backbone_weights=null")
+    features = json.loads((data / "meta" / "info.json").read_text())["features"]
+    if ENVIRONMENT_STATE_KEY in features:
+        args.append(f"--policy.input_features={json.dumps(policy_inputs(features))}")
     return args
+
+
+def policy_inputs(features: dict) -> dict:
+    """lerobot-train's `--policy.input_features` for a dataset's feature table (meta/info.json): its cameras and
+    robot state, as lerobot would list them by itself, without observation.environment_state. That is privileged
+    simulator state which `wam collect` records as a training target; lerobot's ACT and Diffusion Policy would read
+    it as an input, and no policy is given it at evaluation."""
+    out = {}
+    for key, ft in features.items():
+        if ft["dtype"] in ("image", "video"):
+            h, w, c = ft["shape"]  # ours are written (height, width, channels); lerobot reads them channel first
+            out[key] = {"type": "VISUAL", "shape": [c, h, w]}
+        elif key == "observation.state":
+            out[key] = {"type": "STATE", "shape": list(ft["shape"])}
+    return out
 
 
 def _env() -> dict:

@@ -86,6 +86,12 @@ def metadata_of(config: dict, fps: float | None = None) -> PolicyMetadata:
             sizes.add(tuple(ft["shape"][-2:]))
     if not cameras:
         raise LeRobotCheckpointError("the lerobot policy reads no camera: expected at least one VISUAL feature")
+    privileged = [key for key, ft in features.items() if ft.get("type") == "ENV"]
+    if privileged:  # lerobot-train lists it by itself where the dataset has it, as `wam collect`'s data does
+        raise LeRobotCheckpointError(
+            f"the lerobot policy reads {privileged[0]} (privileged simulator state: object poses, goal), which no "
+            f"policy is given at evaluation; train it on the cameras and robot state only (lerobot-train "
+            f"--policy.input_features=JSON; wam.bench.peers.policy_inputs writes that JSON for a dataset)")
     if len(sizes) > 1:
         raise LeRobotCheckpointError(f"the lerobot policy reads cameras of different sizes {sorted(sizes)}; "
                                      f"our simulator renders every camera at one size")
