@@ -59,8 +59,9 @@ def _loss_plot(out: Path, checkpoint: Path) -> list[str]:
         if rows:
             fig, ax = plt.subplots(figsize=(5, 3.2))
             steps = [r["step"] for r in rows]
-            for key in ("action", "video"):
-                ax.plot(steps, [r[key] for r in rows], label=f"{key} loss")
+            for key, label in (("action", "action"), ("video", "video"), ("environment", "environment-state")):
+                if all(key in r for r in rows):  # the environment-state loss where training had it
+                    ax.plot(steps, [r[key] for r in rows], label=f"{label} loss")
             ax.set_yscale("log")
             ax.set_xlabel("step")
             ax.legend()
