@@ -147,3 +147,27 @@ def test_the_weight_needs_a_dataset_that_records_the_environment_state_and_the_d
     assert "environment-state loss: off (no observation.environment_state)" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["environment_state_weight"] == 0.0 and config["model"]["environment_state_dim"] == 0
+
+
+def test_benches_collect_again_data_written_before_the_environment_state(tiny_dataset, tmp_path):
+    """The benches and `wam demo` reuse their datasets; one written before `wam collect` recorded the state would
+    quietly train without the default's target, so it is collected again (generalise's pools: their stamp)."""
+    import shutil
+
+    from wam.bench.common import collect_once
+    from wam.data.layout import records
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old)
+    info = json.loads((old / "meta/info.json").read_text())
+    del info["features"][ENVIRONMENT_STATE_KEY]
+    (old / "meta/info.json").write_text(json.dumps(info))
+    assert records(tiny_dataset, ENVIRONMENT_STATE_KEY) and not records(old, ENVIRONMENT_STATE_KEY)
+    assert not records(tmp_path / "none", ENVIRONMENT_STATE_KEY)
+    p = concrete(P)
+    tasks = "drawer-close-v3,button-press-topdown-v3"
+    collect_once(old, p, tasks, episodes=2, workers=1)
+    assert records(old, ENVIRONMENT_STATE_KEY)
+    stamp = (old / "meta/info.json").stat().st_mtime_ns
+    collect_once(old, p, tasks, episodes=2, workers=1)  # now reused as it is
+    assert (old / "meta/info.json").stat().st_mtime_ns == stamp

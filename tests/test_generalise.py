@@ -113,6 +113,9 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     s = configured(plan.preset, "plan-then-act@videofirst@seed1")
     assert s.train.seed == 1 != v.train.seed and dataclasses.replace(s.train, seed=v.train.seed) == v.train
     assert s.model == v.model
+    n = configured(plan.preset, "action-only@noenv")  # the default's environment-state target off
+    assert p.train.environment_state_weight is None and n.train.environment_state_weight == 0.0
+    assert dataclasses.replace(n.train, environment_state_weight=None) == configured(plan.preset, "action-only").train
     for bad in ("bogus", "seed", "seedx"):
         with pytest.raises(ValueError, match=f"unknown lever '{bad}'"):
             GeneraliseBenchConfig(recipes=f"plan-then-act@{bad}")

@@ -10,7 +10,7 @@ import torch
 
 from wam.data.collect import DEFAULT_TASKS, CollectConfig, collect
 from wam.config import preset
-from wam.data.layout import ENVIRONMENT_STATE_KEY
+from wam.data.layout import ENVIRONMENT_STATE_KEY, records
 from wam.evaluate import EvalConfig, evaluate, print_table
 from wam.train import train
 
@@ -32,8 +32,7 @@ def demo(cfg) -> str:
     print(f"machine: {speed:.0f} GFLOP/s (fp32 matmul on {threads} threads; compare with the README's timing table)")
     t = stage(1, f"collecting {p.collect_episodes} scripted demonstrations per task of {DEFAULT_TASKS}")
     data = out / "data"
-    info = data / "meta/info.json"
-    if info.exists() and ENVIRONMENT_STATE_KEY in json.loads(info.read_text()).get("features", {}):
+    if records(data, ENVIRONMENT_STATE_KEY):
         print(f"reusing the dataset at {data}")
     else:  # (again where an older `wam collect` wrote it without the environment state that training now predicts)
         collect(CollectConfig(out=data, tasks=DEFAULT_TASKS, episodes=p.collect_episodes,

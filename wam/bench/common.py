@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wam.config import Preset, to_dict
 from wam.data.collect import CollectConfig, collect
+from wam.data.layout import ENVIRONMENT_STATE_KEY, records
 
 
 SIZES = {  # width, depth, heads, MLP hidden: the transformers of the real checkpoints (their config.json)
@@ -38,7 +39,7 @@ def command_flags(cfg) -> str:
 
 
 def collect_once(out: Path, p: Preset, tasks: str, episodes: int, workers: int, action_free: bool = False) -> Path:
-    if (out / "meta/info.json").exists():
+    if records(out, ENVIRONMENT_STATE_KEY):  # else written before collect recorded it: the default would train without
         info = json.loads((out / "meta/info.json").read_text())
         if info["total_episodes"] == episodes * len(tasks.split(",")):
             print(f"reusing {out}")

@@ -69,13 +69,16 @@ LEVERS = {
     "motion": lambda p: dataclasses.replace(p, model=dataclasses.replace(p.model, motion_keypoints=16)),
     "balanced": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_share=0.5)),
     "videofirst": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_first=0.3)),
+    "noenv": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, environment_state_weight=0.0)),
 }
 """Changes to a recipe's preset: a bench recipe `RECIPE@LEVER[@LEVER...]` is the recipe with each lever applied
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
 a recipe that labels its action-free video (self-label) never does, so its video trains the frames only; motion: 16
 motion keypoints per camera on the future frames, transformer.MotionKeypoints; balanced: half of each batch from the
 action-free episodes and half from the demonstrations, whatever their numbers, --train.video-share 0.5; videofirst:
-the first 30% of the steps train the frames only, --train.video-first 0.3). `seedN` (lever_of) trains with seed N."""
+the first 30% of the steps train the frames only, --train.video-first 0.3; noenv: without the default
+environment-state target, --train.environment-state-weight 0, as every cell before 2026-12-06 trained). `seedN`
+(lever_of) trains with seed N."""
 
 
 def base_recipe(name: str) -> str:
@@ -346,7 +349,8 @@ def collect_pool(out: Path, name: str, tasks: tuple[str, ...], plan: Plan, worke
     root = out / "pools" / name
     per_task = plan.pool_episodes + plan.world_episodes
     want = {"tasks": list(tasks), "per_task": per_task, "image_size": plan.preset.model.image_size,
-            "noise": plan.preset.collect_noise, "random_start": plan.preset.collect_random_start}
+            "noise": plan.preset.collect_noise, "random_start": plan.preset.collect_random_start,
+            "environment_state": True}  # pools collected before it was recorded are collected again
     stamp = root.parent / f"{name}.json"
     if not ((root / "meta/info.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == want):
         print(f"collecting pool {name}: {per_task} episodes of each of {len(tasks)} tasks", flush=True)

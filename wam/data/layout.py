@@ -22,3 +22,12 @@ ENVIRONMENT_STATE_KEY = "observation.environment_state"  # lerobot's OBS_ENV_STA
 
 def image_key(camera: str) -> str:
     return f"observation.images.{camera}"
+
+
+def records(root, key: str) -> bool:
+    """Whether the dataset at ROOT (meta/info.json there) declares the feature KEY."""
+    import json
+    from pathlib import Path
+
+    info = Path(root) / "meta" / "info.json"
+    return info.is_file() and key in json.loads(info.read_text()).get("features", {})
