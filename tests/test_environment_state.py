@@ -171,3 +171,12 @@ def test_benches_collect_again_data_written_before_the_environment_state(tiny_da
     stamp = (old / "meta/info.json").stat().st_mtime_ns
     collect_once(old, p, tasks, episodes=2, workers=1)  # now reused as it is
     assert (old / "meta/info.json").stat().st_mtime_ns == stamp
+
+
+def test_a_checkpoint_from_before_the_weight_existed_resumes_only_without_the_head():
+    from wam import checkpoint
+
+    saved = {"data": {"frames": 10, "episodes": 2}, "train": {"seed": 0, "batch_size": 4}}  # no weight recorded
+    checkpoint.check_resumable(saved, TrainConfig(batch_size=4, environment_state_weight=0.0), frames=10, episodes=2)
+    with pytest.raises(ValueError, match="environment_state_weight: 0.0 saved, 1.0 now"):
+        checkpoint.check_resumable(saved, TrainConfig(batch_size=4, environment_state_weight=1.0), frames=10, episodes=2)

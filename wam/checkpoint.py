@@ -131,8 +131,9 @@ def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
         problems.append(f"data: {saved['data']['episodes']} episodes / {saved['data']['frames']} frames saved, "
                         f"{episodes} / {frames} now")
     for key in ("seed", "batch_size", "environment_state_weight"):
-        if saved["train"].get(key, 0.0) != getattr(train_cfg, key):  # the weight is resolved before this; 0 before it existed
-            problems.append(f"{key}: {saved['train'][key]} saved, {getattr(train_cfg, key)} now")
+        was = saved["train"].get(key, 0.0)  # the weight is resolved before this; 0 in checkpoints from before it existed
+        if was != getattr(train_cfg, key):
+            problems.append(f"{key}: {was} saved, {getattr(train_cfg, key)} now")
     _refuse(problems)
 
 
