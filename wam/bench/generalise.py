@@ -43,6 +43,7 @@ import numpy as np
 
 from wam.backbones import VLM_RECIPES
 from wam.config import DataConfig, Preset, preset, to_dict, with_recipe
+from wam.data.layout import ENVIRONMENT_STATE_KEY, records
 from wam.envs.tasks import BENCHMARKS
 from wam.recipes import recipe
 
@@ -349,10 +350,10 @@ def collect_pool(out: Path, name: str, tasks: tuple[str, ...], plan: Plan, worke
     root = out / "pools" / name
     per_task = plan.pool_episodes + plan.world_episodes
     want = {"tasks": list(tasks), "per_task": per_task, "image_size": plan.preset.model.image_size,
-            "noise": plan.preset.collect_noise, "random_start": plan.preset.collect_random_start,
-            "environment_state": True}  # pools collected before it was recorded are collected again
+            "noise": plan.preset.collect_noise, "random_start": plan.preset.collect_random_start}
     stamp = root.parent / f"{name}.json"
-    if not ((root / "meta/info.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == want):
+    # a pool collected before `wam collect` recorded the environment state is collected again (as collect_once does)
+    if not (records(root, ENVIRONMENT_STATE_KEY) and stamp.exists() and json.loads(stamp.read_text()) == want):
         print(f"collecting pool {name}: {per_task} episodes of each of {len(tasks)} tasks", flush=True)
         collect(CollectConfig(out=root, tasks=",".join(tasks), episodes=per_task, image_size=plan.preset.model.image_size,
                               cameras=plan.preset.model.cameras or CollectConfig.cameras,

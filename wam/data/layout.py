@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -24,10 +27,7 @@ def image_key(camera: str) -> str:
     return f"observation.images.{camera}"
 
 
-def records(root, key: str) -> bool:
+def records(root: str | Path, key: str) -> bool:
     """Whether the dataset at ROOT (meta/info.json there) declares the feature KEY."""
-    import json
-    from pathlib import Path
-
     info = Path(root) / "meta" / "info.json"
     return info.is_file() and key in json.loads(info.read_text()).get("features", {})
