@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wam.config import ModelConfig
@@ -116,3 +117,10 @@ class Context:
         """The same context with `fn` applied to each of its tensors (moved to a device, expanded, ...)."""
         return Context(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
                           for f in fields(self)})
+
+    def current(self, size: int) -> torch.Tensor:
+        """The current frame (the last context frame) average-pooled to `size`: (b, v, 3, size, size). What a model
+        whose frames are a change from the current frame adds the change to."""
+        b, v = self.images.shape[0], self.images.shape[2]
+        frame = F.avg_pool2d(self.images[:, -1].flatten(0, 1), self.images.shape[-1] // size)
+        return frame.reshape(b, v, 3, size, size)

@@ -135,7 +135,7 @@ class MoT(PrefixReader):
     def forward(self, noisy_video, noisy_actions, t_video, t_action, context: Context):
         cond = self._cond(t_video, t_action)
         past, keys = self.prefix_kv(context)
-        current = self.current(context, self.cfg.future_size)
+        current = context.current(self.cfg.future_size)
         xv = self._stream_tokens(context, noisy_video, current)
         xa = self.action_in(noisy_actions) + self.pos_action
         n = self.n_ctx + self.n_vid + self.n_act
@@ -148,7 +148,7 @@ class MoT(PrefixReader):
         """The VLM, the state and (when given) the frames at noise level t_video, once."""
         past, keys = self.prefix_kv(context)
         b = keys.shape[0]
-        current = self.current(context, self.cfg.future_size)
+        current = context.current(self.cfg.future_size)
         t_v = t_video if noisy_video is not None else keys.new_ones(b, dtype=torch.float32)
         cond = self._cond(t_v, keys.new_zeros(b, dtype=torch.float32))
         xv = self._stream_tokens(context, noisy_video, current)

@@ -315,10 +315,7 @@ class WAMTransformer(nn.Module):
 
     def _current(self, context: Context) -> torch.Tensor:
         """The current frame pooled to the future frames' size: (b, v, 3, s, s)."""
-        b, v = context.images.shape[0], context.images.shape[2]
-        s = self.cfg.future_size
-        current = F.avg_pool2d(context.images[:, -1].flatten(0, 1), self.cfg.image_size // s)
-        return current.reshape(b, v, 3, s, s)
+        return context.current(self.cfg.future_size)
 
     def _video_tokens(self, noisy_video: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         """Future-frame patches, each concatenated channel-wise with the same patch of the current frame."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -113,12 +112,6 @@ class PrefixReader(nn.Module):
             kv = h.reshape(b, m, 2, self._heads, -1).permute(2, 0, 3, 1, 4)
             kvs.append((kv[0], kv[1]))
         return kvs, real
-
-    def current(self, context: Context, size: int) -> torch.Tensor:
-        """The current frame pooled to the future frames' size: (b, v, 3, s, s)."""
-        b, v = context.images.shape[0], context.images.shape[2]
-        cur = F.avg_pool2d(context.images[:, -1].flatten(0, 1), context.images.shape[-1] // size)
-        return cur.reshape(b, v, 3, size, size)
 
     # What the VLA and the hybrid share beside the prefix (each sets t_embed, state_in, video_in, pos_video, video_out,
     # residual and the stream widths): the frames' shape, tokens and output, the state token, the conditioning.
@@ -233,7 +226,7 @@ class VLA(PrefixReader):
         """As WAMTransformer.forward: (raw frame output or None, raw action output)."""
         cond = self._cond(t_video, t_action)
         past, keys = self.prefix_kv(context)
-        current = self.current(context, self.cfg.future_size) if self.n_vid else None
+        current = context.current(self.cfg.future_size) if self.n_vid else None
         parts = self._state(context)
         if self.n_vid:
             parts.append(self._video_tokens(noisy_video, current))
@@ -252,7 +245,7 @@ class VLA(PrefixReader):
             raise ValueError(f"recipe {self.cfg.recipe!r}: frame tokens read the actions, so they cannot be cached")
         past, keys = self.prefix_kv(context)
         b = keys.shape[0]
-        current = self.current(context, self.cfg.future_size) if self.n_vid else None
+        current = context.current(self.cfg.future_size) if self.n_vid else None
         t_v = t_video if noisy_video is not None else keys.new_ones(b, dtype=torch.float32)
         cond = self._cond(t_v, keys.new_zeros(b, dtype=torch.float32))
         parts = self._state(context)
