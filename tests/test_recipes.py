@@ -325,6 +325,51 @@ def test_a_residual_frame_head_starts_as_the_copy_of_the_current_frame():
     assert model_from_dict(old).video_residual is False  # a checkpoint from before the field
 
 
+@pytest.mark.parametrize("name,mode", [("decoupled", "policy"), ("decoupled", "world_model"),
+                                       ("plan-then-act", "policy"), ("plan-then-act", "video")])
+def test_the_video_deadzone_soft_thresholds_the_predicted_change_and_only_that(name, mode):
+    """sampler.video_deadzone: each pixel's predicted change from the current frame is shrunk toward zero by the
+    amount (changes below it dropped); 0 leaves the frames as sampled; a large amount gives the current frame
+    exactly; actions denoised beside the frames are unchanged, a policy that acts through its plan decodes the
+    shrunk plan; given frames (inverse dynamics) are untouched; a model whose frames are not a change is refused."""
+    from wam.config import SamplerConfig
+
+    model = _model(name)
+    cfg = model.cfg
+    batch = fake_batch(cfg, 2)
+    current = model._current(batch.context)[:, None]
+    plain = SamplerConfig(steps=2, video_steps=2)
+    given = {"actions": batch.actions} if mode == "world_model" else {}
+
+    def run(mode: str, amount: float, **given):
+        noise = (torch.randn(model.video_shape(2), generator=torch.Generator().manual_seed(1)),
+                 torch.randn(2, cfg.action_horizon, cfg.action_dim, generator=torch.Generator().manual_seed(2)))
+        return modes.run(model, mode, batch.context, dataclasses.replace(plain, video_deadzone=amount), noise=noise,
+                         **given)
+
+    ref_v, ref_a = run(mode, 0.0, **given)
+    change = ref_v - current
+    amount = float(change.abs().median())
+    assert 0 < amount < float(change.abs().max())
+    out_v, out_a = run(mode, amount, **given)
+    small = change.abs() <= amount
+    assert torch.equal(out_v[small], current.expand_as(out_v)[small])  # the static scene held exactly
+    assert torch.allclose((out_v - current)[~small], change[~small] - amount * change[~small].sign(), atol=1e-6)
+    if name == "plan-then-act" and mode == "policy":  # actions decoded from the plan: from the plan as shrunk
+        assert not torch.equal(out_a, ref_a)
+        assert torch.allclose(out_a, run("inverse_dynamics", amount, video=out_v)[1], atol=1e-6)
+    else:
+        assert torch.equal(out_a, ref_a)
+    assert torch.equal(run(mode, 10.0, **given)[0], current.expand_as(out_v))
+    if name == "plan-then-act":
+        assert torch.equal(run("inverse_dynamics", 10.0, video=ref_v)[0], ref_v)  # given frames come back as given
+    with pytest.raises(ValueError, match="video_deadzone must be >= 0"):
+        SamplerConfig(video_deadzone=-0.1)
+    legacy = WAMTransformer(dataclasses.replace(cfg, video_residual=False)).eval()
+    with pytest.raises(ValueError, match="change from the current frame"):
+        modes.run(legacy, mode, batch.context, dataclasses.replace(plain, video_deadzone=0.1), **given)
+
+
 @pytest.mark.parametrize("name", ["decoupled", "plan-then-act", "self-label", "features"])
 def test_motion_keypoint_tokens_are_frame_tokens_of_every_path(name):
     """With motion_keypoints each future frame and camera gets one more frame token (keypoints and their motion since

@@ -448,6 +448,12 @@ class SamplerConfig:
     precision: Literal["float32", "bfloat16"] = "float32"
     """bfloat16: the network runs under autocast (matmuls and attention in bf16; the sampler's Euler updates,
     the normalisation and the outputs stay float32)."""
+    video_deadzone: float = 0.0
+    """Frames predicted as a change from the current frame (our backbone, `--model.video-residual`): shrink every
+    pixel's predicted change toward zero by this much, in model units (frames in [-1, 1]: 0.1 is about 13 grey
+    levels), so that smaller changes become none (a soft threshold). It removes the low-amplitude patch noise a
+    briefly trained world model adds all over the static scene, which then stays exactly as it is; real motion is
+    shrunk by the same amount. Measured in docs/world-model.md. 0: off."""
     plan: Literal["auto", "never", "always"] = "auto"
     """When the policy acts through its world model (modes.plan: frames planned from the instruction, then the
     inverse dynamics' actions) instead of denoising actions directly. auto: for instructions the training data showed
@@ -459,6 +465,8 @@ class SamplerConfig:
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.plan not in ("auto", "never", "always"):
             raise ValueError(f"plan must be 'auto', 'never' or 'always', got {self.plan!r}")
+        if not self.video_deadzone >= 0:
+            raise ValueError(f"video_deadzone must be >= 0 (model units; 0: off), got {self.video_deadzone}")
         if self.best_of < 1:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if (self.steps or 1) < 1 or self.execute < 1 or (self.video_steps or 0) < 0:

@@ -34,6 +34,20 @@ def video_steps(sampler: SamplerConfig, recipe_name: str, mode: str = "policy") 
     return max(sampler.video_steps, sampler.steps) if mode in ("world_model", "video") else sampler.video_steps
 
 
+def deadzone(frames: torch.Tensor, context: Context, amount: float, model) -> torch.Tensor:
+    """Predicted frames (b, f, v, 3, s, s) with their change from the current frame soft-thresholded by `amount`
+    (SamplerConfig.video_deadzone): each pixel's change shrunk toward zero by `amount`, changes smaller than it
+    dropped. The current frame is the last context frame pooled to the frames' size, as the residual model adds it."""
+    if not amount:
+        return frames
+    if not getattr(model, "residual", False):
+        raise ValueError(f"sampler.video_deadzone ({amount}) needs frames predicted as a change from the current frame "
+                         f"(our backbone with --model.video-residual and x-prediction); this checkpoint's are not: use 0")
+    now = context.current(frames.shape[-1])[:, None]
+    change = frames - now
+    return now + change.sign() * (change.abs() - amount).clamp_min(0)
+
+
 @torch.no_grad()
 def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: torch.Tensor | None = None,
         actions: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -67,6 +81,7 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
             video, _ = flow.sample(model, context, *shapes, steps=0, video_steps=vs, video_target=cfg.video_target,
                                    action_target=cfg.action_target, decode=r.decode, generator=generator,
                                    noise=plan_noise, cache=sampler.cache)
+            video = deadzone(video, context, sampler.video_deadzone, model)
         blind = dataclasses.replace(context, text=torch.zeros_like(context.text))
         act_noise = None if noise is None else (torch.zeros(shapes[0]), noise[1])
         if act_noise is None:  # the actions' noise drawn after the frames', from the same generator
@@ -75,12 +90,15 @@ def run(model, mode: str, context: Context, sampler: SamplerConfig, *, video: to
                                  action_target=cfg.action_target, decode=r.decode, video=video, generator=generator,
                                  noise=act_noise, cache=sampler.cache, guide=guide)
         return video, actions
-    return flow.sample(model, context, model.video_shape(b),
-                       (b, cfg.action_horizon, cfg.action_dim), steps=0 if mode == "video" else sampler.steps,
-                       video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
-                       decode=r.decode, video=video if mode == "inverse_dynamics" else None,
-                       actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
-                       cache=sampler.cache, guide=guide)
+    frames, actions = flow.sample(model, context, model.video_shape(b),
+                                  (b, cfg.action_horizon, cfg.action_dim), steps=0 if mode == "video" else sampler.steps,
+                                  video_steps=vs, video_target=cfg.video_target, action_target=cfg.action_target,
+                                  decode=r.decode, video=video if mode == "inverse_dynamics" else None,
+                                  actions=actions if mode == "world_model" else None, generator=generator, noise=noise,
+                                  cache=sampler.cache, guide=guide)
+    if mode != "inverse_dynamics" and vs:  # frames sampled (not given, not left out)
+        frames = deadzone(frames, context, sampler.video_deadzone, model)
+    return frames, actions
 
 
 @torch.no_grad()
