@@ -151,7 +151,7 @@ def test_the_weight_needs_a_dataset_that_records_the_environment_state_and_the_d
 
 def test_benches_collect_again_data_written_before_the_environment_state(tiny_dataset, tmp_path):
     """The benches and `wam demo` reuse their datasets; one written before `wam collect` recorded the state would
-    quietly train without the default's target, so it is collected again (generalise's pools: their stamp)."""
+    quietly train without the default's target, so it is collected again (generalise's pools read the same record)."""
     import shutil
 
     from wam.bench.common import collect_once
