@@ -1,9 +1,10 @@
 """`wam imagine` over several held-out episodes, for each of several `--sampler.video-deadzone` amounts: the mean
-PSNR and SSIM of the imagined frames (open loop under the recorded actions, one denoising step: the expected frame)
-beside the first real frame held, per amount, with the per-episode SSIM. docs/world-model.md's open-loop table.
+PSNR and SSIM of the imagined frames (open loop under the recorded actions; one denoising step by default: the
+expected frame) beside the first real frame held, per amount, with the per-episode SSIM. docs/world-model.md's
+open-loop table.
 
     python scripts/imagine_episodes.py CKPT --data DIR --deadzones 0,0.05,0.16 --per-task 3 --horizon 64 \
-        [--out runs/wm/imagine-episodes.json]
+        [--video-steps 1] [--out runs/wm/imagine-episodes.json]
 
 The episodes: the first --per-task of each task with more than --horizon frames (shorter ones end before the
 horizon and would be scored on fewer frames).
@@ -41,6 +42,8 @@ def main() -> None:
     p.add_argument("--deadzones", default="0")
     p.add_argument("--per-task", type=int, default=3)
     p.add_argument("--horizon", type=int, default=64)
+    p.add_argument("--video-steps", type=int, default=1, help="denoising steps of the frames (1: the expected frame; "
+                   "more: a sample)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     eps = episodes_of(a.data, a.per_task, a.horizon)
@@ -51,7 +54,7 @@ def main() -> None:
         for e in tqdm(eps, desc=f"deadzone {amount:g}", leave=False):
             with contextlib.redirect_stdout(io.StringIO()):
                 res = imagine(ImagineConfig(checkpoint=a.checkpoint, data=a.data, episode=e, horizon=a.horizon,
-                                            sampler=SamplerOverrides(steps=1, video_steps=1, video_deadzone=amount),
+                                            sampler=SamplerOverrides(steps=1, video_steps=a.video_steps, video_deadzone=amount),
                                             out=Path(a.checkpoint).parent / "imagine-episodes"))
             r.append([res["mean_psnr"], res["mean_psnr_static"], res["mean_ssim"], res["mean_ssim_static"]])
         r = np.array(r)
@@ -64,7 +67,7 @@ def main() -> None:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"checkpoint": str(a.checkpoint), "data": str(a.data), "episodes": eps,
-                                     "horizon": a.horizon, "rows": rows}, indent=2))
+                                     "horizon": a.horizon, "video_steps": a.video_steps, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
