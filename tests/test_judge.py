@@ -478,9 +478,10 @@ def test_world_steps_set_the_world_models_denoising_steps(judged):
 
 
 def test_check_world_scores_an_action_blind_world_model_as_blind(judged, monkeypatch):
-    """A world model that copies the current frame whatever the actions: each error is the copy's, exactly; the
-    predicted change is none (cosine 0) and the recorded actions win half the time (every comparison a tie). The
-    tiny trained world model gives finite scores in range."""
+    """A world model that copies the current frame whatever the actions: each error, PSNR and SSIM is the copy's,
+    exactly; the predicted change is none (cosine 0) and the recorded actions win half the time (every comparison a
+    tie). The tiny trained world model gives finite scores in range, and with a deadzone larger than any change it
+    predicts the current frame: the copy's PSNR and SSIM."""
     import torch.nn.functional as F
 
     from wam import modes
@@ -490,6 +491,13 @@ def test_check_world_scores_an_action_blind_world_model_as_blind(judged, monkeyp
     real = check_world(cfg, progress=False)
     assert real["windows"] == 6 and real["offsets"] == list(P.model.future_offsets)
     assert all(0 <= w <= 1 for w in real["wins"]) and all(np.isfinite(real["mse"][c]).all() for c in CONDITIONS)
+    assert set(real["psnr"]) == set(real["ssim"]) == {"copy", *CONDITIONS} and real["deadzone"] == 0
+    assert all(0 < p < 99 for p in real["psnr"]["recorded"]) and all(-1 <= q <= 1 for q in real["ssim"]["recorded"])
+    held = check_world(replace(cfg, deadzone=2.0), progress=False)  # every change in [-2, 2] dropped
+    assert held["deadzone"] == 2.0 and held["ssim"]["copy"] == real["ssim"]["copy"]
+    for c in CONDITIONS:
+        np.testing.assert_allclose(held["psnr"][c], held["psnr"]["copy"], atol=0.05)
+        np.testing.assert_allclose(held["ssim"][c], held["ssim"]["copy"], atol=1e-3)
 
     def copy(model, mode, ctx, sampler, actions=None, generator=None):
         assert mode == "world_model" and actions is not None
@@ -503,6 +511,7 @@ def test_check_world_scores_an_action_blind_world_model_as_blind(judged, monkeyp
     for c in CONDITIONS:
         np.testing.assert_allclose(blind["mse"][c], blind["copy_mse"], rtol=1e-6)
         assert blind["cosine"][c] == [0.0] * len(blind["offsets"])
+        assert blind["psnr"][c] == blind["psnr"]["copy"] and blind["ssim"][c] == blind["ssim"]["copy"]
     assert blind["wins"] == [0.5] * len(blind["offsets"]) and blind["copy_mse"] == real["copy_mse"]
 
 

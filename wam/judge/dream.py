@@ -34,7 +34,8 @@ from wam.types import Observation
 class World:
     """A world model from a checkpoint folder; `predict` is one batched `world_model` pass."""
 
-    def __init__(self, checkpoint: str | Path, steps: int | None = None, backbone_path: str | Path | None = None):
+    def __init__(self, checkpoint: str | Path, steps: int | None = None, backbone_path: str | Path | None = None,
+                 deadzone: float | None = None):
         from wam import modes
         from wam.checkpoint import load_model
         from wam.config import SamplerConfig
@@ -49,6 +50,8 @@ class World:
         sampler = SamplerConfig(**self.config.get("sampler", {}))
         if steps is not None:  # the actions' steps too: the world_model mode gives the frames at least as many
             sampler = dataclasses.replace(sampler, video_steps=steps, steps=steps)  # (modes.video_steps)
+        if deadzone is not None:  # --sampler.video-deadzone (modes.deadzone)
+            sampler = dataclasses.replace(sampler, video_deadzone=deadzone)
         self.sampler = sampler.resolve(self.cfg.recipe)
         self._text: dict[str, torch.Tensor] = {}
 

@@ -12,6 +12,9 @@ happened, at the model's resolution (the real frames pooled as training targets 
                  predicted motion has nothing to do with the real one
     wins         fraction of windows whose prediction under the recorded actions is closer to the real frame than
                  the one under another window's actions (a tie counts half): 0.5 when the actions make no difference
+    psnr, ssim   the same predictions and the copy as 8-bit images, as `wam eval --data` scores a policy's frames (PSNR
+                 of the mean squared error over windows, SSIM averaged): the world model one chunk ahead against
+                 copying the current frame
 
 A world model that follows the actions is closest to the truth under the recorded ones (wins well above 0.5, higher
 cosine); one that ignores them scores the same under all three.
@@ -44,6 +47,8 @@ class CheckWorldConfig:
     """Draws the windows and the world model's sampling noise (the same noise for the three action sets)."""
     world_steps: int | None = None
     """Denoising steps of the world model's frames (default: its checkpoint's)."""
+    deadzone: float | None = None
+    """The sampler's --sampler.video-deadzone for the world model's frames (default: its checkpoint's, 0 unless set)."""
     out: Path | None = None
     """Also write the result there as JSON."""
 
@@ -66,14 +71,15 @@ def check_world(cfg: CheckWorldConfig, progress: bool = True) -> dict:
     from wam.backbones import backbone
     from wam.data.frames import FrameStore
     from wam.data.reader import data_config_of, read_dataset
-    from wam.data.transforms import images_to_model
+    from wam.data.transforms import images_from_model, images_to_model
     from wam.judge.dream import World
+    from wam.metrics import psnr_of, ssim
     from wam.models.base import Context
 
     if cfg.windows < 2 or cfg.batch < 1:  # checked here, not in __post_init__: tyro would box the message
         raise ValueError(f"need windows >= 2 (one window's actions stand in for another's) and batch >= 1, got "
                          f"{cfg.windows} and {cfg.batch}")
-    world = World(cfg.world, cfg.world_steps)
+    world = World(cfg.world, cfg.world_steps, deadzone=cfg.deadzone)
     m = world.cfg
     if backbone(m.backbone).frames != "pixels":
         raise ValueError(f"--world {cfg.world}: backbone {m.backbone!r} predicts latents, not frames; the check compares "
@@ -103,6 +109,13 @@ def check_world(cfg: CheckWorldConfig, progress: bool = True) -> dict:
     errors = {c: [] for c in CONDITIONS}  # per batch (b, offsets)
     cosines = {c: [] for c in CONDITIONS}
     copy = []
+    square = {c: [] for c in ("copy", *CONDITIONS)}  # per batch (b, offsets): 8-bit mean squared error
+    structure = {c: [] for c in ("copy", *CONDITIONS)}  # and SSIM, averaged over the cameras
+
+    def score(name: str, predicted: torch.Tensor, real8: np.ndarray) -> None:
+        p8 = images_from_model(predicted)  # (b, f, v, s, s, 3)
+        square[name].append(((p8.astype(np.float64) - real8) ** 2).mean((2, 3, 4, 5)))
+        structure[name].append(ssim(p8, real8).mean(2))
     g_seed = torch.Generator().manual_seed(cfg.seed)
     batches = range(0, len(starts), cfg.batch)
     for lo in tqdm(batches, desc="check world", unit="batch", disable=not progress):
@@ -116,22 +129,27 @@ def check_world(cfg: CheckWorldConfig, progress: bool = True) -> dict:
                       text=torch.cat([world.text(t) for t in texts]))
         seed = int(torch.randint(0, 2**31 - 1, (), generator=g_seed))
         copy.append((real - now[:, None]).pow(2).mean((2, 3, 4, 5)))
+        real8 = images_from_model(real)
+        score("copy", now[:, None].expand_as(real), real8)
         for c in CONDITIONS:
             predicted, _ = modes.run(world.model, "world_model", ctx, world.sampler, actions=actions[c][idx],
                                      generator=torch.Generator().manual_seed(seed))
             errors[c].append((predicted - real).pow(2).mean((2, 3, 4, 5)))
             cosines[c].append(F.cosine_similarity((predicted - now[:, None]).flatten(2), (real - now[:, None]).flatten(2), dim=2))
+            score(c, predicted, real8)
     err = {c: torch.cat(errors[c]) for c in CONDITIONS}  # (n, f)
     cos = {c: torch.cat(cosines[c]) for c in CONDITIONS}
     offsets = list(m.future_offsets)
     return {
         "world": str(cfg.world), "data": str(cfg.data), "episodes": cfg.episodes, "windows": len(starts),
-        "seed": cfg.seed, "offsets": offsets,
+        "seed": cfg.seed, "offsets": offsets, "deadzone": world.sampler.video_deadzone,
         "copy_mse": [float(x) for x in torch.cat(copy).mean(0)],
         "mse": {c: [float(x) for x in err[c].mean(0)] for c in CONDITIONS},
         "cosine": {c: [float(x) for x in cos[c].mean(0)] for c in CONDITIONS},
         "wins": [float(x) for x in ((err["recorded"] < err["other"]).float()
                                     + 0.5 * (err["recorded"] == err["other"]).float()).mean(0)],  # a tie: half
+        "psnr": {c: [psnr_of(float(x)) for x in np.concatenate(square[c]).mean(0)] for c in square},
+        "ssim": {c: [float(x) for x in np.concatenate(structure[c]).mean(0)] for c in structure},
     }
 
 
@@ -143,6 +161,11 @@ def print_check(result: dict) -> None:
     for c, name in zip(CONDITIONS, ("recorded actions", "another window's", "xyz negated")):
         cells = [f"mse {e:.5f} cos {k:+.2f}" for e, k in zip(result["mse"][c], result["cosine"][c])]
         print(f"{name:<17}" + "".join(f"{x:>22}" for x in cells))
+    print("PSNR dB / SSIM    " + "".join(f"{'+' + str(o):>22}" for o in offsets))
+    for c, name in zip(("copy", *CONDITIONS), ("copy the frame", "recorded actions", "another window's", "xyz negated")):
+        if c in result.get("psnr", {}):
+            cells = [f"{p:.2f} / {q:.3f}" for p, q in zip(result["psnr"][c], result["ssim"][c])]
+            print(f"{name:<17}" + "".join(f"{x:>22}" for x in cells))
     print("recorded closer than another window's: " + ", ".join(f"{w:.0%} at +{o}" for w, o in zip(result["wins"], offsets))
           + " (50%: the actions make no difference)")
 
