@@ -30,6 +30,24 @@ def test_imagine_under_recorded_actions_writes_video_and_scores(decoupled_checkp
     assert json.loads((tmp_path / "imagine.json").read_text())["source"] == str(tiny_dataset)
 
 
+def test_imagine_over_several_episodes_is_each_episode_imagined_alone(decoupled_checkpoint, tiny_dataset, tmp_path):
+    """--episodes loads the model once and imagines each episode as --episode would (same noise, same numbers); the
+    summary's means are the means over the episodes."""
+    many = imagine(ImagineConfig(decoupled_checkpoint, data=tiny_dataset, episodes="0:2", horizon=8, out=tmp_path / "many"))
+    assert many["episodes"] == [0, 1] and len(many["per_episode"]) == 2
+    for e, run in zip((0, 1), many["per_episode"]):
+        alone = imagine(ImagineConfig(decoupled_checkpoint, data=tiny_dataset, episode=e, horizon=8, out=tmp_path / f"{e}"))
+        assert run["episode"] == e and run["frames"] == alone["frames"]
+        assert (tmp_path / f"many/episode-{e}/imagine.mp4").stat().st_size > 0
+    for k in ("mean_psnr", "mean_ssim", "mean_ssim_static"):
+        assert many[k] == pytest.approx(sum(r[k] for r in many["per_episode"]) / 2)
+    assert json.loads((tmp_path / "many/imagine.json").read_text())["episodes"] == [0, 1]
+    with pytest.raises(ValueError, match="not both"):
+        imagine(ImagineConfig(decoupled_checkpoint, data=tiny_dataset, episode=1, episodes="0:2", out=tmp_path / "x"))
+    with pytest.raises(ValueError, match="give --data"):
+        imagine(ImagineConfig(decoupled_checkpoint, episodes="0:2", out=tmp_path / "x"))
+
+
 def test_imagine_under_the_policy_executes_the_same_actions_in_the_simulator(decoupled_checkpoint, tmp_path):
     result = imagine(ImagineConfig(decoupled_checkpoint, task="drawer-close-v3", seed=100_003, horizon=8, out=tmp_path))
     assert result["source"] == "policy" and len(result["frames"]) == 8 // P.model.future_offsets[-1]

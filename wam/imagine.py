@@ -10,7 +10,9 @@ the same actions are also executed in Meta-World, so the real frames they lead t
 The robot state the model reads is taken from the real trajectory (the model does not predict it).
 Writes OUT/imagine.mp4 (real frames above, imagined below, cameras side by side) and
 OUT/imagine.json with the PSNR and SSIM of every imagined frame against the real one, next to a "nothing moves"
-baseline (the first real frame held).
+baseline (the first real frame held). With `--episodes 0:30` (several held-out episodes) the model is loaded once,
+each episode is written to OUT/episode-N/, and OUT/imagine.json holds them all with the means over episodes: the
+open-loop metric over a held-out set.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class ImagineConfig:
     """Dataset to take the recorded actions and real frames from (omit to act with the policy in Meta-World)."""
     episode: int = 0
     """Episode of --data to replay."""
+    episodes: str | None = None
+    """Several episodes of --data instead (the reader's syntax: 0:20,25): the model is loaded once, each episode is
+    imagined as --episode would be, into OUT/episode-N/, and OUT/imagine.json holds every episode's result and the
+    means over them."""
     task: str | None = None
     """Without --data: Meta-World task to imagine (default: the checkpoint's first task)."""
     seed: int = EVAL_SEED
@@ -129,15 +135,18 @@ def next_context(now: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     return up.reshape(*lead, *up.shape[-3:])
 
 
+MEANS = ("mean_psnr", "mean_psnr_static", "mean_ssim", "mean_ssim_static")
+
+
 @torch.no_grad()
 def imagine(cfg: ImagineConfig) -> dict:
     from wam import modes
     from wam.checkpoint import load_model
-    from wam.models.base import Context
-    from wam.text import embed
-    from wam.video import write_mp4
-    from wam.data.transforms import images_from_model, images_to_model
 
+    if cfg.episodes is not None and cfg.data is None:  # checked here, not in __post_init__: tyro would box the message
+        raise ValueError(f"--episodes {cfg.episodes} replays episodes of a dataset: give --data DIR too")
+    if cfg.episodes is not None and cfg.episode != 0:
+        raise ValueError(f"give --episode N or --episodes SPEC, not both (got {cfg.episode} and {cfg.episodes})")
     model, norm, config = load_model(Path(cfg.checkpoint), cfg.backbone_path)
     m = model.cfg
     modes.check_mode(m.recipe, "world_model")
@@ -147,8 +156,43 @@ def imagine(cfg: ImagineConfig) -> dict:
     if cfg.data is None and not cfg.task and not config["data"].get("tasks"):
         raise ValueError(f"{cfg.checkpoint} was trained on data with no simulator: imagine a recorded episode, wam "
                          f"imagine {cfg.checkpoint} --data DIR --episode N")
-    source = (_Recorded(Path(cfg.data), cfg.episode, m, config) if cfg.data is not None
-              else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
+    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "imagine"
+    if cfg.episodes is None:
+        source = (_Recorded(Path(cfg.data), cfg.episode, m, config) if cfg.data is not None
+                  else _Simulated(f"metaworld:{cfg.task or config['data']['tasks'][0]}", cfg.seed, m))
+        return _rollout(cfg, model, norm, sampler, source, out, verbose=True)
+
+    from tqdm import tqdm
+
+    from wam.data.reader import data_config_of, read_dataset
+
+    ids = [int(e) for e in read_dataset(Path(cfg.data), data_config_of(config, episodes=cfg.episodes)).episode_ids]
+    runs = [_rollout(cfg, model, norm, sampler, _Recorded(Path(cfg.data), e, m, config), out / f"episode-{e}",
+                     verbose=False, episode=e) for e in tqdm(ids, desc="imagine", unit="episode")]
+    result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.data), "episodes": ids, "horizon": cfg.horizon,
+              **{k: float(np.mean([r[k] for r in runs])) for k in MEANS},
+              "ssim_above_held": int(sum(r["mean_ssim"] > r["mean_ssim_static"] for r in runs)), "per_episode": runs}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "imagine.json").write_text(json.dumps(result, indent=2))
+    print(f"{'episode':>7s} {'PSNR imagined':>14s} {'first frame held':>17s} {'SSIM imagined':>14s} {'first frame held':>17s}")
+    for e, r in zip(ids, runs):
+        print(f"{e:7d} " + " ".join(f"{r[k]:{w}.{d}f}" for k, w, d in zip(MEANS, (14, 17, 14, 17), (2, 2, 3, 3))))
+    print(f"{'mean':>7s} " + " ".join(f"{result[k]:{w}.{d}f}" for k, w, d in zip(MEANS, (14, 17, 14, 17), (2, 2, 3, 3)))
+          + f"   (SSIM above the held frame in {result['ssim_above_held']} of {len(ids)} episodes)")
+    print(f"videos (real above, imagined below): {out}/episode-N/imagine.mp4")
+    return result
+
+
+def _rollout(cfg: ImagineConfig, model, norm, sampler, source, out: Path, verbose: bool,
+             episode: int | None = None) -> dict:
+    """One episode imagined open loop from its first frame; writes OUT/imagine.mp4 and OUT/imagine.json."""
+    from wam import modes
+    from wam.data.transforms import images_from_model, images_to_model
+    from wam.models.base import Context
+    from wam.text import embed
+    from wam.video import write_mp4
+
+    m = model.cfg
     text = torch.from_numpy(embed([source.instruction]))
     horizon = min(cfg.horizon, source.length - 1) if isinstance(source, _Recorded) else cfg.horizon
     chunk = m.future_offsets[-1]  # env steps covered by one prediction
@@ -191,17 +235,19 @@ def imagine(cfg: ImagineConfig) -> dict:
         rep = m.image_size // s
         big = lambda x: np.concatenate([np.kron(v, np.ones((rep, rep, 1), np.uint8)) for v in x], axis=1)  # noqa: E731
         video.append(np.concatenate([np.concatenate(list(source.frame(step)), axis=1), big(small[step])], axis=0))
-    out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).parent / "imagine"
     out.mkdir(parents=True, exist_ok=True)
     write_mp4(str(out / "imagine.mp4"), np.stack(video), fps=4)
     result = {"checkpoint": str(cfg.checkpoint), "source": str(cfg.data) if cfg.data else "policy",
-              "episode": cfg.episode if cfg.data else None, "task_instruction": source.instruction,
+              "episode": (cfg.episode if episode is None else episode) if cfg.data else None,
+              "task_instruction": source.instruction,
               "seed": None if cfg.data else cfg.seed, "frames": rows,
               "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
               "mean_psnr_static": float(np.mean([r["psnr_static"] for r in rows])),
               "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
               "mean_ssim_static": float(np.mean([r["ssim_static"] for r in rows]))}
     (out / "imagine.json").write_text(json.dumps(result, indent=2))
+    if not verbose:
+        return result
     print(f"{'step':>5s} {'PSNR imagined':>14s} {'first frame held':>17s} {'SSIM imagined':>14s} {'first frame held':>17s}")
     for r in rows:
         print(f"{r['step']:5d} {r['psnr']:14.1f} {r['psnr_static']:17.1f} {r['ssim']:14.3f} {r['ssim_static']:17.3f}")
