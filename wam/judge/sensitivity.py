@@ -163,9 +163,8 @@ def print_check(result: dict) -> None:
         print(f"{name:<17}" + "".join(f"{x:>22}" for x in cells))
     print("PSNR dB / SSIM    " + "".join(f"{'+' + str(o):>22}" for o in offsets))
     for c, name in zip(("copy", *CONDITIONS), ("copy the frame", "recorded actions", "another window's", "xyz negated")):
-        if c in result.get("psnr", {}):
-            cells = [f"{p:.2f} / {q:.3f}" for p, q in zip(result["psnr"][c], result["ssim"][c])]
-            print(f"{name:<17}" + "".join(f"{x:>22}" for x in cells))
+        cells = [f"{p:.2f} / {q:.3f}" for p, q in zip(result["psnr"][c], result["ssim"][c])]
+        print(f"{name:<17}" + "".join(f"{x:>22}" for x in cells))
     print("recorded closer than another window's: " + ", ".join(f"{w:.0%} at +{o}" for w, o in zip(result["wins"], offsets))
           + " (50%: the actions make no difference)")
 
