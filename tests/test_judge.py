@@ -138,7 +138,10 @@ def judged(tmp_path_factory):
                    progress=False)
     world = train(replace(P.train, data=data, out=root / "world", steps=2), m, P.sampler, progress=False)
     metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8), progress=False)
-    return {"data": data, "world": world, "head": root / "head", "metrics": metrics, "root": root}
+    fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8, environment=False),
+             progress=False)  # the robot state alone (--no-environment)
+    return {"data": data, "world": world, "head": root / "head", "head_robot": root / "head-robot", "metrics": metrics,
+            "root": root}
 
 
 def test_failures_collect_keeps_every_episode_with_its_executed_actions(judged):
@@ -158,9 +161,86 @@ def test_fit_head_writes_a_head_that_loads_and_scores(judged):
     assert head.cfg.size == P.model.future_size and head.cfg.cameras == tuple(P.model.cameras)
     assert {"accuracy", "auc", "state_r2"} <= set(head.meta["validation"]) or head.meta["validation"] == {}
     b, v, s = 3, len(P.model.cameras), P.model.future_size
-    p = head.solved(torch.zeros(b, v, 3, s, s), torch.zeros(b, 4), torch.zeros(b, 384))
+    d = head.cfg.full_dim  # the robot state and the environment's (the fixture's data records it)
+    p = head.solved(torch.zeros(b, v, 3, s, s), torch.zeros(b, d), torch.zeros(b, 384))
     assert p.shape == (b,) and ((p >= 0) & (p <= 1)).all()
-    assert head.step(torch.zeros(b, 4), torch.zeros(b, 4)).shape == (b, 4)
+    assert head.step(torch.zeros(b, d), torch.zeros(b, 4)).shape == (b, d)
+
+
+def test_the_head_reads_and_steps_the_environment_state_where_the_data_records_it(judged, tmp_path):
+    """`wam collect` data records observation.environment_state: by default the state model steps the objects and
+    the goal with the arm and the success head reads them; --no-environment and --no-frames are honoured."""
+    from wam.data.reader import read_dataset
+    from wam.judge.head import FitConfig, JudgeHead, fit_head
+
+    rec = read_dataset(judged["data"])
+    z = rec.environment_state.shape[1]
+    head = JudgeHead.load(judged["head"])  # the fixture's head: the default
+    assert (head.cfg.environment_dim, head.cfg.frames) == (z, True)
+    b, v, s = 3, len(P.model.cameras), P.model.future_size
+    full = torch.as_tensor(np.concatenate([rec.state[:b], rec.environment_state[:b]], 1))
+    assert head.step(full, torch.zeros(b, 4)).shape == (b, 4 + z)
+    robot = JudgeHead.load(judged["head_robot"])  # --no-environment
+    assert robot.cfg.environment_dim == 0 and robot.step(full[:, :4], torch.zeros(b, 4)).shape == (b, 4)
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "blind", size=s, steps=2, batch_size=8, frames=False),
+             progress=False)
+    blind = JudgeHead.load(tmp_path / "blind")
+    assert blind.success.conv is None and blind.cfg.environment_dim == z
+    text = torch.zeros(b, 384)
+    p = blind.solved(None, full, text)  # frames unread: none needed
+    torch.testing.assert_close(p, blind.solved(torch.rand(b, v, 3, s, s), full, text))
+    moved = full.clone()
+    moved[:, 4:] += 0.2  # the objects and the goal elsewhere: the head sees it
+    assert not torch.allclose(p, blind.solved(None, moved, text))
+
+
+def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):
+    """The initial environment state reaches the head (a goal moved changes its verdicts), never the policy (its
+    actions unchanged); a head that reads it refuses to judge without it."""
+    from wam.envs.tasks import instruction
+    from wam.judge.dream import World, dream
+    from wam.judge.head import JudgeHead
+    from wam.judge.judge import first_observations
+    from wam.judge.policies import PolicySpec, contender
+
+    m, seeds, execute = P.model, [100_000, 100_001], P.model.future_offsets[0]
+    world, head = World(judged["world"]), JudgeHead.load(judged["head"])
+    first, environment = first_observations("reach-v3", tuple(m.cameras), m.image_size, seeds)
+    assert environment.shape == (2, head.cfg.environment_dim)
+    seen = []
+
+    class Recording:  # the contender, recording what the policy is given and returns
+        def __init__(self, inner):
+            self.inner, self.metadata, self.lockstep = inner, inner.metadata, True
+
+        def start(self, seeds):
+            return self.inner.start(seeds)
+
+        def act(self, episodes, observations, execute):
+            out = self.inner.act(episodes, observations, execute)
+            seen.append(([o.state.copy() for o in observations], out.copy()))
+            return out
+
+    def run(env_state):
+        seen.clear()
+        judged_policy = Recording(contender(PolicySpec.parse(str(judged["world"])), ("drawer-close-v3", "reach-v3")))
+        dreams = dream(world, head, judged_policy, first, seeds, instruction("reach-v3"), 12, execute,
+                       threshold=1.0, environment=env_state)  # never solved: every episode runs every chunk
+        return dreams, [(list(x), y) for x, y in seen]
+
+    a, seen_a = run(environment)
+    moved = environment.copy()
+    moved[:, -3:] += 0.3  # the goal 30 cm away
+    b, seen_b = run(moved)
+    assert all(st.shape == (4,) for states, _ in seen_a for st in states)  # the robot state only
+    assert len(seen_a) == len(seen_b) == 3  # 12 steps of `execute` = 4
+    for (sa, xa), (sb, xb) in zip(seen_a, seen_b):  # equal up to the rounding of two runs of the same products
+        np.testing.assert_allclose(xa, xb, atol=1e-6)
+        np.testing.assert_allclose(np.stack(sa), np.stack(sb), atol=1e-6)
+    assert [d.probability for d in a] != [d.probability for d in b]
+    with pytest.raises(ValueError, match="environment state"):
+        dream(world, head, contender(PolicySpec.parse(str(judged["world"])), ("reach-v3",)), first, seeds,
+              instruction("reach-v3"), 8, execute)
 
 
 def test_judge_is_deterministic_and_writes_its_report(judged, tmp_path):
@@ -178,7 +258,10 @@ def test_judge_is_deterministic_and_writes_its_report(judged, tmp_path):
     assert all(len(p) >= 1 for p in probs)
     assert (tmp_path / "a/report.html").is_file() and (tmp_path / "a/judge.json").is_file()
     assert len(list((tmp_path / "a/videos").glob("*.mp4"))) == 2 * 2  # one per policy and task
-    # the noise changed what was imagined
+    # the noise changed what was imagined: this world model ignores the actions, the state model does not (seen here
+    # through the head on the robot state alone, whose 4 inputs move its verdicts more than the default's 21 do)
+    c = judge(replace(cfg, head=judged["head_robot"], out=tmp_path / "c"), progress=False)
+    probs = [e["probability"] for r in c["policies"] for t in r["tasks"].values() for e in t["episodes_detail"]]
     assert probs[:4] != probs[4:]
 
 
@@ -362,10 +445,11 @@ def test_an_imagined_episode_does_not_depend_on_the_others_in_its_batch(judged):
 
     m, seeds, execute = P.model, [100_000, 100_001, 100_002], P.model.future_offsets[0]
     world, head = World(judged["world"]), JudgeHead.load(judged["head"])
-    first = first_observations("reach-v3", tuple(m.cameras), m.image_size, seeds)
+    first, environment = first_observations("reach-v3", tuple(m.cameras), m.image_size, seeds)
     judged_policy = contender(PolicySpec.parse(str(judged["world"])), ("drawer-close-v3", "reach-v3"))
-    batch = dream(world, head, judged_policy, first, seeds, instruction("reach-v3"), 12, execute)
-    alone = dream(world, head, judged_policy, first[1:2], seeds[1:2], instruction("reach-v3"), 12, execute)
+    batch = dream(world, head, judged_policy, first, seeds, instruction("reach-v3"), 12, execute, environment=environment)
+    alone = dream(world, head, judged_policy, first[1:2], seeds[1:2], instruction("reach-v3"), 12, execute,
+                  environment=environment[1:2])
     # the same up to the rounding of batched matrix products (about 1e-7 here)
     np.testing.assert_allclose(batch[1].probability, alone[0].probability, atol=1e-5)
     assert len(alone[0].probability) >= 2 and (batch[1].success, batch[1].steps) == (alone[0].success, alone[0].steps)
@@ -530,6 +614,7 @@ def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
     assert "head.json is missing" in cli_error(["judge", world, "--world", world, "--head", str(tmp_path)])
     so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no next.success column
     assert "no next.success column" in cli_error(["judge", "fit", "--data", str(so100), "--out", str(tmp_path / "h")])
+    assert "pick one" in cli_error(["judge", "fit", "--data", str(judged["data"]), "--no-frames", "--world", world])
     assert "need windows >= 2" in cli_error(["judge", "check-world", "--world", world, "--data", str(judged["data"]),
                                              "--windows", "1"])
     assert "selects no episodes" in cli_error(

@@ -7,7 +7,8 @@ Each episode starts from the real first observation of a held-out variation (the
 `execute` steps: the policy reads the imagined frames (at the camera's resolution: the last frame plus the
 predicted change, wam.imagine.next_context) and the imagined state, and returns a chunk of actions; the world
 model predicts the frames those actions lead to; the state model (head.StateModel) steps the state through the
-executed actions; the success head scores the newest imagined frame. An episode is solved when the head's
+executed actions (the arm's, and where the head reads it the environment's too: objects and goal, from the real
+environment state of the reset); the success head scores the newest imagined frame and that state. An episode is solved when the head's
 probability passes `threshold`, and fails when `max_steps` run out first, as Meta-World's success flag is read
 in `wam eval`. A chunk shorter than the world model's action horizon is padded with its last action.
 
@@ -110,11 +111,18 @@ def world_generator(seed: int) -> torch.Generator:
 
 
 def dream(world: World, head, contender, first: list[Observation], seeds: list[int], prompt: str, max_steps: int,
-          execute: int, threshold: float = 0.5, videos: int = 0) -> list[Dream]:
+          execute: int, threshold: float = 0.5, videos: int = 0, environment: np.ndarray | None = None) -> list[Dream]:
     """Imagined episodes of one task in lockstep, one per (first observation, seed); `prompt` is the task's
     instruction (what the env gives the policy, and what the head reads). The first `videos` keep their frames.
-    `contender.act(episodes, observations, execute)` returns a chunk of at least `execute` actions per episode."""
+    `contender.act(episodes, observations, execute)` returns a chunk of at least `execute` actions per episode.
+    `environment` (n, Z): each episode's real environment state at its first observation, for a head that reads it
+    (`head.cfg.environment_dim`); the policy never sees it."""
     m, meta = world.cfg, contender.metadata
+    z = getattr(head.cfg, "environment_dim", 0)
+    if z and (environment is None or np.shape(environment) != (len(first), z)):
+        raise ValueError(f"the judge's head reads {z} entries of environment state, got "
+                         f"{None if environment is None else np.shape(environment)} for {len(first)} episodes: "
+                         f"judge on an environment that reports its state, or fit the head with --no-environment")
     if execute not in m.future_offsets:
         raise ValueError(f"the policy executes {execute} steps per chunk, but the world model predicts frames "
                          f"{list(m.future_offsets)} steps ahead: pass --execute one of those")
@@ -131,6 +139,9 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     cams = list(m.cameras)
     history = [{0: np.stack([o.images[c] for c in cams])} for o in first]  # step -> (v, H, W, 3)
     state = torch.as_tensor(np.stack([o.state for o in first]), dtype=torch.float32)
+    robot = state.shape[1]  # the policy and the world model read these; the head and state model read them all
+    if z:
+        state = torch.cat([state, torch.as_tensor(np.asarray(environment), dtype=torch.float32)], 1)
     text = world.text(prompt)
     episodes = contender.start(seeds)
     generators = [world_generator(s) for s in seeds]
@@ -148,20 +159,20 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
             stacked = np.stack([frame_at(history[i], t + o) for o in meta.context_offsets])  # (c, v, H, W, 3)
             images = {c: stacked[:, views[k]] if len(meta.context_offsets) > 1 else stacked[0, views[k]]
                       for k, c in enumerate(meta.cameras)}
-            obs.append(Observation(images=images, state=state[i].numpy(), prompt=prompt))
+            obs.append(Observation(images=images, state=state[i, :robot].numpy(), prompt=prompt))
         chunks = contender.act([episodes[i] for i in live], obs, execute)  # (b, >= execute, a)
         k = m.action_horizon
         if chunks.shape[1] < k:
             chunks = np.concatenate([chunks, np.repeat(chunks[:, -1:], k - chunks.shape[1], 1)], 1)
         ctx = np.stack([np.stack([frame_at(history[i], t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
-        small, big, after = world.predict(ctx, state[live].numpy(), prompt, chunks[:, :k], [generators[i] for i in live],
-                                       live, execute)
+        small, big, after = world.predict(ctx, state[live, :robot].numpy(), prompt, chunks[:, :k],
+                                          [generators[i] for i in live], live, execute)
         s = state[live]
-        if after is None:
+        if after is None or z:
             for a in range(execute):
                 s = head.step(s, torch.as_tensor(chunks[:, a], dtype=torch.float32))
-        else:
-            s = torch.as_tensor(after, dtype=torch.float32)
+        if after is not None:  # a world that knows the arm's state (the simulator standing in for one)
+            s[:, :robot] = torch.as_tensor(after, dtype=torch.float32)
         state[live] = s
         p = head.solved(small[:, j].float(), s, text.expand(len(live), -1).float())
         t += execute

@@ -4,6 +4,13 @@
                    "solved within `horizon` steps" (a short-horizon value, as in Cosmos Policy, from `next.success`)
     StateModel     state, action -> the next state (the world model predicts pixels, the policy also reads its state)
 
+Where the dataset records `observation.environment_state` (the objects' poses and the goal; `wam collect` writes it),
+`--environment` (the default there) makes the state the two together: the state model steps the objects as well as
+the arm through the actions, and the success head reads them. A judge then starts each episode from the real
+environment state of its variation's reset, as it starts from its real first frames (wam/judge/dream.py). With
+`--no-frames` the head reads the state and the instruction only: whether the task is solved is then decided by
+where the arm and the objects are, and the world model's frames serve only what the judged policy sees.
+
 `fit_head(cfg)` trains both on a dataset with a `next.success` column (`wam collect --failures` writes failure-rich
 ones: an evaluator that saw only successes imagines success) and saves them to one folder, `head.safetensors` and
 `head.json`; `JudgeHead.load(folder)` reads them back. The head reads frames pooled to the world model's future
@@ -36,34 +43,50 @@ class HeadConfig:
     horizon: int
     """A frame is labelled solved when the task is solved within this many steps of it."""
     width: int = 64
+    environment_dim: int = 0
+    """Entries of observation.environment_state appended to the state (0: the robot state alone)."""
+    frames: bool = True
+    """The success head reads the frames (False: the state, environment included, and the instruction only)."""
+
+    @property
+    def full_dim(self) -> int:
+        """What the state model steps and the success head reads: the robot state, then the environment state."""
+        return self.state_dim + self.environment_dim
 
 
 class SuccessHead(nn.Module):
-    """A small conv net per camera (shared weights) + state + instruction -> one logit."""
+    """A small conv net per camera (shared weights) + state + instruction -> one logit; without frames
+    (`cfg.frames` False) an MLP of the state and the instruction."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         w = cfg.width
         self.conv = nn.Sequential(nn.Conv2d(3, w // 2, 3, 2, 1), nn.GELU(), nn.Conv2d(w // 2, w, 3, 2, 1), nn.GELU(),
-                                  nn.Conv2d(w, w, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.state = nn.Linear(cfg.state_dim, w)
+                                  nn.Conv2d(w, w, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()) if cfg.frames else None
+        seen = len(cfg.cameras) * 16 * w if cfg.frames else 0
+        self.state = nn.Linear(cfg.full_dim, w if cfg.frames else 4 * w)
         self.text = nn.Linear(TEXT_DIM, w)
-        self.out = nn.Sequential(nn.Linear(len(cfg.cameras) * 16 * w + 2 * w, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
+        width = seen + self.state.out_features + w
+        self.out = nn.Sequential(nn.Linear(width, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
 
-    def forward(self, frames: torch.Tensor, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """frames (b, v, 3, s, s) in [-1, 1], state (b, S) normalised, text (b, 384) -> (b,) logits."""
-        b, v = frames.shape[:2]
-        x = self.conv(frames.flatten(0, 1)).reshape(b, -1)
-        return self.out(torch.cat([x, F.gelu(self.state(state)), F.gelu(self.text(text))], -1)).squeeze(-1)
+    def forward(self, frames: torch.Tensor | None, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """frames (b, v, 3, s, s) in [-1, 1] (unread without `cfg.frames`), state (b, S [+ Z]) normalised, text
+        (b, 384) -> (b,) logits."""
+        parts = [F.gelu(self.state(state)), F.gelu(self.text(text))]
+        if self.conv is not None:
+            b = frames.shape[0]
+            parts.insert(0, self.conv(frames.flatten(0, 1)).reshape(b, -1))
+        return self.out(torch.cat(parts, -1)).squeeze(-1)
 
 
 class StateModel(nn.Module):
-    """state, action -> state change (normalised)."""
+    """state, action -> state change (normalised). The robot's reads the robot state alone (what the judged policy
+    reads stays a function of its own actions); the environment's reads both, as objects move where the arm pushes."""
 
-    def __init__(self, cfg: HeadConfig, hidden: int = 128):
+    def __init__(self, cfg: HeadConfig, inputs: int, outputs: int, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(cfg.state_dim + cfg.action_dim, hidden), nn.GELU(),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, cfg.state_dim))
+        self.net = nn.Sequential(nn.Linear(inputs + cfg.action_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([state, action], -1))
@@ -76,22 +99,30 @@ class JudgeHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.success = SuccessHead(cfg)
-        self.dynamics = StateModel(cfg)
+        self.dynamics = StateModel(cfg, cfg.state_dim, cfg.state_dim)
+        self.environment = StateModel(cfg, cfg.full_dim, cfg.environment_dim, 256) if cfg.environment_dim else None
         for k in ("state_mean", "state_std", "delta_std"):
-            self.register_buffer(k, torch.as_tensor(stats[k] if stats else torch.ones(cfg.state_dim), dtype=torch.float32))
+            self.register_buffer(k, torch.as_tensor(stats[k] if stats else torch.ones(cfg.full_dim), dtype=torch.float32))
 
     def norm(self, state: torch.Tensor) -> torch.Tensor:
         return (state - self.state_mean) / self.state_std
 
     @torch.no_grad()
-    def solved(self, frames: torch.Tensor, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """(b,) probability that the task is solved (within `horizon` steps) in these frames."""
+    def solved(self, frames: torch.Tensor | None, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(b,) probability that the task is solved (within `horizon` steps) in these frames and state (b, S [+ Z])."""
         return torch.sigmoid(self.success(frames, self.norm(state), text))
+
+    def change(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The state models' change of the normalised state (b, S [+ Z]) under `action`, in units of `delta_std`."""
+        robot = self.dynamics(state[:, :self.cfg.state_dim], action)
+        if self.environment is None:
+            return robot
+        return torch.cat([robot, self.environment(state, action)], -1)
 
     @torch.no_grad()
     def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The state after `action`, in robot units: (b, S), (b, A) -> (b, S)."""
-        return state + self.dynamics(self.norm(state), action) * self.delta_std
+        """The state after `action`, in robot units: (b, S [+ Z]), (b, A) -> (b, S [+ Z])."""
+        return state + self.change(self.norm(state), action) * self.delta_std
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,11 +171,18 @@ class FitConfig:
     """With --world: episodes imagined together."""
     imagine_episodes: int = 96
     """With --world: how many episodes (drawn at random, the held-out ones kept out of training as ever) to imagine."""
+    environment: bool | None = None
+    """Append observation.environment_state to the state: the state model steps the objects and the goal as well as
+    the arm, the success head reads them. Default: where the data records it (`wam collect` does)."""
+    frames: bool = True
+    """The success head reads the frames; --no-frames: the state (environment included) and the instruction only."""
 
     def __post_init__(self):
         if self.steps < 1 or self.horizon < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"steps and horizon must be >= 1 and val_fraction in [0, 1), got {self.steps}, "
                              f"{self.horizon}, {self.val_fraction}")
+        if self.world is not None and not self.frames:
+            raise ValueError("--world trains the head on imagined frames, --no-frames makes it read none: pick one")
 
 
 def solved_labels(success: np.ndarray, episode_from: np.ndarray, episode_to: np.ndarray, horizon: int) -> np.ndarray:
@@ -250,10 +288,19 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data} has no next.success column: the head learns from it (wam collect writes it)")
     if rec.state.shape[1] == 0:
         raise ValueError(f"{cfg.data} has no robot state: the state model learns from it")
+    environment = rec.environment_state is not None if cfg.environment is None else cfg.environment
+    if environment and rec.environment_state is None:
+        raise ValueError(f"{cfg.data} records no observation.environment_state: fit without --environment")
     labels = solved_labels(rec.success, rec.episode_from, rec.episode_to, cfg.horizon)
-    frames = pooled_frames(rec, cfg.size, progress)
+    frames = pooled_frames(rec, cfg.size, progress) if cfg.frames else None
     text = embed(rec.instructions)[rec.task_index]  # (N, 384)
     state, action = rec.state.astype(np.float32), rec.action.astype(np.float32)
+    robot_dim = state.shape[1]
+    if environment:  # the objects and the goal after the arm: what the state model steps and the head reads
+        state = np.concatenate([state, rec.environment_state.astype(np.float32)], 1)
+    if progress:
+        print(f"judge head: state {'robot + environment (' + str(state.shape[1] - robot_dim) + ' entries)' if environment else 'robot only'}"
+              f", {'frames read' if cfg.frames else 'frames not read'}", flush=True)
     ep = rec.episode_of
     last = np.zeros(len(ep), bool)
     last[rec.episode_to - 1] = True  # no next state within the episode
@@ -268,17 +315,20 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
     # the samples of the success head: every real frame, and (with --world) every imagined one, each standing in for
     # a dataset position whose state, instruction and label it takes
     pos = np.arange(len(labels))
-    if cfg.world is not None:
+    if cfg.world is not None:  # (cfg.frames: __post_init__)
         pick = g.permutation(len(rec.episode_ids))[:cfg.imagine_episodes]
         imagined, where = imagined_frames(Path(cfg.world), rec, cfg.execute, cfg.size, cfg.batch_episodes, pick, progress)
         frames, pos = np.concatenate([frames, imagined]), np.concatenate([pos, where])
     is_real = np.arange(len(pos)) < len(labels)
     sample_train = np.flatnonzero(~val[pos])
     dyn_train, dyn_val = train_idx[~last[train_idx]], val_idx[~last[val_idx]]
-    stats = {"state_mean": state[train_idx].mean(0), "state_std": state[train_idx].std(0) + 1e-6,
+    # a floor on the spread (1 mm, or 0.001 of a quaternion): an entry the data never varies (a second object a task
+    # lacks) must not turn the state model's tiny drift into a large input to the head
+    stats = {"state_mean": state[train_idx].mean(0), "state_std": np.maximum(state[train_idx].std(0), 1e-3),
              "delta_std": delta[dyn_train].std(0) + 1e-6}
-    head = JudgeHead(HeadConfig(cameras=rec.camera_names, size=cfg.size, state_dim=state.shape[1],
-                                action_dim=action.shape[1], horizon=cfg.horizon), stats)
+    head = JudgeHead(HeadConfig(cameras=rec.camera_names, size=cfg.size, state_dim=robot_dim,
+                                action_dim=action.shape[1], horizon=cfg.horizon,
+                                environment_dim=state.shape[1] - robot_dim, frames=cfg.frames), stats)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
     warm = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
@@ -291,10 +341,10 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         n = sample_train[g.integers(0, len(sample_train), cfg.batch_size)]
         i = pos[n]
         j = dyn_train[g.integers(0, len(dyn_train), cfg.batch_size)]
-        x = blur(T(frames[n]).float(), gen)
+        x = blur(T(frames[n]).float(), gen) if frames is not None else None
         logits = head.success(x, head.norm(T(state[i])), T(text[i]))
         loss_s = F.binary_cross_entropy_with_logits(logits, T(labels[i]).float(), pos_weight=pos_weight)
-        loss_d = F.mse_loss(head.dynamics(head.norm(T(state[j])), T(action[j])), T(delta[j]) / head.delta_std)
+        loss_d = F.mse_loss(head.change(head.norm(T(state[j])), T(action[j])), T(delta[j]) / head.delta_std)
         opt.zero_grad(set_to_none=True)
         (loss_s + loss_d).backward()
         opt.step()
@@ -322,7 +372,7 @@ def evaluate_head(head: JudgeHead, frames, pos, state, action, delta, text, labe
     if not len(samples):
         return {}
     T = lambda a: torch.from_numpy(a)  # noqa: E731
-    p = torch.cat([head.solved(T(frames[c]).float(), T(state[pos[c]]), T(text[pos[c]]))
+    p = torch.cat([head.solved(None if frames is None else T(frames[c]).float(), T(state[pos[c]]), T(text[pos[c]]))
                    for c in np.array_split(samples, max(1, len(samples) // 2048))]).numpy()
     y = labels[pos[samples]]
     pred = p > 0.5

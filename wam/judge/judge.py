@@ -60,13 +60,20 @@ class JudgeConfig:
                              f"{self.max_steps}, {self.threshold}")
 
 
-def first_observations(task: str, cameras: tuple[str, ...], image_size: int, seeds: list[int]) -> list:
-    """The real first observation of each held-out variation."""
+def first_observations(task: str, cameras: tuple[str, ...], image_size: int,
+                       seeds: list[int]) -> tuple[list, np.ndarray | None]:
+    """The real first observation of each held-out variation, and its environment state (n, Z) (the objects and the
+    goal at the reset, for a head that reads them; None where the environment does not report it)."""
     from wam.envs import make_env
 
     env = make_env(f"metaworld:{task}", cameras, image_size)
     try:
-        return [env.reset(int(s)) for s in seeds]
+        observations, environment = [], []
+        for s in seeds:
+            observations.append(env.reset(int(s)))
+            if hasattr(env, "environment_state"):
+                environment.append(env.environment_state())
+        return observations, np.stack(environment) if environment else None
     finally:
         env.close()
 
@@ -107,7 +114,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
             row = {"policy": str(spec), "execute": execute, "tasks": {}}
             for task, prompt in zip(tasks, instructions):
                 start = time.perf_counter()
-                dreams = imagine_task(world, head, judged, starts[task], seeds, prompt, cfg.max_steps, execute,
+                dreams = imagine_task(world, head, judged, *starts[task], seeds, prompt, cfg.max_steps, execute,
                                       cfg.threshold, cfg.videos)
                 k = sum(d.success for d in dreams)
                 videos = []
@@ -135,16 +142,18 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     return summary
 
 
-def imagine_task(world, head, judged, first: list, seeds: list[int], prompt: str, max_steps: int, execute: int,
-                 threshold: float, videos: int) -> list:
+def imagine_task(world, head, judged, first: list, environment: np.ndarray | None, seeds: list[int], prompt: str,
+                 max_steps: int, execute: int, threshold: float, videos: int) -> list:
     """One task's imagined episodes: all in lockstep for a checkpoint, one at a time for a policy that keeps state
-    between steps (the same results either way: wam/judge/dream.py)."""
+    between steps (the same results either way: wam/judge/dream.py). `environment`: each episode's environment state
+    at its first observation (first_observations), read by a head fitted with it."""
     from wam.judge.dream import dream
 
     if judged.lockstep:
-        return dream(world, head, judged, first, seeds, prompt, max_steps, execute, threshold, videos)
+        return dream(world, head, judged, first, seeds, prompt, max_steps, execute, threshold, videos, environment)
     return [d for i, (obs, seed) in enumerate(zip(first, seeds))
-            for d in dream(world, head, judged, [obs], [seed], prompt, max_steps, execute, threshold, int(i < videos))]
+            for d in dream(world, head, judged, [obs], [seed], prompt, max_steps, execute, threshold, int(i < videos),
+                           None if environment is None else environment[i:i + 1])]
 
 
 def write_report(out: Path, summary: dict) -> Path:
