@@ -139,7 +139,7 @@ def judged(tmp_path_factory):
     world = train(replace(P.train, data=data, out=root / "world", steps=2), m, P.sampler, progress=False)
     metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8), progress=False)
     fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8, environment=False),
-             progress=False)  # the robot state alone (--no-environment)
+             progress=False)  # the robot state alone (--environment False)
     return {"data": data, "world": world, "head": root / "head", "head_robot": root / "head-robot", "metrics": metrics,
             "root": root}
 
@@ -169,7 +169,7 @@ def test_fit_head_writes_a_head_that_loads_and_scores(judged):
 
 def test_the_head_reads_and_steps_the_environment_state_where_the_data_records_it(judged, tmp_path):
     """`wam collect` data records observation.environment_state: by default the state model steps the objects and
-    the goal with the arm and the success head reads them; --no-environment and --no-frames are honoured."""
+    the goal with the arm and the success head reads them; --environment False and --no-frames are honoured."""
     from wam.data.reader import read_dataset
     from wam.judge.head import FitConfig, JudgeHead, fit_head
 
@@ -180,7 +180,7 @@ def test_the_head_reads_and_steps_the_environment_state_where_the_data_records_i
     b, v, s = 3, len(P.model.cameras), P.model.future_size
     full = torch.as_tensor(np.concatenate([rec.state[:b], rec.environment_state[:b]], 1))
     assert head.step(full, torch.zeros(b, 4)).shape == (b, 4 + z)
-    robot = JudgeHead.load(judged["head_robot"])  # --no-environment
+    robot = JudgeHead.load(judged["head_robot"])  # --environment False
     assert robot.cfg.environment_dim == 0 and robot.step(full[:, :4], torch.zeros(b, 4)).shape == (b, 4)
     fit_head(FitConfig(data=judged["data"], out=tmp_path / "blind", size=s, steps=2, batch_size=8, frames=False),
              progress=False)

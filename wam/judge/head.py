@@ -290,7 +290,7 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data} has no robot state: the state model learns from it")
     environment = rec.environment_state is not None if cfg.environment is None else cfg.environment
     if environment and rec.environment_state is None:
-        raise ValueError(f"{cfg.data} records no observation.environment_state: fit without --environment")
+        raise ValueError(f"{cfg.data} records no observation.environment_state: fit with --environment False")
     labels = solved_labels(rec.success, rec.episode_from, rec.episode_to, cfg.horizon)
     frames = pooled_frames(rec, cfg.size, progress) if cfg.frames else None
     text = embed(rec.instructions)[rec.task_index]  # (N, 384)
