@@ -137,9 +137,10 @@ def judged(tmp_path_factory):
                                  image_size=m.image_size, workers=1, failures=True, action_noise=1.0, max_steps=40),
                    progress=False)
     world = train(replace(P.train, data=data, out=root / "world", steps=2), m, P.sampler, progress=False)
-    metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8), progress=False)
-    fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8, environment=False),
-             progress=False)  # the robot state alone (--environment False)
+    metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8,
+                                 environment=True), progress=False)  # --environment: the objects and goal too
+    fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8),
+             progress=False)  # the default: the robot state alone
     return {"data": data, "world": world, "head": root / "head", "head_robot": root / "head-robot", "metrics": metrics,
             "root": root}
 
@@ -167,23 +168,23 @@ def test_fit_head_writes_a_head_that_loads_and_scores(judged):
     assert head.step(torch.zeros(b, d), torch.zeros(b, 4)).shape == (b, d)
 
 
-def test_the_head_reads_and_steps_the_environment_state_where_the_data_records_it(judged, tmp_path):
-    """`wam collect` data records observation.environment_state: by default the state model steps the objects and
-    the goal with the arm and the success head reads them; --environment False and --no-frames are honoured."""
+def test_the_head_reads_and_steps_the_environment_state_with_environment(judged, tmp_path):
+    """`wam collect` data records observation.environment_state: with --environment the state model steps the objects
+    and the goal with the arm and the success head reads them; by default neither; --no-frames is honoured."""
     from wam.data.reader import read_dataset
     from wam.judge.head import FitConfig, JudgeHead, fit_head
 
     rec = read_dataset(judged["data"])
     z = rec.environment_state.shape[1]
-    head = JudgeHead.load(judged["head"])  # the fixture's head: the default
+    head = JudgeHead.load(judged["head"])  # the fixture's head: --environment
     assert (head.cfg.environment_dim, head.cfg.frames) == (z, True)
     b, v, s = 3, len(P.model.cameras), P.model.future_size
     full = torch.as_tensor(np.concatenate([rec.state[:b], rec.environment_state[:b]], 1))
     assert head.step(full, torch.zeros(b, 4)).shape == (b, 4 + z)
-    robot = JudgeHead.load(judged["head_robot"])  # --environment False
+    robot = JudgeHead.load(judged["head_robot"])  # the default
     assert robot.cfg.environment_dim == 0 and robot.step(full[:, :4], torch.zeros(b, 4)).shape == (b, 4)
-    fit_head(FitConfig(data=judged["data"], out=tmp_path / "blind", size=s, steps=2, batch_size=8, frames=False),
-             progress=False)
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "blind", size=s, steps=2, batch_size=8, environment=True,
+                       frames=False), progress=False)
     blind = JudgeHead.load(tmp_path / "blind")
     assert blind.success.conv is None and blind.cfg.environment_dim == z
     text = torch.zeros(b, 384)

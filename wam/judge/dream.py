@@ -122,7 +122,7 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     if z and (environment is None or np.shape(environment) != (len(first), z)):
         raise ValueError(f"the judge's head reads {z} entries of environment state, got "
                          f"{None if environment is None else np.shape(environment)} for {len(first)} episodes: "
-                         f"judge on an environment that reports its state, or fit the head with --environment False")
+                         f"judge on an environment that reports its state, or fit the head without --environment")
     if execute not in m.future_offsets:
         raise ValueError(f"the policy executes {execute} steps per chunk, but the world model predicts frames "
                          f"{list(m.future_offsets)} steps ahead: pass --execute one of those")

@@ -5,7 +5,7 @@
     StateModel     state, action -> the next state (the world model predicts pixels, the policy also reads its state)
 
 Where the dataset records `observation.environment_state` (the objects' poses and the goal; `wam collect` writes it),
-`--environment` (the default there) makes the state the two together: the state model steps the objects as well as
+`--environment` makes the state the two together: the state model steps the objects as well as
 the arm through the actions, and the success head reads them. A judge then starts each episode from the real
 environment state of its variation's reset, as it starts from its real first frames (wam/judge/dream.py). With
 `--no-frames` the head reads the state and the instruction only: whether the task is solved is then decided by
@@ -171,9 +171,10 @@ class FitConfig:
     """With --world: episodes imagined together."""
     imagine_episodes: int = 96
     """With --world: how many episodes (drawn at random, the held-out ones kept out of training as ever) to imagine."""
-    environment: bool | None = None
-    """Append observation.environment_state to the state: the state model steps the objects and the goal as well as
-    the arm, the success head reads them. Default: where the data records it (`wam collect` does)."""
+    environment: bool = False
+    """Append observation.environment_state to the state (the data must record it; `wam collect` does): the state
+    model steps the objects and the goal as well as the arm, the success head reads them. Off by default until a
+    judge with it is measured against one without on the same policies (docs/judge.md)."""
     frames: bool = True
     """The success head reads the frames; --no-frames: the state (environment included) and the instruction only."""
 
@@ -288,9 +289,9 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data} has no next.success column: the head learns from it (wam collect writes it)")
     if rec.state.shape[1] == 0:
         raise ValueError(f"{cfg.data} has no robot state: the state model learns from it")
-    environment = rec.environment_state is not None if cfg.environment is None else cfg.environment
+    environment = cfg.environment
     if environment and rec.environment_state is None:
-        raise ValueError(f"{cfg.data} records no observation.environment_state: fit with --environment False")
+        raise ValueError(f"{cfg.data} records no observation.environment_state: fit without --environment")
     labels = solved_labels(rec.success, rec.episode_from, rec.episode_to, cfg.horizon)
     frames = pooled_frames(rec, cfg.size, progress) if cfg.frames else None
     text = embed(rec.instructions)[rec.task_index]  # (N, 384)

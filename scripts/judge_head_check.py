@@ -1,0 +1,93 @@
+"""Two checks of a judge's head (`wam judge fit`) that need no world model, on a failure-rich dataset:
+
+1. **Rolled**: each episode's state stepped by the head's state model under the episode's recorded actions, from
+   its real first state (as a judge steps it under a policy's actions), the head scoring it every `--execute` steps
+   without frames (a head fitted with --no-frames): is the episode imagined solved, against what really happened?
+2. **Reach boundary**: on every recorded frame of the reach task, the head's verdict against the true distance from
+   the hand to the goal (Meta-World solves reach under 5 cm): how sharp the head's boundary is.
+
+    python scripts/judge_head_check.py runs/judge2/head-env-noframes --data runs/wm/failures [--episodes held-out|all]
+
+`held-out` (the default) are the episodes `wam judge fit` kept out of training (its --val-fraction and --seed).
+"""
+
+import argparse
+
+import numpy as np
+import torch
+
+from wam.data.reader import read_dataset
+from wam.judge.head import JudgeHead
+from wam.text import embed
+
+
+def held_out(n_episodes: int, fraction: float, seed: int) -> list[int]:
+    """The episodes `fit_head` validates on (drawn the same way)."""
+    g = np.random.default_rng(seed)
+    return sorted(g.permutation(n_episodes)[:int(round(fraction * n_episodes))].tolist())
+
+
+def full_state(head: JudgeHead, rec, rows: np.ndarray) -> np.ndarray:
+    state = rec.state[rows].astype(np.float32)
+    if head.cfg.environment_dim:
+        state = np.concatenate([state, rec.environment_state[rows].astype(np.float32)], 1)
+    return state
+
+
+def rolled(head: JudgeHead, rec, episodes: list[int], text: np.ndarray, execute: int) -> list[dict]:
+    out = []
+    for e in episodes:
+        a, b = int(rec.episode_from[e]), int(rec.episode_to[e])
+        s = torch.as_tensor(full_state(head, rec, np.arange(a, a + 1)))
+        words = torch.as_tensor(text[rec.task_index[a]])[None].float()
+        solved_at = None
+        for t in range(b - a - 1):
+            s = head.step(s, torch.as_tensor(rec.action[a + t][None], dtype=torch.float32))
+            if (t + 1) % execute == 0 and solved_at is None and float(head.solved(None, s, words)) > 0.5:
+                solved_at = t + 1
+        hits = np.flatnonzero(rec.success[a:b])
+        out.append({"task": rec.instructions[rec.task_index[a]], "real": bool(len(hits)), "imagined": solved_at is not None,
+                    "real_step": int(hits[0]) + 1 if len(hits) else None, "imagined_step": solved_at})
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("head")
+    p.add_argument("--data", required=True)
+    p.add_argument("--episodes", choices=("held-out", "all"), default="held-out")
+    p.add_argument("--execute", type=int, default=4)
+    args = p.parse_args()
+    head, rec = JudgeHead.load(args.head), read_dataset(args.data)
+    if head.cfg.frames:
+        raise SystemExit(f"{args.head} reads frames; these checks need a head fitted with --no-frames")
+    fit = head.meta.get("fit", {})
+    n = len(rec.episode_ids)
+    episodes = held_out(n, fit.get("val_fraction", 0.1), fit.get("seed", 0)) if args.episodes == "held-out" else list(range(n))
+    text = embed(rec.instructions)
+
+    rows = rolled(head, rec, episodes, text, args.execute)
+    print(f"rolled under the recorded actions, {len(rows)} {args.episodes} episodes (solved when p > 0.5 at a check):")
+    for task in sorted({r["task"] for r in rows}) + [None]:
+        sel = [r for r in rows if task is None or r["task"] == task]
+        succ, fail = [r for r in sel if r["real"]], [r for r in sel if not r["real"]]
+        tpr = np.mean([r["imagined"] for r in succ]) if succ else float("nan")
+        tnr = np.mean([not r["imagined"] for r in fail]) if fail else float("nan")
+        print(f"  {task or 'all':40s} episodes {len(sel):3d}  agree {np.mean([r['real'] == r['imagined'] for r in sel]):.2f}  "
+              f"real successes imagined solved {tpr:.2f} ({len(succ)})  real failures imagined failed {tnr:.2f} ({len(fail)})")
+
+    reach = [i for i, s in enumerate(rec.instructions) if "reach" in s or s.startswith("move your hand")]
+    if reach and head.cfg.environment_dim >= 3:
+        idx = np.flatnonzero(rec.task_index == reach[0])
+        words = torch.as_tensor(text[reach[0]])[None].expand(len(idx), -1).float()
+        prob = head.solved(None, torch.as_tensor(full_state(head, rec, idx)), words).numpy()
+        dist = np.linalg.norm(rec.state[idx, :3] - rec.environment_state[idx, -3:], axis=1)  # hand to goal
+        print(f"reach, every recorded frame ({len(idx)}): the head's verdict by the hand's distance to the goal")
+        for lo, hi in [(0, .03), (.03, .05), (.05, .06), (.06, .08), (.08, .1), (.1, .15), (.15, 10)]:
+            m = (dist >= lo) & (dist < hi)
+            if m.any():
+                print(f"  {lo:.2f}-{hi:.2f} m: frames {m.sum():5d}  solved (p > 0.5) {np.mean(prob[m] > 0.5):.2f}")
+
+
+if __name__ == "__main__":
+    main()
