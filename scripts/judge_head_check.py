@@ -3,8 +3,10 @@
 1. **Rolled**: each episode's state stepped by the head's state model under the episode's recorded actions, from
    its real first state (as a judge steps it under a policy's actions), the head scoring it every `--execute` steps
    without frames (a head fitted with --no-frames): is the episode imagined solved, against what really happened?
-2. **Reach boundary**: on every recorded frame of the reach task, the head's verdict against the true distance from
-   the hand to the goal (Meta-World solves reach under 5 cm): how sharp the head's boundary is.
+2. **Reach boundary**: on every recorded frame of the reach task, the head's verdict against the distance from the
+   recorded hand position (the state's first three entries) to the goal: how sharp the head's boundary is. Meta-World
+   solves reach when the point between the fingers (not recorded; a few centimetres from the hand position) is within
+   5 cm of the goal, so the bands are approximate.
 
     python scripts/judge_head_check.py runs/judge2/head-env-noframes --data runs/wm/failures [--episodes held-out|all]
 
