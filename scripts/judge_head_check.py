@@ -2,7 +2,9 @@
 
 1. **Rolled**: each episode's state stepped by the head's state model under the episode's recorded actions, from
    its real first state (as a judge steps it under a policy's actions), the head scoring it every `--execute` steps
-   without frames (a head fitted with --no-frames): is the episode imagined solved, against what really happened?
+   without frames (a head that reads none: the default where the data records the environment state): is the
+   episode imagined solved, against what really happened? And how far the stepped hand (and first object) drift
+   from the recorded ones after 10, 30, 60 and 100 steps.
 2. **Reach boundary**: on every recorded frame of the reach task, the head's verdict against the distance from the
    recorded hand position (the state's first three entries) to the goal: how sharp the head's boundary is. Meta-World
    solves reach when the point between the fingers (not recorded; a few centimetres from the hand position) is within
@@ -19,37 +21,34 @@ import numpy as np
 import torch
 
 from wam.data.reader import read_dataset
-from wam.judge.head import JudgeHead
+from wam.judge.head import JudgeHead, judge_state, validation_episodes
 from wam.text import embed
 
 
-def held_out(n_episodes: int, fraction: float, seed: int) -> list[int]:
-    """The episodes `fit_head` validates on (drawn the same way)."""
-    g = np.random.default_rng(seed)
-    return sorted(g.permutation(n_episodes)[:int(round(fraction * n_episodes))].tolist())
+DRIFT_AT = (10, 30, 60, 100)
 
 
-def full_state(head: JudgeHead, rec, rows: np.ndarray) -> np.ndarray:
-    state = rec.state[rows].astype(np.float32)
-    if head.cfg.environment_dim:
-        state = np.concatenate([state, rec.environment_state[rows].astype(np.float32)], 1)
-    return state
-
-
-def rolled(head: JudgeHead, rec, episodes: list[int], text: np.ndarray, execute: int) -> list[dict]:
+def rolled(head: JudgeHead, rec, state: np.ndarray, episodes: list[int], text: np.ndarray, execute: int) -> list[dict]:
     out = []
+    hand, thing = slice(0, 3), slice(head.cfg.state_dim, head.cfg.state_dim + 3)  # the first object's position
     for e in episodes:
         a, b = int(rec.episode_from[e]), int(rec.episode_to[e])
-        s = torch.as_tensor(full_state(head, rec, np.arange(a, a + 1)))
+        s = torch.as_tensor(state[a:a + 1])
         words = torch.as_tensor(text[rec.task_index[a]])[None].float()
-        solved_at = None
+        solved_at, drift = None, {}
+        v = torch.zeros_like(s)  # the last change: at rest at the first frame
         for t in range(b - a - 1):
-            s = head.step(s, torch.as_tensor(rec.action[a + t][None], dtype=torch.float32))
+            nxt = head.step(s, torch.as_tensor(rec.action[a + t][None], dtype=torch.float32), v)
+            s, v = nxt, nxt - s
+            if t + 1 in DRIFT_AT:
+                real = state[a + t + 1]
+                drift[t + 1] = [float(np.linalg.norm(s[0, k].numpy() - real[k])) for k in (hand, thing)
+                                if k.stop <= len(real)]
             if (t + 1) % execute == 0 and solved_at is None and float(head.solved(None, s, words)) > 0.5:
                 solved_at = t + 1
         hits = np.flatnonzero(rec.success[a:b])
         out.append({"task": rec.instructions[rec.task_index[a]], "real": bool(len(hits)), "imagined": solved_at is not None,
-                    "real_step": int(hits[0]) + 1 if len(hits) else None, "imagined_step": solved_at})
+                    "real_step": int(hits[0]) + 1 if len(hits) else None, "imagined_step": solved_at, "drift": drift})
     return out
 
 
@@ -62,13 +61,15 @@ def main():
     args = p.parse_args()
     head, rec = JudgeHead.load(args.head), read_dataset(args.data)
     if head.cfg.frames:
-        raise SystemExit(f"{args.head} reads frames; these checks need a head fitted with --no-frames")
+        raise SystemExit(f"{args.head} reads frames; these checks need one that reads none (wam judge fit --frames False)")
     fit = head.meta.get("fit", {})
     n = len(rec.episode_ids)
-    episodes = held_out(n, fit.get("val_fraction", 0.1), fit.get("seed", 0)) if args.episodes == "held-out" else list(range(n))
+    held_out = validation_episodes(n, fit.get("val_fraction", 0.1), np.random.default_rng(fit.get("seed", 0)))
+    episodes = held_out if args.episodes == "held-out" else list(range(n))
     text = embed(rec.instructions)
+    state = judge_state(rec, head.cfg.environment_dim > 0)
 
-    rows = rolled(head, rec, episodes, text, args.execute)
+    rows = rolled(head, rec, state, episodes, text, args.execute)
     print(f"rolled under the recorded actions, {len(rows)} {args.episodes} episodes (solved when p > 0.5 at a check):")
     for task in sorted({r["task"] for r in rows}) + [None]:
         sel = [r for r in rows if task is None or r["task"] == task]
@@ -78,11 +79,17 @@ def main():
         print(f"  {task or 'all':40s} episodes {len(sel):3d}  agree {np.mean([r['real'] == r['imagined'] for r in sel]):.2f}  "
               f"real successes imagined solved {tpr:.2f} ({len(succ)})  real failures imagined failed {tnr:.2f} ({len(fail)})")
 
+    parts = ("hand", "first object") if head.cfg.environment_dim else ("hand",)
+    for k, part in enumerate(parts):
+        at = {n: [r["drift"][n][k] for r in rows if n in r["drift"]] for n in DRIFT_AT}
+        print(f"  {part} drift from the recorded one, mean over episodes: " + ", ".join(
+            f"{100 * np.mean(v):.1f} cm after {n} steps ({len(v)})" for n, v in at.items() if v))
+
     reach = [i for i, s in enumerate(rec.instructions) if "reach" in s or s.startswith("move your hand")]
     if reach and head.cfg.environment_dim >= 3:
         idx = np.flatnonzero(rec.task_index == reach[0])
         words = torch.as_tensor(text[reach[0]])[None].expand(len(idx), -1).float()
-        prob = head.solved(None, torch.as_tensor(full_state(head, rec, idx)), words).numpy()
+        prob = head.solved(None, torch.as_tensor(state[idx]), words).numpy()
         dist = np.linalg.norm(rec.state[idx, :3] - rec.environment_state[idx, -3:], axis=1)  # hand to goal
         print(f"reach, every recorded frame ({len(idx)}): the head's verdict by the hand's distance to the goal")
         for lo, hi in [(0, .03), (.03, .05), (.05, .06), (.06, .08), (.08, .1), (.1, .15), (.15, 10)]:

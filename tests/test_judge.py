@@ -137,10 +137,10 @@ def judged(tmp_path_factory):
                                  image_size=m.image_size, workers=1, failures=True, action_noise=1.0, max_steps=40),
                    progress=False)
     world = train(replace(P.train, data=data, out=root / "world", steps=2), m, P.sampler, progress=False)
-    metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8,
-                                 environment=True), progress=False)  # --environment: the objects and goal too
-    fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8),
-             progress=False)  # the default: the robot state alone
+    metrics = fit_head(FitConfig(data=data, out=root / "head", size=m.future_size, steps=5, batch_size=8),
+                       progress=False)  # the default: the data records the objects and goal, so the head reads them
+    fit_head(FitConfig(data=data, out=root / "head-robot", size=m.future_size, steps=5, batch_size=8,
+                       environment=False), progress=False)  # the robot state alone (and then the frames)
     return {"data": data, "world": world, "head": root / "head", "head_robot": root / "head-robot", "metrics": metrics,
             "root": root}
 
@@ -168,31 +168,95 @@ def test_fit_head_writes_a_head_that_loads_and_scores(judged):
     assert head.step(torch.zeros(b, d), torch.zeros(b, 4)).shape == (b, d)
 
 
-def test_the_head_reads_and_steps_the_environment_state_with_environment(judged, tmp_path):
-    """`wam collect` data records observation.environment_state: with --environment the state model steps the objects
-    and the goal with the arm and the success head reads them; by default neither; --no-frames is honoured."""
+def test_the_head_reads_and_steps_the_environment_state_where_the_data_records_it(judged, tmp_path):
+    """`wam collect` data records observation.environment_state: by default the state model steps the objects and
+    the goal with the arm and the success head reads them and no frames; --environment False: the robot state and
+    the frames; --frames True: both."""
     from wam.data.reader import read_dataset
     from wam.judge.head import FitConfig, JudgeHead, fit_head
 
     rec = read_dataset(judged["data"])
     z = rec.environment_state.shape[1]
-    head = JudgeHead.load(judged["head"])  # the fixture's head: --environment
-    assert (head.cfg.environment_dim, head.cfg.frames) == (z, True)
+    head = JudgeHead.load(judged["head"])  # the fixture's head: the default
+    assert (head.cfg.environment_dim, head.cfg.frames) == (z, False) and head.success.conv is None
+    assert (head.meta["fit"]["environment"], head.meta["fit"]["frames"]) == (True, False)  # the defaults resolved
     b, v, s = 3, len(P.model.cameras), P.model.future_size
     full = torch.as_tensor(np.concatenate([rec.state[:b], rec.environment_state[:b]], 1))
     assert head.step(full, torch.zeros(b, 4)).shape == (b, 4 + z)
-    robot = JudgeHead.load(judged["head_robot"])  # the default
+    robot = JudgeHead.load(judged["head_robot"])  # --environment False
     assert robot.cfg.environment_dim == 0 and robot.step(full[:, :4], torch.zeros(b, 4)).shape == (b, 4)
-    fit_head(FitConfig(data=judged["data"], out=tmp_path / "blind", size=s, steps=2, batch_size=8, environment=True,
-                       frames=False), progress=False)
-    blind = JudgeHead.load(tmp_path / "blind")
-    assert blind.success.conv is None and blind.cfg.environment_dim == z
+    assert robot.cfg.frames and robot.success.conv is not None
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "both", size=s, steps=2, batch_size=8, frames=True),
+             progress=False)
+    both = JudgeHead.load(tmp_path / "both")
+    assert both.success.conv is not None and both.cfg.environment_dim == z
+    blind = head
     text = torch.zeros(b, 384)
     p = blind.solved(None, full, text)  # frames unread: none needed
     torch.testing.assert_close(p, blind.solved(torch.rand(b, v, 3, s, s), full, text))
     moved = full.clone()
     moved[:, 4:] += 0.2  # the objects and the goal elsewhere: the head sees it
     assert not torch.allclose(p, blind.solved(None, moved, text))
+
+
+def test_offsets_are_the_pairwise_offsets_and_distances_of_the_named_positions(judged, tmp_path):
+    """--offsets: the positions come from the data's entry names; the head reads their pairwise offsets and distances
+    (decimetres, closed form below); without --environment the robot state names one position only: a clear error."""
+    from wam.data.reader import read_dataset
+    from wam.judge.head import FitConfig, JudgeHead, fit_head, offsets, positions
+
+    assert positions(["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]) == (0, 4)
+    assert positions(["x", "y", "z", "a_x", "a_z", "a_y"]) == ()  # no P_ prefix, or out of order: not a position
+    state = torch.tensor([[0.0, 0.0, 0.0, 9.0, 0.03, 0.04, 0.0, 0.1, 0.0, 0.0]])
+    got = offsets(state, (0, 4, 7))  # pairs (0, 4), (0, 7), (4, 7)
+    want = torch.tensor([[-0.3, -0.4, 0.0, 0.5, -1.0, 0.0, 0.0, 1.0, -0.7, 0.4, 0.0, (0.49 + 0.16) ** 0.5]])
+    torch.testing.assert_close(got, want)
+
+    rec = read_dataset(judged["data"])
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "rel", size=P.model.future_size, steps=2, batch_size=8,
+                       offsets=True), progress=False)
+    head = JudgeHead.load(tmp_path / "rel")  # the starts survive the JSON round trip as a tuple
+    assert head.cfg.offsets == (0, 4, 11, 18) and head.success.state.in_features == 21 + 6 * 4
+    full = torch.as_tensor(np.concatenate([rec.state[:3], rec.environment_state[:3]], 1))
+    text = torch.zeros(3, 384)
+    with torch.no_grad():  # the offsets reach the head: zeroing their weights changes its verdicts
+        p = head.solved(None, full, text)
+        head.success.state.weight[:, 21:] = 0
+    assert not torch.allclose(p, head.solved(None, full, text))
+    with pytest.raises(ValueError, match="--offsets needs two or more 3-d positions.*with --environment"):
+        fit_head(FitConfig(data=judged["data"], out=tmp_path / "no", steps=2, environment=False, frames=False,
+                           offsets=True), progress=False)
+
+
+def test_the_state_model_reads_the_arms_last_change_with_motion_and_older_heads_load(judged, tmp_path):
+    """With --motion the state models read the arm's last change (None: at rest), not the objects'; the default
+    ignores it; a head written before motion and offsets existed (no such keys in head.json) loads as one without."""
+    import shutil
+
+    from wam.judge.head import FitConfig, JudgeHead, fit_head
+
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "moving", size=P.model.future_size, steps=2, batch_size=8,
+                       motion=True), progress=False)
+    head = JudgeHead.load(tmp_path / "moving")
+    b, d = 3, head.cfg.full_dim
+    s, a, v = torch.zeros(b, d), torch.zeros(b, 4), torch.full((b, d), 0.01)
+    assert head.cfg.motion and head.dynamics.net[0].in_features == 2 * 4 + 4
+    assert head.environment.net[0].in_features == d + 4 + 4  # the arm's last change, not the objects'
+    assert not torch.allclose(head.step(s, a), head.step(s, a, v))
+    objects_moving = v.clone()
+    objects_moving[:, 4:] = 0.05
+    torch.testing.assert_close(head.step(s, a, v), head.step(s, a, objects_moving))
+    torch.testing.assert_close(head.step(s, a), head.step(s, a, torch.zeros(b, d)))
+    still = JudgeHead.load(judged["head"])  # the default
+    assert not still.cfg.motion
+    torch.testing.assert_close(still.step(s, a), still.step(s, a, v))
+    shutil.copytree(judged["head"], tmp_path / "old")
+    meta = json.loads((tmp_path / "old/head.json").read_text())
+    del meta["config"]["motion"], meta["config"]["offsets"]
+    (tmp_path / "old/head.json").write_text(json.dumps(meta))
+    old = JudgeHead.load(tmp_path / "old")
+    assert (old.cfg.motion, old.cfg.offsets) == (False, ())
+    torch.testing.assert_close(old.step(s, a), still.step(s, a))
 
 
 def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):
@@ -615,7 +679,7 @@ def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
     assert "head.json is missing" in cli_error(["judge", world, "--world", world, "--head", str(tmp_path)])
     so100 = Path(__file__).parent / "fixtures/lerobot/so100"  # written by lerobot: no next.success column
     assert "no next.success column" in cli_error(["judge", "fit", "--data", str(so100), "--out", str(tmp_path / "h")])
-    assert "pick one" in cli_error(["judge", "fit", "--data", str(judged["data"]), "--no-frames", "--world", world])
+    assert "pick one" in cli_error(["judge", "fit", "--data", str(judged["data"]), "--frames", "False", "--world", world])
     assert "need windows >= 2" in cli_error(["judge", "check-world", "--world", world, "--data", str(judged["data"]),
                                              "--windows", "1"])
     assert "selects no episodes" in cli_error(

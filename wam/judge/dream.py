@@ -118,11 +118,11 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     `environment` (n, Z): each episode's real environment state at its first observation, for a head that reads it
     (`head.cfg.environment_dim`); the policy never sees it."""
     m, meta = world.cfg, contender.metadata
-    z = getattr(head.cfg, "environment_dim", 0)
+    z = head.cfg.environment_dim
     if z and (environment is None or np.shape(environment) != (len(first), z)):
         raise ValueError(f"the judge's head reads {z} entries of environment state, got "
                          f"{None if environment is None else np.shape(environment)} for {len(first)} episodes: "
-                         f"judge on an environment that reports its state, or fit the head without --environment")
+                         f"judge on an environment that reports its state, or fit the head with --environment False")
     if execute not in m.future_offsets:
         raise ValueError(f"the policy executes {execute} steps per chunk, but the world model predicts frames "
                          f"{list(m.future_offsets)} steps ahead: pass --execute one of those")
@@ -142,6 +142,7 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     robot = state.shape[1]  # the policy and the world model read these; the head and state model read them all
     if z:
         state = torch.cat([state, torch.as_tensor(np.asarray(environment), dtype=torch.float32)], 1)
+    motion = torch.zeros_like(state)  # the state's last change (a head fitted with motion reads it): at rest at a reset
     text = world.text(prompt)
     episodes = contender.start(seeds)
     generators = [world_generator(s) for s in seeds]
@@ -167,13 +168,14 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
         ctx = np.stack([np.stack([frame_at(history[i], t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
         small, big, after = world.predict(ctx, state[live, :robot].numpy(), prompt, chunks[:, :k],
                                           [generators[i] for i in live], live, execute)
-        s = state[live]
+        s, v = state[live], motion[live]
         if after is None or z:
             for a in range(execute):
-                s = head.step(s, torch.as_tensor(chunks[:, a], dtype=torch.float32))
+                nxt = head.step(s, torch.as_tensor(chunks[:, a], dtype=torch.float32), v)
+                s, v = nxt, nxt - s
         if after is not None:  # a world that knows the arm's state (the simulator standing in for one)
             s[:, :robot] = torch.as_tensor(after, dtype=torch.float32)
-        state[live] = s
+        state[live], motion[live] = s, v
         p = head.solved(small[:, j].float(), s, text.expand(len(live), -1).float())
         t += execute
         for r, i in enumerate(live):

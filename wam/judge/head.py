@@ -1,15 +1,19 @@
 """What a world model's frames do not carry, learned from the same dataset: whether the task is solved, and the state.
 
-    SuccessHead    frames (b, v, 3, s, s) at the world model's future size, state, instruction -> logit of
+    SuccessHead    [frames (b, v, 3, s, s) at the world model's future size,] state, instruction -> logit of
                    "solved within `horizon` steps" (a short-horizon value, as in Cosmos Policy, from `next.success`)
-    StateModel     state, action -> the next state (the world model predicts pixels, the policy also reads its state)
+    StateModel     state, the arm's last change, action -> the next state (the world model predicts pixels; the
+                   policy also reads its state, the head reads where the arm and the objects are)
 
-Where the dataset records `observation.environment_state` (the objects' poses and the goal; `wam collect` writes it),
-`--environment` makes the state the two together: the state model steps the objects as well as
-the arm through the actions, and the success head reads them. A judge then starts each episode from the real
-environment state of its variation's reset, as it starts from its real first frames (wam/judge/dream.py). With
-`--no-frames` the head reads the state and the instruction only: whether the task is solved is then decided by
-where the arm and the objects are, and the world model's frames serve only what the judged policy sees.
+Where the dataset records `observation.environment_state` (the objects' poses and the goal; `wam collect` writes it)
+the state is the two together by default: the state model steps the objects as well as the arm through the actions,
+and the success head reads them and no frames: whether the task is solved is then decided by where the arm and the
+objects are, and the world model's frames serve only what the judged policy sees (the judge measured best,
+docs/judge.md; `--environment False`: the arm's state alone, and then the frames). A judge starts each episode from
+the real environment state of its variation's reset, as it starts from its real first frames (wam/judge/dream.py).
+With `--offsets` the head also reads the offset and the distance between every two 3-d positions of the state (the
+hand, the objects, the goal: found from the dataset's names `P_x, P_y, P_z`), the quantities Meta-World decides
+success by.
 
 `fit_head(cfg)` trains both on a dataset with a `next.success` column (`wam collect --failures` writes failure-rich
 ones: an evaluator that saw only successes imagines success) and saves them to one folder, `head.safetensors` and
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +51,38 @@ class HeadConfig:
     """Entries of observation.environment_state appended to the state (0: the robot state alone)."""
     frames: bool = True
     """The success head reads the frames (False: the state, environment included, and the instruction only)."""
+    motion: bool = False
+    """The state models also read the arm's last change (its velocity)."""
+    offsets: tuple[int, ...] = ()
+    """Where 3-d positions (metres) start in the state, environment included: the success head also reads the offset
+    and distance between every two of them (empty: it does not)."""
 
     @property
     def full_dim(self) -> int:
         """What the state model steps and the success head reads: the robot state, then the environment state."""
         return self.state_dim + self.environment_dim
+
+    @property
+    def success_inputs(self) -> int:
+        """What the success head reads of the state: the normalised state, then 4 entries per pair of positions."""
+        n = len(self.offsets)
+        return self.full_dim + 4 * (n * (n - 1) // 2)
+
+
+def positions(names: list[str]) -> tuple[int, ...]:
+    """Where a state's entry names declare a 3-d position: the index of each `P_x` followed by `P_y` and `P_z`
+    (`wam collect` names the hand, the objects and the goal so)."""
+    return tuple(i for i in range(len(names) - 2) if names[i].endswith("_x")
+                 and names[i + 1] == names[i][:-1] + "y" and names[i + 2] == names[i][:-1] + "z")
+
+
+def offsets(state: torch.Tensor, starts: tuple[int, ...]) -> torch.Tensor:
+    """(b, S) state in metres -> (b, 4 * pairs): for every two 3-d positions starting at `starts`, the offset of the
+    first from the second and its length, in decimetres (a 5 cm success radius reads 0.5)."""
+    p = torch.stack([state[:, i:i + 3] for i in starts], 1)  # (b, P, 3)
+    i, j = torch.triu_indices(len(starts), len(starts), 1)
+    d = (p[:, i] - p[:, j]) * 10
+    return torch.cat([d, d.norm(dim=-1, keepdim=True)], -1).flatten(1)
 
 
 class SuccessHead(nn.Module):
@@ -64,14 +95,14 @@ class SuccessHead(nn.Module):
         self.conv = nn.Sequential(nn.Conv2d(3, w // 2, 3, 2, 1), nn.GELU(), nn.Conv2d(w // 2, w, 3, 2, 1), nn.GELU(),
                                   nn.Conv2d(w, w, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(4), nn.Flatten()) if cfg.frames else None
         seen = len(cfg.cameras) * 16 * w if cfg.frames else 0
-        self.state = nn.Linear(cfg.full_dim, w if cfg.frames else 4 * w)
+        self.state = nn.Linear(cfg.success_inputs, w if cfg.frames else 4 * w)
         self.text = nn.Linear(TEXT_DIM, w)
         width = seen + self.state.out_features + w
         self.out = nn.Sequential(nn.Linear(width, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
 
     def forward(self, frames: torch.Tensor | None, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """frames (b, v, 3, s, s) in [-1, 1] (unread without `cfg.frames`), state (b, S [+ Z]) normalised, text
-        (b, 384) -> (b,) logits."""
+        """frames (b, v, 3, s, s) in [-1, 1] (unread without `cfg.frames`), state (b, `cfg.success_inputs`): the
+        normalised state [and the offsets] (`JudgeHead.logits` makes it), text (b, 384) -> (b,) logits."""
         parts = [F.gelu(self.state(state)), F.gelu(self.text(text))]
         if self.conv is not None:
             b = frames.shape[0]
@@ -80,16 +111,20 @@ class SuccessHead(nn.Module):
 
 
 class StateModel(nn.Module):
-    """state, action -> state change (normalised). The robot's reads the robot state alone (what the judged policy
-    reads stays a function of its own actions); the environment's reads both, as objects move where the arm pushes."""
+    """state [, the arm's last change], action -> state change (normalised). The robot's reads the robot state alone
+    (what the judged policy reads stays a function of its own actions); the environment's reads both, as objects move
+    where the arm pushes. With `cfg.motion` both also read the arm's last change: a Meta-World hand lags its commands,
+    so its next move follows its last far more than the action (one step ahead on held-out frames of the judge's
+    data, R^2 of the arm's change 0.23-0.93 without, 0.95-0.99 with: docs/judge.md). Not the objects' own last change:
+    fed back step after step it made their stepped poses diverge."""
 
     def __init__(self, cfg: HeadConfig, inputs: int, outputs: int, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(inputs + cfg.action_dim, hidden), nn.GELU(),
+        self.net = nn.Sequential(nn.Linear(inputs + cfg.state_dim * cfg.motion + cfg.action_dim, hidden), nn.GELU(),
                                  nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, outputs))
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([state, action], -1))
+    def forward(self, state: torch.Tensor, action: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(torch.cat([state, action] if motion is None else [state, motion, action], -1))
 
 
 class JudgeHead(nn.Module):
@@ -107,22 +142,36 @@ class JudgeHead(nn.Module):
     def norm(self, state: torch.Tensor) -> torch.Tensor:
         return (state - self.state_mean) / self.state_std
 
+    def logits(self, frames: torch.Tensor | None, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(b,) the success head's logits for these frames and state (b, S [+ Z]) in robot units."""
+        x = self.norm(state)
+        if self.cfg.offsets:
+            x = torch.cat([x, offsets(state, self.cfg.offsets)], -1)
+        return self.success(frames, x, text)
+
     @torch.no_grad()
     def solved(self, frames: torch.Tensor | None, state: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(b,) probability that the task is solved (within `horizon` steps) in these frames and state (b, S [+ Z])."""
-        return torch.sigmoid(self.success(frames, self.norm(state), text))
+        return torch.sigmoid(self.logits(frames, state, text))
 
-    def change(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The state models' change of the normalised state (b, S [+ Z]) under `action`, in units of `delta_std`."""
-        robot = self.dynamics(state[:, :self.cfg.state_dim], action)
+    def change(self, state: torch.Tensor, action: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """The state models' change of the normalised state (b, S [+ Z]) under `action`, in units of `delta_std`;
+        `motion` (b, S [+ Z]): the last step's change in those units, of which the arm's is read with `cfg.motion`
+        (None: at rest)."""
+        S = self.cfg.state_dim
+        m = None
+        if self.cfg.motion:
+            m = torch.zeros_like(state[:, :S]) if motion is None else motion[:, :S]
+        robot = self.dynamics(state[:, :S], action, m)
         if self.environment is None:
             return robot
-        return torch.cat([robot, self.environment(state, action)], -1)
+        return torch.cat([robot, self.environment(state, action, m)], -1)
 
     @torch.no_grad()
-    def step(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The state after `action`, in robot units: (b, S [+ Z]), (b, A) -> (b, S [+ Z])."""
-        return state + self.change(self.norm(state), action) * self.delta_std
+    def step(self, state: torch.Tensor, action: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """The state after `action`, in robot units: (b, S [+ Z]), (b, A) -> (b, S [+ Z]). `motion`: the last step's
+        change of the state (robot units; the caller keeps it, None at rest), read by a head fitted with motion."""
+        return state + self.change(self.norm(state), action, None if motion is None else motion / self.delta_std) * self.delta_std
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +187,8 @@ class JudgeHead(nn.Module):
                 raise FileNotFoundError(f"{folder / name} is missing: expected a success head written by "
                                         f"`wam judge fit --data DIR --out {folder}`")
         meta = json.loads((folder / "head.json").read_text())
-        cfg = HeadConfig(**{**meta["config"], "cameras": tuple(meta["config"]["cameras"])})
+        c = meta["config"]
+        cfg = HeadConfig(**{**c, "cameras": tuple(c["cameras"]), "offsets": tuple(c.get("offsets", ()))})
         head = cls(cfg)
         head.load_state_dict(load_file(folder / "head.safetensors"))
         head.meta = meta
@@ -171,19 +221,42 @@ class FitConfig:
     """With --world: episodes imagined together."""
     imagine_episodes: int = 96
     """With --world: how many episodes (drawn at random, the held-out ones kept out of training as ever) to imagine."""
-    environment: bool = False
-    """Append observation.environment_state to the state (the data must record it; `wam collect` does): the state
-    model steps the objects and the goal as well as the arm, the success head reads them. Off by default until a
-    judge with it is measured against one without on the same policies (docs/judge.md)."""
-    frames: bool = True
-    """The success head reads the frames; --no-frames: the state (environment included) and the instruction only."""
+    environment: bool | None = None
+    """Append observation.environment_state to the state: the state model steps the objects and the goal as well as
+    the arm, the success head reads them. None (default): where the data records it (`wam collect` does); True:
+    require it; False: the robot state alone. As judges of the same 11 policies (docs/judge.md): Spearman 0.54 with
+    it, -0.06 without."""
+    frames: bool | None = None
+    """The success head reads the frames. None (default): only where it does not read the environment state (the
+    judge measured best; with --world, always); False: the state and the instruction only; True: frames as well."""
+    motion: bool = False
+    """The state models also read the arm's last change (its velocity): a Meta-World hand lags its commands, and with
+    it the stepped arm drifts less than half as far over 100 steps. As a judge of 11 policies it ranked the (policy,
+    task) cells and the episodes better but the policies worse (docs/judge.md), so it is not the default."""
+    offsets: bool = False
+    """The success head also reads the offset and distance between every two 3-d positions of the state, found from
+    the dataset's entry names P_x, P_y, P_z (on `wam collect` data with the environment state: the hand, two objects
+    and the goal). Meta-World decides success by such distances, which a head must otherwise carve out of absolute
+    positions."""
 
     def __post_init__(self):
         if self.steps < 1 or self.horizon < 1 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"steps and horizon must be >= 1 and val_fraction in [0, 1), got {self.steps}, "
                              f"{self.horizon}, {self.val_fraction}")
-        if self.world is not None and not self.frames:
-            raise ValueError("--world trains the head on imagined frames, --no-frames makes it read none: pick one")
+        if self.world is not None and self.frames is False:
+            raise ValueError("--world trains the head on imagined frames, --frames False makes it read none: pick one")
+
+
+def judge_state(rec, environment: bool) -> np.ndarray:
+    """(N, S [+ Z]) float32: the state a judge's head steps and reads, the robot's [then the environment's]."""
+    state = rec.state.astype(np.float32)
+    return np.concatenate([state, rec.environment_state.astype(np.float32)], 1) if environment else state
+
+
+def validation_episodes(n: int, fraction: float, g: np.random.Generator) -> list[int]:
+    """The episodes (of n) that `fit_head` keeps out of training and validates on: `fraction` of them, drawn by `g`
+    (fresh from `--seed`)."""
+    return sorted(g.permutation(n)[:int(round(fraction * n))].tolist())
 
 
 def solved_labels(success: np.ndarray, episode_from: np.ndarray, episode_to: np.ndarray, horizon: int) -> np.ndarray:
@@ -280,6 +353,7 @@ def blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
+    from wam.data.layout import ENVIRONMENT_STATE_KEY
     from wam.data.reader import read_dataset
     from wam.text import embed
 
@@ -289,34 +363,41 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data} has no next.success column: the head learns from it (wam collect writes it)")
     if rec.state.shape[1] == 0:
         raise ValueError(f"{cfg.data} has no robot state: the state model learns from it")
-    environment = cfg.environment
+    environment = rec.environment_state is not None if cfg.environment is None else cfg.environment
     if environment and rec.environment_state is None:
-        raise ValueError(f"{cfg.data} records no observation.environment_state: fit without --environment")
+        raise ValueError(f"{cfg.data} records no observation.environment_state: fit with --environment False")
+    read_frames = (not environment or cfg.world is not None) if cfg.frames is None else cfg.frames
+    robot_dim, starts = rec.state.shape[1], ()
+    if cfg.offsets:
+        names = rec.names(rec.data.state_key)[:robot_dim] + (rec.names(ENVIRONMENT_STATE_KEY) if environment else [])
+        starts = positions(names)
+        if len(starts) < 2:
+            raise ValueError(f"--offsets needs two or more 3-d positions named P_x, P_y, P_z in the state; {cfg.data} "
+                             f"names {names or 'none'}" + ("" if environment else " (with --environment the objects' too)"))
     labels = solved_labels(rec.success, rec.episode_from, rec.episode_to, cfg.horizon)
-    frames = pooled_frames(rec, cfg.size, progress) if cfg.frames else None
+    frames = pooled_frames(rec, cfg.size, progress) if read_frames else None
     text = embed(rec.instructions)[rec.task_index]  # (N, 384)
-    state, action = rec.state.astype(np.float32), rec.action.astype(np.float32)
-    robot_dim = state.shape[1]
-    if environment:  # the objects and the goal after the arm: what the state model steps and the head reads
-        state = np.concatenate([state, rec.environment_state.astype(np.float32)], 1)
+    state, action = judge_state(rec, environment), rec.action.astype(np.float32)
     if progress:
         print(f"judge head: state {'robot + environment (' + str(state.shape[1] - robot_dim) + ' entries)' if environment else 'robot only'}"
-              f", {'frames read' if cfg.frames else 'frames not read'}", flush=True)
+              f", {'frames read' if read_frames else 'frames not read'}"
+              f"{f', offsets between {len(starts)} positions' if starts else ''}", flush=True)
     ep = rec.episode_of
     last = np.zeros(len(ep), bool)
     last[rec.episode_to - 1] = True  # no next state within the episode
     delta = np.zeros_like(state)
     delta[:-1] = state[1:] - state[:-1]
+    previous = np.zeros_like(delta)  # the change into each frame: none at an episode's first
+    previous[1:] = delta[:-1]
+    previous[rec.episode_from] = 0
 
     g = np.random.default_rng(cfg.seed)
-    n_val = int(round(cfg.val_fraction * len(rec.episode_ids)))
-    val_eps = set(g.permutation(len(rec.episode_ids))[:n_val].tolist())
-    val = np.isin(ep, list(val_eps))
+    val = np.isin(ep, validation_episodes(len(rec.episode_ids), cfg.val_fraction, g))
     train_idx, val_idx = np.flatnonzero(~val), np.flatnonzero(val)
     # the samples of the success head: every real frame, and (with --world) every imagined one, each standing in for
     # a dataset position whose state, instruction and label it takes
     pos = np.arange(len(labels))
-    if cfg.world is not None:  # (cfg.frames: __post_init__)
+    if cfg.world is not None:  # (read_frames: __post_init__)
         pick = g.permutation(len(rec.episode_ids))[:cfg.imagine_episodes]
         imagined, where = imagined_frames(Path(cfg.world), rec, cfg.execute, cfg.size, cfg.batch_episodes, pick, progress)
         frames, pos = np.concatenate([frames, imagined]), np.concatenate([pos, where])
@@ -329,7 +410,8 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
              "delta_std": delta[dyn_train].std(0) + 1e-6}
     head = JudgeHead(HeadConfig(cameras=rec.camera_names, size=cfg.size, state_dim=robot_dim,
                                 action_dim=action.shape[1], horizon=cfg.horizon,
-                                environment_dim=state.shape[1] - robot_dim, frames=cfg.frames), stats)
+                                environment_dim=state.shape[1] - robot_dim, frames=read_frames, motion=cfg.motion,
+                                offsets=starts), stats)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
     warm = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / cfg.steps)))
@@ -343,31 +425,33 @@ def fit_head(cfg: FitConfig, progress: bool = True) -> dict:
         i = pos[n]
         j = dyn_train[g.integers(0, len(dyn_train), cfg.batch_size)]
         x = blur(T(frames[n]).float(), gen) if frames is not None else None
-        logits = head.success(x, head.norm(T(state[i])), T(text[i]))
+        logits = head.logits(x, T(state[i]), T(text[i]))
         loss_s = F.binary_cross_entropy_with_logits(logits, T(labels[i]).float(), pos_weight=pos_weight)
-        loss_d = F.mse_loss(head.change(head.norm(T(state[j])), T(action[j])), T(delta[j]) / head.delta_std)
+        loss_d = F.mse_loss(head.change(head.norm(T(state[j])), T(action[j]), T(previous[j]) / head.delta_std),
+                            T(delta[j]) / head.delta_std)
         opt.zero_grad(set_to_none=True)
         (loss_s + loss_d).backward()
         opt.step()
         sched.step()
         bar.set_postfix(success=f"{loss_s.item():.3f}", state=f"{loss_d.item():.3f}")
     head.eval()
+    resolved = replace(cfg, environment=environment, frames=read_frames)  # what the defaults became, for head.json
     held_out = np.flatnonzero(val[pos])
-    metrics = evaluate_head(head, frames, pos, state, action, delta, text, labels, held_out[is_real[held_out]], dyn_val)
+    metrics = evaluate_head(head, frames, pos, state, action, delta, previous, text, labels, held_out[is_real[held_out]], dyn_val)
     if cfg.world is not None:
-        imagined_metrics = evaluate_head(head, frames, pos, state, action, delta, text, labels,
+        imagined_metrics = evaluate_head(head, frames, pos, state, action, delta, previous, text, labels,
                                          held_out[~is_real[held_out]], dyn_val)
         metrics["imagined"] = {k: v for k, v in imagined_metrics.items() if not k.startswith("state")}
         metrics["imagined_frames"] = int((~is_real).sum())
     head.save(Path(cfg.out), {"data": str(cfg.data), "frames": int(len(labels)), "episodes": int(len(rec.episode_ids)),
                               "solved_fraction": float(labels.mean()), "fit": {k: str(v) if isinstance(v, Path) else v
-                                                                                for k, v in asdict(cfg).items()},
+                                                                                for k, v in asdict(resolved).items()},
                               "validation": metrics, "instructions": rec.instructions})
     return metrics
 
 
 @torch.no_grad()
-def evaluate_head(head: JudgeHead, frames, pos, state, action, delta, text, labels, samples, dyn_idx) -> dict:
+def evaluate_head(head: JudgeHead, frames, pos, state, action, delta, previous, text, labels, samples, dyn_idx) -> dict:
     """Held-out episodes' `samples` (frames standing in for dataset positions `pos`): the head's accuracy, true
     positive and negative rates and AUC; the state model's R^2 per dimension."""
     if not len(samples):
@@ -383,7 +467,7 @@ def evaluate_head(head: JudgeHead, frames, pos, state, action, delta, text, labe
     ranks = np.empty(len(p))
     ranks[order] = np.arange(1, len(p) + 1)
     auc = float((ranks[y].sum() - y.sum() * (y.sum() + 1) / 2) / max(1, y.sum() * (~y).sum()))
-    step = head.step(T(state[dyn_idx]), T(action[dyn_idx])).numpy()
+    step = head.step(T(state[dyn_idx]), T(action[dyn_idx]), T(previous[dyn_idx])).numpy()
     target = state[dyn_idx] + delta[dyn_idx]
     r2 = 1 - ((step - target) ** 2).sum(0) / (((target - target.mean(0)) ** 2).sum(0) + 1e-12)
     d_r2 = 1 - ((step - target) ** 2).sum(0) / (((delta[dyn_idx] - delta[dyn_idx].mean(0)) ** 2).sum(0) + 1e-12)
