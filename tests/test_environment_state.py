@@ -45,6 +45,27 @@ def test_collect_records_the_environment_state_of_every_frame(tiny_dataset):
     assert blind.environment_state[blind.episode_from[1]:].any()
 
 
+def test_the_point_between_the_fingers_is_the_hand_plus_a_constant_offset():
+    """Meta-World decides reach and grasp from `tcp_center`; the state records the hand: FINGERTIP_OFFSET apart,
+    whatever the arm and the gripper do."""
+    from wam.envs.metaworld import FINGERTIP_OFFSET, MetaWorldEnv
+
+    rng = np.random.default_rng(0)
+    for task in ("reach-v3", "drawer-close-v3"):
+        env = MetaWorldEnv(task, image_size=16)
+        try:
+            obs = env.reset(3)
+            moved = []
+            for _ in range(40):
+                obs, _ = env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+                deviation = env._env.tcp_center - obs.state[:3] - np.asarray(FINGERTIP_OFFSET)
+                assert np.abs(deviation).max() < 0.004, (task, deviation)
+                moved.append(obs.state[:3])
+            assert np.ptp(np.stack(moved), axis=0).max() > 0.02  # the arm really moved about
+        finally:
+            env.close()
+
+
 def test_the_writer_checks_the_environment_state_against_its_spec(tmp_path):
     from wam.data.writer import DatasetSpec, DatasetWriter, Episode, EpisodeMismatch
 

@@ -257,6 +257,23 @@ def test_the_state_model_reads_the_arms_last_change_with_motion_and_older_heads_
     old = JudgeHead.load(tmp_path / "old")
     assert (old.cfg.motion, old.cfg.offsets) == (False, ())
     torch.testing.assert_close(old.step(s, a), still.step(s, a))
+    # roll: the steps one after another, carrying the last change; a roll split in two and resumed with the change
+    # it returned is the same roll
+    g = torch.Generator().manual_seed(0)
+    s0, actions = torch.randn(b, d, generator=g) * 0.1, torch.rand(b, 6, 4, generator=g) * 2 - 1
+    states, last = head.roll(s0, actions)
+    x, m = s0, torch.zeros(b, d)
+    for t in range(6):
+        nxt = head.step(x, actions[:, t], m)
+        x, m = nxt, nxt - x
+        torch.testing.assert_close(states[:, t], x)
+    torch.testing.assert_close(last, m)
+    first, mid = head.roll(s0, actions[:, :2])
+    rest, end = head.roll(first[:, -1], actions[:, 2:], mid)
+    torch.testing.assert_close(torch.cat([first, rest], 1), states)
+    torch.testing.assert_close(end, last)
+    with pytest.raises(ValueError, match="roll expects actions"):
+        head.roll(s0, actions[0])
 
 
 def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):

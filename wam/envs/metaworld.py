@@ -37,6 +37,10 @@ ENVIRONMENT_STATE_NAMES = (
 """What `environment_state()` returns: Meta-World's obs[4:18] (the task's first and second object, position and
 quaternion x, y, z, w; zeros where a task has none) and obs[36:39] (the goal). Privileged: the policy never reads it."""
 MAX_EPISODE_STEPS = 500  # Meta-World's own max_path_length
+FINGERTIP_OFFSET = (0.0, 0.0022, -0.0450)
+"""Meta-World's `tcp_center` (the point between the two fingers, from which it decides reach and grasp) minus the
+hand position that the state records (obs[:3]), in metres: constant to within 3 mm at the hand's fixed orientation
+(tests/test_environment_state.py checks it on the simulator)."""
 
 
 @dataclass(frozen=True)

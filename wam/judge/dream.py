@@ -170,9 +170,8 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
                                           [generators[i] for i in live], live, execute)
         s, v = state[live], motion[live]
         if after is None or z:
-            for a in range(execute):
-                nxt = head.step(s, torch.as_tensor(chunks[:, a], dtype=torch.float32), v)
-                s, v = nxt, nxt - s
+            rolled, v = head.roll(s, torch.as_tensor(chunks[:, :execute], dtype=torch.float32), v)
+            s = rolled[:, -1]
         if after is not None:  # a world that knows the arm's state (the simulator standing in for one)
             s[:, :robot] = torch.as_tensor(after, dtype=torch.float32)
         state[live], motion[live] = s, v

@@ -173,6 +173,21 @@ class JudgeHead(nn.Module):
         change of the state (robot units; the caller keeps it, None at rest), read by a head fitted with motion."""
         return state + self.change(self.norm(state), action, None if motion is None else motion / self.delta_std) * self.delta_std
 
+    @torch.no_grad()
+    def roll(self, state: torch.Tensor, actions: torch.Tensor,
+             motion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`state` (b, S [+ Z]) stepped through `actions` (b, T, A) one after another: the states after each action
+        (b, T, S [+ Z]) and the last change (b, S [+ Z]), which the caller passes back as `motion` to go on where it
+        stopped (None: at rest). Robot units, as `step`."""
+        if actions.ndim != 3 or actions.shape[0] != state.shape[0]:
+            raise ValueError(f"roll expects actions (b, T, A) for a state of {state.shape[0]} rows, got {tuple(actions.shape)}")
+        out, v = [], torch.zeros_like(state) if motion is None else motion
+        for t in range(actions.shape[1]):
+            nxt = self.step(state, actions[:, t], v)
+            state, v = nxt, nxt - state
+            out.append(state)
+        return torch.stack(out, 1), v
+
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "head.safetensors")
@@ -314,7 +329,7 @@ def imagined_frames(world_path: Path, rec, execute: int, size: int, batch: int =
     store = FrameStore(rec, m.image_size, rec.data.resize, progress=progress)
     j, k = list(m.future_offsets).index(execute), m.action_horizon
     generator = torch.Generator().manual_seed(0)
-    frames, positions = [], []
+    frames, at = [], []
     first_task = rec.task_index[rec.episode_from]
     chosen = np.arange(len(first_task)) if episodes is None else np.sort(np.asarray(episodes))
     groups = [chosen[first_task[chosen] == ti][i:i + batch] for ti in np.unique(first_task[chosen])
@@ -335,11 +350,11 @@ def imagined_frames(world_path: Path, rec, execute: int, size: int, batch: int =
             small, big, _ = world.predict(context, rec.state[lo[live] + t], prompt, rec.action[steps], generator,
                                           live.tolist(), execute)
             frames.append(small[:, j].numpy().astype(np.float16))
-            positions.append(lo[live] + t + execute)
+            at.append(lo[live] + t + execute)
             for q, r in enumerate(live):
                 history[r][t + execute] = big[q, j]
             t += execute
-    return np.concatenate(frames), np.concatenate(positions)
+    return np.concatenate(frames), np.concatenate(at)
 
 
 def blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
