@@ -276,6 +276,33 @@ def test_the_state_model_reads_the_arms_last_change_with_motion_and_older_heads_
         head.roll(s0, actions[0])
 
 
+def test_the_rolled_out_loss_steps_as_the_judge_steps(judged, tmp_path):
+    """--rollout K trains the state models on their own K-step predictions: the loss is the error of exactly the
+    states `JudgeHead.roll` gives (what a judge steps), and a fit with it records the setting."""
+    from wam.data.reader import read_dataset
+    from wam.judge.head import FitConfig, JudgeHead, fit_head, judge_state, rolled_loss
+
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "rolled", size=P.model.future_size, steps=2, batch_size=8,
+                       motion=True, rollout=3), progress=False)
+    head = JudgeHead.load(tmp_path / "rolled")
+    assert head.meta["fit"]["rollout"] == 3
+    rec = read_dataset(judged["data"])
+    state, action = judge_state(rec, True), rec.action.astype(np.float32)
+    previous = np.zeros_like(state)
+    previous[1:] = state[1:] - state[:-1]
+    previous[rec.episode_from] = 0
+    starts = np.array([rec.episode_from[0], rec.episode_from[0] + 2])
+    with torch.no_grad():
+        loss = rolled_loss(head, state, action, previous, starts, 3)
+        states, _ = head.roll(torch.from_numpy(state[starts]), torch.from_numpy(np.stack([action[starts + k] for k in range(3)], 1)),
+                              torch.from_numpy(previous[starts]))
+        want = sum(torch.nn.functional.mse_loss(head.norm(states[:, k]), head.norm(torch.from_numpy(state[starts + k + 1])))
+                   for k in range(3)) / 3
+    torch.testing.assert_close(loss, want)
+    with pytest.raises(ValueError, match="--rollout 0"):
+        FitConfig(data=judged["data"], out=tmp_path / "x", rollout=0)
+
+
 def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):
     """The initial environment state reaches the head (a goal moved changes its verdicts), never the policy (its
     actions unchanged); a head that reads it refuses to judge without it."""
