@@ -4,9 +4,13 @@ steps the real first state (the arm's and the environment's, as a judge starts) 
 head scores it as a judge does (every `execute` steps; solved when p > 0.5).
 
 If the head, given the real actions, agrees with the real outcome, the judge's error on that policy lies in what the
-policy does on imagined frames; if it calls the real failures solved, it lies in the state model or the head.
+policy does on imagined frames; if it calls the real failures solved, it lies in the state model or the head. The
+head is also run on the real states themselves (every `execute` steps, no stepping): where that is wrong too, the
+head is; where only the stepped states are, the state model is. Several heads are checked on the same real episodes.
 
-    python scripts/judge_replay_check.py runs/judge3/policies/ao-300/last --head runs/judge3/head [--episodes 10]
+    python scripts/judge_replay_check.py runs/judge3/policies/ao-300/last --head runs/judge3/head [HEAD ...] [--episodes 10]
+        [--trace 2]    also print the first 2 real failures of each task step by step: the real hand and first object
+                       beside the ones the first head stepped
 """
 
 import argparse
@@ -25,52 +29,66 @@ from wam.text import embed
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
-    p.add_argument("--head", required=True)
+    p.add_argument("--head", required=True, nargs="+")
     p.add_argument("--tasks", default="button-press-topdown-v3,drawer-close-v3,reach-v3")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=100000, help="the first held-out seed (wam eval's and the judge's)")
     p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--trace", type=int, default=0, help="real failures per task printed step by step (first head)")
     args = p.parse_args()
-    head = JudgeHead.load(args.head)
-    if head.cfg.frames:
-        raise SystemExit(f"{args.head} reads frames; this check needs a head that reads none (wam judge fit --frames False)")
+    heads = {h: JudgeHead.load(h) for h in args.head}
+    for h, head in heads.items():
+        if head.cfg.frames or not head.cfg.environment_dim:
+            raise SystemExit(f"{h} reads frames or no environment state; this check needs a head that reads the "
+                             f"environment state and no frames (wam judge fit's default on wam collect data)")
     wam = WAMPolicy.from_checkpoint(args.checkpoint)
     execute = wam.sampler.execute
     runner = closed_loop(Guarded(wam, ActionGuard.from_normalizer(wam.norm)), execute)
     meta = runner.metadata
-    print(f"{args.checkpoint}, head {args.head}: real episodes, and the head stepping their real actions")
-    rows = []
+    rows = {h: [] for h in heads}
     for task in args.tasks.split(","):
         env = make_env(f"metaworld:{task}", meta.cameras, meta.image_size[0])
         for seed in range(args.seed, args.seed + args.episodes):
             runner.reset(seed)
             obs = env.reset(seed)
-            first = np.concatenate([obs.state, env.environment_state()]) if head.cfg.environment_dim else obs.state
-            actions, success, end = [], False, None
+            real_states = [np.concatenate([obs.state, env.environment_state()])]
+            actions, success = [], False
             for t in range(args.max_steps):
                 a = runner.infer(obs).actions[0]
                 actions.append(np.clip(a, -1, 1))
                 obs, success = env.step(a)
+                real_states.append(np.concatenate([obs.state, env.environment_state()]))
                 if success:
                     break
-            hand_end = obs.state[:3]
-            s = torch.as_tensor(first, dtype=torch.float32)[None]
-            states = head.roll(s, torch.as_tensor(np.stack(actions), dtype=torch.float32)[None])[0][0]
+            real_states = torch.as_tensor(np.stack(real_states), dtype=torch.float32)
             words = torch.as_tensor(embed([obs.prompt]))[:1].float()
-            checked = states[execute - 1::execute]
-            fired = np.flatnonzero(head.solved(None, checked, words.expand(len(checked), -1)).numpy() > 0.5)
-            end = int(fired[0] + 1) * execute if len(fired) else None
-            drift = float(np.linalg.norm(states[-1, :3].numpy() - hand_end))
-            rows.append((task, seed, success, len(actions), end, drift))
+            traced = sum(not r[2] for r in rows[args.head[0]] if r[0] == task)
+            for h, head in heads.items():
+                states = head.roll(real_states[:1], torch.as_tensor(np.stack(actions), dtype=torch.float32)[None])[0][0]
+                fired = [bool((head.solved(None, x, words.expand(len(x), -1)) > 0.5).any())
+                         for x in (states[execute - 1::execute], real_states[1:][execute - 1::execute])]
+                hand, thing = (float(np.linalg.norm(states[-1, i:i + 3].numpy() - real_states[-1, i:i + 3].numpy()))
+                               for i in (0, head.cfg.state_dim))
+                rows[h].append((task, seed, success, len(actions), *fired, hand, thing))
+                if h == args.head[0] and not success and traced < args.trace:
+                    o = head.cfg.state_dim
+                    print(f"{task} seed {seed} (real failure), head {h}: real | stepped, metres")
+                    for t in (0, 20, 40, 60, 80, 100, 140, len(actions) - 1):
+                        r_, s_ = real_states[t + 1].numpy(), states[t].numpy()
+                        print(f"  step {t + 1:3d}  hand {np.round(r_[:3], 3)} | {np.round(s_[:3], 3)}   first object "
+                              f"{np.round(r_[o:o + 3], 3)} | {np.round(s_[o:o + 3], 3)}")
         env.close()
-    for task in args.tasks.split(",") + [None]:
-        sel = [r for r in rows if task is None or r[0] == task]
-        real = np.array([r[2] for r in sel])
-        replay = np.array([r[4] is not None for r in sel])
-        print(f"  {task or 'all':26s} episodes {len(sel):3d}  real success {real.mean():.2f}  head on the real actions "
-              f"{replay.mean():.2f}  real failures called solved {replay[~real].mean() if (~real).any() else float('nan'):.2f} "
-              f"({int((~real).sum())})  hand drift at the end {100 * np.mean([r[5] for r in sel]):.1f} cm  "
-              f"steps real {np.mean([r[3] for r in sel]):.0f}")
+    for h in heads:
+        print(f"{args.checkpoint}, head {h}: real episodes, and the head stepping their real actions")
+        for task in args.tasks.split(",") + [None]:
+            sel = [r for r in rows[h] if task is None or r[0] == task]
+            real = np.array([r[2] for r in sel])
+            replay, on_real = np.array([r[4] for r in sel]), np.array([r[5] for r in sel])
+            print(f"  {task or 'all':26s} episodes {len(sel):3d}  real success {real.mean():.2f}  head on the real actions "
+                  f"{replay.mean():.2f}  real failures called solved {replay[~real].mean() if (~real).any() else float('nan'):.2f} "
+                  f"({int((~real).sum())})  head on the real states agrees {(on_real == real).mean():.2f}  drift at the "
+                  f"end: hand {100 * np.mean([r[6] for r in sel]):.1f} cm, first object {100 * np.mean([r[7] for r in sel]):.1f} cm"
+                  f"  steps real {np.mean([r[3] for r in sel]):.0f}")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,43 @@ def test_failures_collect_keeps_every_episode_with_its_executed_actions(judged):
     assert np.abs(rec.action[:, :3]).max() <= 1 and len(np.unique(rec.action[:, 0].round(3))) > 10
 
 
+def test_collect_records_policy_rollouts_beside_the_perturbed_expert(judged, tmp_path):
+    """--policies: each named checkpoint (weakened as named) runs `policy_episodes` episodes per task, every one
+    kept; the recorded actions are the ones executed (replayed in the simulator from the same seed they give back the
+    recorded states); `wam/source` names the behaviour behind each episode; --policies needs --failures."""
+    import glob
+
+    import pandas as pd
+
+    from wam.data.collect import CollectConfig, collect
+    from wam.data.reader import read_dataset
+    from wam.envs import make_env
+
+    m, world = P.model, str(judged["world"])
+    out = collect(CollectConfig(out=tmp_path / "mixed", tasks="reach-v3", episodes=1, cameras=m.cameras,
+                                image_size=m.image_size, workers=1, failures=True, action_noise=1.0, max_steps=12,
+                                policies=(world, f"{world}#noise=0.5"), policy_episodes=2), progress=False)
+    rec = read_dataset(out)
+    episodes = pd.concat([pd.read_parquet(f) for f in sorted(glob.glob(str(out / "meta/episodes/*/*.parquet")))])
+    assert list(episodes["wam/source"]) == ["expert", world, world, f"{world}#noise=0.5", f"{world}#noise=0.5"]
+    assert rec.seeds == [0, 0, 1, 0, 1]
+    info = json.loads((out / "meta/info.json").read_text())["wam"]
+    assert info["policies"] == [world, f"{world}#noise=0.5"] and set(info["policy_solved"][world]) == {"reach-v3"}
+    first, second = (slice(rec.episode_from[i], rec.episode_to[i]) for i in (1, 3))  # seed 0: clean, then noisy
+    assert not np.allclose(rec.action[first], rec.action[second])
+    env = make_env("metaworld:reach-v3", m.cameras, m.image_size)
+    obs = env.reset(0)
+    for t in range(first.start, first.stop):
+        np.testing.assert_allclose(obs.state, rec.state[t], atol=1e-5)
+        np.testing.assert_allclose(env.environment_state(), rec.environment_state[t], atol=1e-5)
+        obs, _ = env.step(rec.action[t])
+    env.close()
+    with pytest.raises(ValueError, match="--policies records rollouts that may fail: it needs --failures"):
+        CollectConfig(out=tmp_path / "x", policies=(world,))
+    with pytest.raises(FileNotFoundError, match="is not a checkpoint folder"):
+        CollectConfig(out=tmp_path / "x", failures=True, action_noise=1.0, policies=(str(tmp_path / "none"),))
+
+
 def test_fit_head_writes_a_head_that_loads_and_scores(judged):
     from wam.judge.head import JudgeHead
 
@@ -301,6 +338,100 @@ def test_the_rolled_out_loss_steps_as_the_judge_steps(judged, tmp_path):
     torch.testing.assert_close(loss, want)
     with pytest.raises(ValueError, match="--rollout 0"):
         FitConfig(data=judged["data"], out=tmp_path / "x", rollout=0)
+
+
+def test_history_carries_the_past_actions_as_training_reads_them_and_bounded_keeps_the_recorded_range(judged, tmp_path):
+    """--history K: the state models read the K actions before the current one (newest first, none before an
+    episode's start); a roll carries them in its memory exactly as `past_actions` lays them out for training.
+    --bounded: stepped states stay within the training states' range; a head saved before the bounds loads unbounded."""
+    from safetensors.torch import load_file, save_file
+
+    from wam.data.reader import read_dataset
+    from wam.judge.head import FitConfig, JudgeHead, fit_head, judge_state, past_actions
+
+    action = np.arange(10, dtype=np.float32).reshape(5, 2)  # two episodes: steps 0-2 and 3-4
+    got = past_actions(action, np.array([0, 3]), 2)
+    want = np.array([[0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 0, 1], [0, 0, 0, 0], [6, 7, 0, 0]], np.float32)
+    np.testing.assert_array_equal(got, want)
+
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "hist", size=P.model.future_size, steps=2, batch_size=8,
+                       motion=True, history=3, bounded=True, rollout=2), progress=False)
+    head = JudgeHead.load(tmp_path / "hist")
+    d = head.cfg.full_dim
+    assert (head.cfg.history, head.cfg.bounded, head.cfg.memory_dim) == (3, True, d + 3 * 4)
+    assert head.dynamics.net[0].in_features == 4 + 4 + 4 * 4  # state, last change, action, three past actions
+    rec = read_dataset(judged["data"])
+    state, a, b = judge_state(rec, True), rec.episode_from[0], rec.episode_to[0]
+    actions = torch.from_numpy(rec.action[a:b - 1][None].astype(np.float32))
+    states, memory = head.roll(torch.from_numpy(state[a:a + 1]), actions)
+    layout = past_actions(rec.action.astype(np.float32), rec.episode_from, 3)
+    np.testing.assert_allclose(memory[0, d:].numpy(), layout[b - 1])  # the memory a roll ends with = training's
+    torch.testing.assert_close(memory[0, :d], states[0, -1] - states[0, -2])
+    half, mid = head.roll(torch.from_numpy(state[a:a + 1]), actions[:, :5])  # resumed from its memory: the same roll
+    rest, _ = head.roll(half[:, -1], actions[:, 5:], mid)
+    torch.testing.assert_close(torch.cat([half, rest], 1), states)
+    s0, push = torch.from_numpy(state[a:a + 1]), torch.zeros(1, 4)
+    other = memory.clone()
+    other[:, d:] = 1.0  # other past actions: another step
+    assert not torch.allclose(head.step(s0, push, memory), head.step(s0, push, other))
+    # bounded: whatever the model predicts, the stepped state stays within the training states' range
+    with torch.no_grad():
+        head.dynamics.net[-1].bias += 50.0
+        head.environment.net[-1].bias -= 50.0
+    far = head.step(s0, push)
+    assert (far <= head.state_high).all() and (far >= head.state_low).all()
+    moved = head.delta_std > 1e-4  # entries the data moves (not a second object a task lacks): pushed to the edge
+    assert moved[:3].all() and torch.equal(far[0, :3], head.state_high[:3])
+    assert torch.equal(far[0, 4:][moved[4:]], head.state_low[4:][moved[4:]])
+    assert (head.state_low.numpy() >= state.min(0) - 1e-6).all() and (head.state_high.numpy() <= state.max(0) + 1e-6).all()
+    weights = load_file(judged["head"] / "head.safetensors")  # written before bounds existed: no such tensors
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "head.json").write_text((judged["head"] / "head.json").read_text())
+    save_file({k: v for k, v in weights.items() if k not in ("state_low", "state_high")}, old / "head.safetensors")
+    unbounded = JudgeHead.load(old)
+    assert not unbounded.cfg.bounded and torch.isinf(unbounded.state_high).all()
+    with pytest.raises(ValueError, match="--history -1"):
+        FitConfig(data=judged["data"], out=tmp_path / "x", history=-1)
+
+
+def test_relative_and_gated_state_models(judged, tmp_path):
+    """--relative: the environment's state model reads the offsets between the positions --offsets finds (zeroing
+    their weights changes its step); --gated: an environment entry moves only where its logit says so, and the fit
+    learns that logit from whether the recorded entry moved."""
+    from wam.data.reader import read_dataset
+    from wam.judge.head import STILL, FitConfig, JudgeHead, fit_head, judge_state
+
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "rel", size=P.model.future_size, steps=2, batch_size=8,
+                       offsets=True, relative=True, gated=True), progress=False)
+    head = JudgeHead.load(tmp_path / "rel")
+    d, z = head.cfg.full_dim, head.cfg.environment_dim
+    assert head.cfg.relative and head.cfg.gated and head.environment.net[0].in_features == d + 6 * 4 + 4
+    assert head.environment.net[-1].out_features == 2 * z
+    rec = read_dataset(judged["data"])
+    state = torch.from_numpy(judge_state(rec, True)[:5])
+    push = torch.full((5, 4), 0.5)
+    with torch.no_grad():
+        before = head.step(state, push)
+        head.environment.net[0].weight[:, d:d + 24] = 0
+        assert not torch.allclose(before[:, 4:], head.step(state, push)[:, 4:])
+        head.environment.net[-1].bias[z:] = -100.0  # every entry says it stands still: the objects do not move
+        torch.testing.assert_close(head.step(state, push)[:, 4:], state[:, 4:])
+        head.environment.net[-1].bias[z:] = 100.0
+        assert not torch.allclose(head.step(state, push)[:, 4:], state[:, 4:])
+    # the logits are learned from whether the recorded entries moved: the goal never moves in the data
+    fit_head(FitConfig(data=judged["data"], out=tmp_path / "gate", size=P.model.future_size, steps=150, batch_size=32,
+                       gated=True), progress=False)
+    gate = JudgeHead.load(tmp_path / "gate")
+    all_states = torch.from_numpy(judge_state(rec, True))
+    with torch.no_grad():
+        _, _, moves = gate.parts(gate.norm(all_states), torch.from_numpy(rec.action.astype(np.float32)))
+    within = np.ones(len(all_states) - 1, bool)
+    within[rec.episode_to[:-1] - 1] = False  # not from one episode's last frame to the next one's first
+    goal_moved = np.abs(np.diff(rec.environment_state[:, -3:], axis=0))[within].max()
+    assert goal_moved <= STILL and (moves[:, -3:] < 0).all()
+    with pytest.raises(ValueError, match="--relative reads the offsets"):
+        FitConfig(data=judged["data"], out=tmp_path / "x", relative=True)
 
 
 def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):

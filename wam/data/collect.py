@@ -14,6 +14,13 @@ hand steers to a random point of the workspace instead (a policy heading the wro
 (noise included, what the world model must learn the effect of); and a solved episode goes on for
 `AFTER_SUCCESS` more steps, so the solved state is seen, not only approached.
 
+`--policies` adds rollouts of learned policies to such data (`policy_episodes` per task and policy, every one kept,
+recorded the same way): checkpoint folders, weakened as `wam judge` names them (PATH#noise=0.5,
+PATH#instruction=other), each run as `wam eval` runs it (the serving guard, chunks of its sampler's `execute`
+actions). A perturbed expert fails in its own ways; a weak policy fails in others (a hand passing over the drawer
+it should push, hovering short of the goal), and a judge's state model learns what does not happen there only from
+seeing it. The column `wam/source` says which behaviour recorded each episode ("expert" or the policy as named).
+
 Every frame also records the objects' poses and the goal as observation.environment_state (LeRobot's name;
 `MetaWorldEnv.environment_state`): privileged simulator state that no policy reads, an auxiliary training target
 (`wam train --train.environment-state-weight`).
@@ -66,6 +73,11 @@ class CollectConfig:
     failures: bool = False
     """Failure-rich data (module docstring): keep every episode, solved or not, with the executed actions and a
     noise std and a speed drawn per episode; `episodes` then counts attempts, not successes."""
+    policies: tuple[str, ...] = ()
+    """With --failures: also record rollouts of these checkpoints (module docstring), `policy_episodes` per task and
+    policy, from the same variation seeds as the expert's."""
+    policy_episodes: int = 20
+    """Rollouts per task and policy named by --policies."""
     action_free: bool = False
     """Keep the videos and states but no actions: stand-ins for action-free video, which trains only the
     future-frame stream (e.g. video pretraining on other tasks before fine-tuning with a few labelled demos)."""
@@ -86,6 +98,17 @@ class CollectConfig:
         if self.failures and (self.action_noise <= 0 or self.action_free):
             raise ValueError("--failures needs --action-noise > 0 (the largest noise std; each episode draws its own) "
                              "and actions (not --action-free)")
+        if self.policies:
+            from wam.judge.policies import PolicySpec
+
+            if not self.failures:
+                raise ValueError("--policies records rollouts that may fail: it needs --failures (every episode kept)")
+            if self.policy_episodes < 1:
+                raise ValueError(f"--policy-episodes must be >= 1, got {self.policy_episodes}")
+            for text in self.policies:
+                if PolicySpec.parse(text).kind != "checkpoint":
+                    raise ValueError(f"--policies {text}: expected a checkpoint folder (PATH, PATH#noise=STD, "
+                                     f"PATH#instruction=other)")
 
     def counts(self) -> dict[str, int]:
         """Episodes to keep per task: `episodes`, or the task's count in `task_episodes`."""
@@ -156,28 +179,96 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
                    environment_state=np.stack(environment))
 
 
+_RUNNERS: dict[tuple, object] = {}
+
+
+def policy_runner(text: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int):
+    """The checkpoint `text` names (weakened as named), run as `wam eval` runs it: a closed-loop Policy."""
+    from wam.envs.tasks import swapped_instructions
+    from wam.judge.policies import OTHER, PolicySpec
+    from wam.policy import WAMPolicy
+    from wam.runtime import Weakened, closed_loop
+    from wam.safety import ActionGuard, Guarded
+
+    key = (text, tasks)
+    if key not in _RUNNERS:
+        spec = PolicySpec.parse(text)
+        wam = WAMPolicy.from_checkpoint(spec.path)
+        meta = wam.metadata
+        if not set(meta.cameras) <= set(cameras) or tuple(meta.image_size) != (image_size, image_size):
+            raise ValueError(f"--policies {text} reads cameras {list(meta.cameras)} at {meta.image_size} px; the data "
+                             f"records {list(cameras)} at {image_size} px")
+        prompts = swapped_instructions(tasks) if spec.instruction == OTHER else {}
+        _RUNNERS[key] = closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)),
+                                    wam.sampler.execute)
+    return _RUNNERS[key]
+
+
+def policy_episode(text: str, tasks: tuple[str, ...], task: str, seed: int, cameras: tuple[str, ...], image_size: int,
+                   max_steps: int) -> Episode:
+    """One rollout of the checkpoint `text` names on variation `seed`, kept whatever its outcome: the executed
+    actions (clipped to the action space, as the simulator applies them), `AFTER_SUCCESS` steps past a success."""
+    runner = policy_runner(text, tasks, cameras, image_size)
+    key = (task, cameras, image_size)
+    env = _ENVS.get(key) or _ENVS.setdefault(key, make_env(f"metaworld:{task}", cameras, image_size))
+    obs = env.reset(seed)
+    runner.reset(seed)
+    images, states, actions, successes, environment = {c: [] for c in cameras}, [], [], [], []
+    solved_at = None
+    for t in range(max_steps):
+        for c in cameras:
+            images[c].append(obs.images[c])
+        states.append(obs.state)
+        environment.append(env.environment_state())
+        executed = np.clip(np.asarray(runner.infer(obs).actions[0], np.float32), -1, 1)
+        actions.append(executed)
+        obs, success = env.step(executed)
+        successes.append(success)
+        if success and solved_at is None:
+            solved_at = t
+        if solved_at is not None and t - solved_at >= AFTER_SUCCESS:
+            break
+    return Episode(images={c: np.stack(frames) for c, frames in images.items()}, state=np.stack(states),
+                   action=np.stack(actions), task=instruction(task), success=np.asarray(successes),
+                   columns={"wam/env_task": task, "wam/seed": seed, "wam/source": text},
+                   environment_state=np.stack(environment))
+
+
 def _job(args):
-    return args, expert_episode(*args)
+    kind, rest = args[0], args[1:]
+    if kind == "policy":
+        if mp.current_process().name != "MainProcess":  # one thread per worker: the workers share the cores
+            import torch
+
+            torch.set_num_threads(1)
+        return args, policy_episode(*rest)
+    ep = expert_episode(*rest)
+    return args, ep
 
 
 def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     tasks = parse_tasks(cfg.tasks)
+    columns = ("wam/env_task", "wam/seed") + (("wam/source",) if cfg.policies else ())
     spec = DatasetSpec(fps=FPS, cameras=dict.fromkeys(cfg.cameras, (cfg.image_size, cfg.image_size)),
                        state_names=STATE_NAMES, action_names=ACTION_NAMES, robot_type="sawyer", success=True,
-                       episode_columns=("wam/env_task", "wam/seed"), environment_state_names=ENVIRONMENT_STATE_NAMES)
+                       episode_columns=columns, environment_state_names=ENVIRONMENT_STATE_NAMES)
     writer = DatasetWriter(cfg.out, spec, overwrite=cfg.overwrite,
                            extra={"cameras": list(cfg.cameras), "image_size": cfg.image_size, "env": "metaworld-v3",
                                   "action_noise": cfg.action_noise, "random_start": cfg.random_start,
-                                  "action_free": cfg.action_free, "failures": cfg.failures})
+                                  "action_free": cfg.action_free, "failures": cfg.failures,
+                                  **({"policies": list(cfg.policies), "policy_episodes": cfg.policy_episodes} if cfg.policies else {})})
     want = cfg.counts()
     budget = {t: 3 * n + 10 for t, n in want.items()}  # attempts per task before giving up
     kept = {t: 0 for t in tasks}
     failed = {t: 0 for t in tasks}
     solved = {t: 0 for t in tasks}
     next_seed = {t: cfg.seed for t in tasks}
-    bar = tqdm(total=sum(want.values()), desc="collect", unit="ep", disable=not progress)
+    rollouts = [("policy", p, tasks, t, cfg.seed + i, tuple(cfg.cameras), cfg.image_size, cfg.max_steps)
+                for p in cfg.policies for t in tasks for i in range(cfg.policy_episodes)]
+    policy_solved = {p: dict.fromkeys(tasks, 0) for p in cfg.policies}
+    bar = tqdm(total=sum(want.values()) + len(rollouts), desc="collect", unit="ep", disable=not progress)
     pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
     try:
         # Waves: each asks for exactly the episodes still missing; results are added in (task, seed)
@@ -186,15 +277,24 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
             jobs = []
             for t in tasks:
                 need = min(want[t] - kept[t], cfg.seed + budget[t] - next_seed[t])
-                jobs += [(t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps,
+                jobs += [("expert", t, next_seed[t] + i, tuple(cfg.cameras), cfg.image_size, cfg.action_noise, cfg.max_steps,
                           cfg.random_start, cfg.failures) for i in range(max(need, 0))]
                 next_seed[t] += max(need, 0)
+            jobs, rollouts = jobs + rollouts, []  # every rollout is kept: they all go in the first wave
             if not jobs:
                 break
-            for (task, _seed, *_), ep in (pool.imap(_job, jobs) if pool else map(_job, jobs)):
+            for (kind, *args), ep in (pool.imap(_job, jobs) if pool else map(_job, jobs)):
+                if kind == "policy":
+                    writer.add(ep)
+                    policy_solved[args[0]][args[2]] += bool(ep.success.any())
+                    bar.update(1)
+                    continue
+                task = args[0]
                 if ep is None:
                     failed[task] += 1
                     continue
+                if cfg.policies:
+                    ep = replace(ep, columns={**ep.columns, "wam/source": "expert"})
                 writer.add(replace(ep, action=None) if cfg.action_free else ep)
                 kept[task] += 1
                 solved[task] += bool(ep.success.any())
@@ -206,7 +306,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
         writer.extra["discarded_failures"] = failed
         if cfg.failures:
             writer.extra["solved"] = solved
-        writer.extra["seeds"] = [cfg.seed, cfg.seed + max(budget.values())]
+        if cfg.policies:
+            writer.extra["policy_solved"] = policy_solved
+        writer.extra["seeds"] = [cfg.seed, cfg.seed + max(*budget.values(), cfg.policy_episodes if cfg.policies else 0)]
         return writer.finish()
     except BaseException:
         if pool:

@@ -39,7 +39,7 @@ quaternion x, y, z, w; zeros where a task has none) and obs[36:39] (the goal). P
 MAX_EPISODE_STEPS = 500  # Meta-World's own max_path_length
 FINGERTIP_OFFSET = (0.0, 0.0022, -0.0450)
 """Meta-World's `tcp_center` (the point between the two fingers, from which it decides reach and grasp) minus the
-hand position that the state records (obs[:3]), in metres: constant to within 3 mm at the hand's fixed orientation
+hand position that the state records (obs[:3]), in metres: constant to within 4 mm at the hand's fixed orientation
 (tests/test_environment_state.py checks it on the simulator)."""
 
 

@@ -142,7 +142,7 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
     robot = state.shape[1]  # the policy and the world model read these; the head and state model read them all
     if z:
         state = torch.cat([state, torch.as_tensor(np.asarray(environment), dtype=torch.float32)], 1)
-    motion = torch.zeros_like(state)  # the state's last change (a head fitted with motion reads it): at rest at a reset
+    memory = torch.zeros(n, head.cfg.memory_dim)  # what the state model carries (its last change, past actions): at rest at a reset
     text = world.text(prompt)
     episodes = contender.start(seeds)
     generators = [world_generator(s) for s in seeds]
@@ -168,13 +168,13 @@ def dream(world: World, head, contender, first: list[Observation], seeds: list[i
         ctx = np.stack([np.stack([frame_at(history[i], t + o) for o in m.context_offsets]) for i in live])  # (b, c, v, H, W, 3)
         small, big, after = world.predict(ctx, state[live, :robot].numpy(), prompt, chunks[:, :k],
                                           [generators[i] for i in live], live, execute)
-        s, v = state[live], motion[live]
+        s, v = state[live], memory[live]
         if after is None or z:
             rolled, v = head.roll(s, torch.as_tensor(chunks[:, :execute], dtype=torch.float32), v)
             s = rolled[:, -1]
         if after is not None:  # a world that knows the arm's state (the simulator standing in for one)
             s[:, :robot] = torch.as_tensor(after, dtype=torch.float32)
-        state[live], motion[live] = s, v
+        state[live], memory[live] = s, v
         p = head.solved(small[:, j].float(), s, text.expand(len(live), -1).float())
         t += execute
         for r, i in enumerate(live):
