@@ -166,11 +166,15 @@ def test_collect_records_policy_rollouts_beside_the_perturbed_expert(judged, tmp
     from wam.data.collect import CollectConfig, collect
     from wam.data.reader import read_dataset
     from wam.envs import make_env
+    from wam.judge.policies import collector
 
     m, world = P.model, str(judged["world"])
-    out = collect(CollectConfig(out=tmp_path / "mixed", tasks="reach-v3", episodes=1, cameras=m.cameras,
-                                image_size=m.image_size, workers=1, failures=True, action_noise=1.0, max_steps=12,
-                                policies=(world, f"{world}#noise=0.5"), policy_episodes=2), progress=False)
+    cfg = CollectConfig(out=tmp_path / "mixed", tasks="reach-v3", episodes=1, cameras=m.cameras, image_size=m.image_size,
+                        workers=1, failures=True, action_noise=1.0, max_steps=12, policies=(world, f"{world}#noise=0.5"),
+                        policy_episodes=2)
+    with pytest.raises(ValueError, match="--policies needs a way to run a checkpoint"):
+        collect(cfg, progress=False)
+    out = collect(cfg, progress=False, make_policy=collector)
     rec = read_dataset(out)
     episodes = pd.concat([pd.read_parquet(f) for f in sorted(glob.glob(str(out / "meta/episodes/*/*.parquet")))])
     assert list(episodes["wam/source"]) == ["expert", world, world, f"{world}#noise=0.5", f"{world}#noise=0.5"]
@@ -188,8 +192,9 @@ def test_collect_records_policy_rollouts_beside_the_perturbed_expert(judged, tmp
     env.close()
     with pytest.raises(ValueError, match="--policies records rollouts that may fail: it needs --failures"):
         CollectConfig(out=tmp_path / "x", policies=(world,))
-    with pytest.raises(FileNotFoundError, match="is not a checkpoint folder"):
-        CollectConfig(out=tmp_path / "x", failures=True, action_noise=1.0, policies=(str(tmp_path / "none"),))
+    with pytest.raises(FileNotFoundError, match="is not a checkpoint folder"):  # before anything is written
+        collect(replace(cfg, out=tmp_path / "x", policies=(str(tmp_path / "none"),)), progress=False, make_policy=collector)
+    assert not (tmp_path / "x").exists()
 
 
 def test_fit_head_writes_a_head_that_loads_and_scores(judged):

@@ -88,7 +88,10 @@ def cmd_collect(argv: list[str]) -> None:
     from wam.data.collect import CollectConfig, collect
 
     cfg = tyro.cli(CollectConfig, args=argv, prog="wam collect")
-    print(f"dataset written to {collect(cfg)}")
+    make_policy = None
+    if cfg.policies:
+        from wam.judge.policies import collector as make_policy
+    print(f"dataset written to {collect(cfg, make_policy=make_policy)}")
 
 
 def train_command(argv: list[str]) -> TrainCommand:

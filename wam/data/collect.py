@@ -29,6 +29,7 @@ Every frame also records the objects' poses and the goal as observation.environm
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 from wam.envs import make_env
 from wam.envs.metaworld import DEFAULT_CAMERAS, ENVIRONMENT_STATE_NAMES, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
+from wam.types import Policy
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper")
@@ -98,17 +100,10 @@ class CollectConfig:
         if self.failures and (self.action_noise <= 0 or self.action_free):
             raise ValueError("--failures needs --action-noise > 0 (the largest noise std; each episode draws its own) "
                              "and actions (not --action-free)")
-        if self.policies:
-            from wam.judge.policies import PolicySpec
-
-            if not self.failures:
-                raise ValueError("--policies records rollouts that may fail: it needs --failures (every episode kept)")
-            if self.policy_episodes < 1:
-                raise ValueError(f"--policy-episodes must be >= 1, got {self.policy_episodes}")
-            for text in self.policies:
-                if PolicySpec.parse(text).kind != "checkpoint":
-                    raise ValueError(f"--policies {text}: expected a checkpoint folder (PATH, PATH#noise=STD, "
-                                     f"PATH#instruction=other)")
+        if self.policies and not self.failures:
+            raise ValueError("--policies records rollouts that may fail: it needs --failures (every episode kept)")
+        if self.policy_episodes < 1:
+            raise ValueError(f"--policy-episodes must be >= 1, got {self.policy_episodes}")
 
     def counts(self) -> dict[str, int]:
         """Episodes to keep per task: `episodes`, or the task's count in `task_episodes`."""
@@ -180,35 +175,26 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
 
 
 _RUNNERS: dict[tuple, object] = {}
+MakePolicy = Callable[[str, tuple[str, ...], tuple[str, ...], int], Policy]
+"""(the policy as named on the command line, the collected tasks, the cameras, the image size) -> a closed-loop
+Policy (one action per step; `wam collect` passes wam.judge.policies.collector). The data layer records what a
+policy does and never loads one itself; a module-level function, so that the collection's workers receive it."""
 
 
-def policy_runner(text: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int):
-    """The checkpoint `text` names (weakened as named), run as `wam eval` runs it: a closed-loop Policy."""
-    from wam.envs.tasks import swapped_instructions
-    from wam.judge.policies import OTHER, PolicySpec
-    from wam.policy import WAMPolicy
-    from wam.runtime import Weakened, closed_loop
-    from wam.safety import ActionGuard, Guarded
-
-    key = (text, tasks)
+def policy_runner(make_policy: MakePolicy, text: str, tasks: tuple[str, ...], cameras: tuple[str, ...],
+                  image_size: int) -> Policy:
+    """`make_policy`'s policy for `text`, made once per process."""
+    key = (text, tasks, cameras, image_size)
     if key not in _RUNNERS:
-        spec = PolicySpec.parse(text)
-        wam = WAMPolicy.from_checkpoint(spec.path)
-        meta = wam.metadata
-        if not set(meta.cameras) <= set(cameras) or tuple(meta.image_size) != (image_size, image_size):
-            raise ValueError(f"--policies {text} reads cameras {list(meta.cameras)} at {meta.image_size} px; the data "
-                             f"records {list(cameras)} at {image_size} px")
-        prompts = swapped_instructions(tasks) if spec.instruction == OTHER else {}
-        _RUNNERS[key] = closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)),
-                                    wam.sampler.execute)
+        _RUNNERS[key] = make_policy(text, tasks, cameras, image_size)
     return _RUNNERS[key]
 
 
-def policy_episode(text: str, tasks: tuple[str, ...], task: str, seed: int, cameras: tuple[str, ...], image_size: int,
-                   max_steps: int) -> Episode:
-    """One rollout of the checkpoint `text` names on variation `seed`, kept whatever its outcome: the executed
+def policy_episode(make_policy: MakePolicy, text: str, tasks: tuple[str, ...], task: str, seed: int,
+                   cameras: tuple[str, ...], image_size: int, max_steps: int) -> Episode:
+    """One rollout of the policy `text` names on variation `seed`, kept whatever its outcome: the executed
     actions (clipped to the action space, as the simulator applies them), `AFTER_SUCCESS` steps past a success."""
-    runner = policy_runner(text, tasks, cameras, image_size)
+    runner = policy_runner(make_policy, text, tasks, cameras, image_size)
     key = (task, cameras, image_size)
     env = _ENVS.get(key) or _ENVS.setdefault(key, make_env(f"metaworld:{task}", cameras, image_size))
     obs = env.reset(seed)
@@ -241,15 +227,22 @@ def _job(args):
             import torch
 
             torch.set_num_threads(1)
-        return args, policy_episode(*rest)
+        return args[:1] + args[2:], policy_episode(*rest)
     ep = expert_episode(*rest)
     return args, ep
 
 
-def collect(cfg: CollectConfig, progress: bool = True) -> Path:
+def collect(cfg: CollectConfig, progress: bool = True, make_policy: MakePolicy | None = None) -> Path:
+    """Write the dataset `cfg` describes; `make_policy` runs the checkpoints of `cfg.policies` (MakePolicy)."""
     from tqdm import tqdm
 
     tasks = parse_tasks(cfg.tasks)
+    if cfg.policies:
+        if make_policy is None:
+            raise ValueError("--policies needs a way to run a checkpoint: collect(cfg, make_policy=...) "
+                             "(`wam collect` passes wam.judge.policies.collector)")
+        for text in cfg.policies:  # each loaded once here: a bad name fails before anything is written
+            policy_runner(make_policy, text, tasks, tuple(cfg.cameras), cfg.image_size)
     columns = ("wam/env_task", "wam/seed") + (("wam/source",) if cfg.policies else ())
     spec = DatasetSpec(fps=FPS, cameras=dict.fromkeys(cfg.cameras, (cfg.image_size, cfg.image_size)),
                        state_names=STATE_NAMES, action_names=ACTION_NAMES, robot_type="sawyer", success=True,
@@ -265,7 +258,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> Path:
     failed = {t: 0 for t in tasks}
     solved = {t: 0 for t in tasks}
     next_seed = {t: cfg.seed for t in tasks}
-    rollouts = [("policy", p, tasks, t, cfg.seed + i, tuple(cfg.cameras), cfg.image_size, cfg.max_steps)
+    rollouts = [("policy", make_policy, p, tasks, t, cfg.seed + i, tuple(cfg.cameras), cfg.image_size, cfg.max_steps)
                 for p in cfg.policies for t in tasks for i in range(cfg.policy_episodes)]
     policy_solved = {p: dict.fromkeys(tasks, 0) for p in cfg.policies}
     bar = tqdm(total=sum(want.values()) + len(rollouts), desc="collect", unit="ep", disable=not progress)

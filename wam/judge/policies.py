@@ -108,6 +108,28 @@ class Episode:
     rng: np.random.Generator
 
 
+def collector(text: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int):
+    """The checkpoint `text` names (PATH, PATH#noise=STD, PATH#instruction=other), run as `wam eval` runs it (the
+    serving guard, chunks of its sampler's `execute` actions): what `wam collect --policies` records rollouts of
+    (wam.data.collect.MakePolicy)."""
+    from wam.envs.tasks import swapped_instructions
+    from wam.policy import WAMPolicy
+    from wam.runtime import closed_loop
+    from wam.safety import ActionGuard, Guarded
+
+    spec = PolicySpec.parse(text)
+    if spec.kind != "checkpoint":
+        raise ValueError(f"--policies {text}: expected a checkpoint folder (PATH, PATH#noise=STD, PATH#instruction=other)")
+    wam = WAMPolicy.from_checkpoint(spec.path)
+    meta = wam.metadata
+    if not set(meta.cameras) <= set(cameras) or tuple(meta.image_size) != (image_size, image_size):
+        raise ValueError(f"--policies {text} reads cameras {list(meta.cameras)} at {meta.image_size} px; the data "
+                         f"records {list(cameras)} at {image_size} px")
+    prompts = swapped_instructions(tasks) if spec.instruction == OTHER else {}
+    return closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)),
+                       wam.sampler.execute)
+
+
 def contender(spec: PolicySpec, tasks: tuple[str, ...], sampler=None):
     """The judged policy `spec` names, loaded: a `Contender` for a checkpoint, a `PolicyContender` otherwise."""
     from wam.envs.tasks import swapped_instructions
