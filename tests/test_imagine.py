@@ -73,7 +73,10 @@ def test_video_pretraining_on_action_free_episodes_then_fine_tuning(tiny_dataset
     assert not demos.has_actions.any() and (demos.action == 0).all()
     assert json.loads((video / "meta/info.json").read_text())["wam"]["action_free"] is True
 
-    pre = train(replace(P.train, data=video, out=tmp_path / "pre", steps=2), m, P.sampler, progress=False)
+    # pretrained with a large step size, so that its weights lie far from the seed's initialisation (which a run
+    # from scratch shares): a fine-tuning step from them is then told apart from a step from scratch by a wide margin
+    pre = train(replace(P.train, data=video, out=tmp_path / "pre", steps=8, lr=1e-2, min_lr=1e-2), m, P.sampler,
+                progress=False)
     rows = [json.loads(r) for r in (tmp_path / "pre/metrics.jsonl").read_text().splitlines()]
     assert all(r["action"] == 0 and r["video"] > 0 for r in rows)  # only the frames were trained
     assert json.loads((pre / "config.json").read_text())["data"]["action_free_episodes"] == 1
@@ -92,8 +95,10 @@ def test_video_pretraining_on_action_free_episodes_then_fine_tuning(tiny_dataset
     a, b = load_file(pre / "model.safetensors"), load_file(tmp_path / "ft/last/model.safetensors")
     scratch = train(replace(P.train, data=tiny_dataset, out=tmp_path / "scratch", steps=1), m, P.sampler, progress=False)
     c = load_file(scratch / "model.safetensors")
-    key = "blocks.0.qkv.weight"
-    assert (a[key] - b[key]).abs().mean() < (c[key] - b[key]).abs().mean()  # nearer the pretrained start than a fresh one
+    blocks = [k for k in a if k.startswith("blocks.")]
+    moved = sum((a[k] - b[k]).abs().sum() for k in blocks)
+    fresh = sum((c[k] - b[k]).abs().sum() for k in blocks)
+    assert moved < fresh / 10  # one small step from the pretrained start, far from a fresh run's
     with pytest.raises(ValueError, match="model config differs"):
         train(replace(P.train, data=tiny_dataset, out=tmp_path / "bad", steps=1, init=pre), replace(m, width=64),
               P.sampler, progress=False)

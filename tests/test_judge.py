@@ -496,10 +496,17 @@ def test_judge_is_deterministic_and_writes_its_report(judged, tmp_path):
                       out=tmp_path / "a")
     a = judge(cfg, progress=False)
     b = judge(replace(cfg, out=tmp_path / "b"), progress=False)
-    strip = lambda s: [{t: {k: v for k, v in r["tasks"][t].items() if k != "seconds"} for t in r["tasks"]}  # noqa: E731
-                       for r in s["policies"]]
-    assert strip(a) == strip(b)
+    # the same verdicts, steps and rates; the head's probabilities the same up to the rounding of MKL's matrix
+    # products, which depends on memory alignment and can differ between two calls in one process (about 1e-7)
+    def verdicts(s):
+        return [{t: {k: v if k != "episodes_detail" else [{f: x for f, x in e.items() if f != "probability"} for e in v]
+                     for k, v in r["tasks"][t].items() if k != "seconds"} for t in r["tasks"]} for r in s["policies"]]
+
+    assert verdicts(a) == verdicts(b)
     probs = [e["probability"] for r in a["policies"] for t in r["tasks"].values() for e in t["episodes_detail"]]
+    again = [e["probability"] for r in b["policies"] for t in r["tasks"].values() for e in t["episodes_detail"]]
+    assert [len(p) for p in probs] == [len(p) for p in again]
+    assert np.allclose(np.concatenate(probs), np.concatenate(again), rtol=0, atol=1e-5)
     assert all(len(p) >= 1 for p in probs)
     assert (tmp_path / "a/report.html").is_file() and (tmp_path / "a/judge.json").is_file()
     assert len(list((tmp_path / "a/videos").glob("*.mp4"))) == 2 * 2  # one per policy and task
