@@ -39,7 +39,7 @@ from wam.data.writer import DatasetSpec, DatasetWriter, Episode
 from wam.envs import make_env
 from wam.envs.metaworld import DEFAULT_CAMERAS, ENVIRONMENT_STATE_NAMES, MAX_EPISODE_STEPS, MetaWorldEnv, check_cameras
 from wam.envs.tasks import instruction, parse_tasks
-from wam.types import Policy
+from wam.types import Observation, Policy
 
 DEFAULT_TASKS = "button-press-topdown-v3,drawer-close-v3,reach-v3"
 STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper")
@@ -145,9 +145,8 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             start = int(rng.integers(0, max_steps // 2))
             detour = range(start, start + int(rng.integers(20, max_steps)))
             detour_to = obs.state[:3] + rng.uniform(2 * START_LOW, 2 * START_HIGH)
-    images, states, actions, successes, environment = {c: [] for c in cameras}, [], [], [], []
-    solved_at = None
-    for t in range(min(max_steps, MAX_EPISODE_STEPS - random_start)):  # Meta-World truncates at 500 steps
+
+    def act(t: int, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
         action = env.expert_action()
         executed = action.copy()
         executed[:3] *= speed
@@ -155,26 +154,40 @@ def expert_episode(task: str, seed: int, cameras: tuple[str, ...], image_size: i
             executed[:3] = np.clip(10.0 * (detour_to - obs.state[:3]), -1, 1)
         if action_noise > 0:
             executed[:3] += rng.normal(0.0, action_noise, 3)
-        for c in cameras:
-            images[c].append(obs.images[c])
+        return executed, np.clip(executed if failures else action, -1, 1)
+
+    steps = min(max_steps, MAX_EPISODE_STEPS - random_start)  # Meta-World truncates at 500 steps
+    arrays = record(env, obs, act, steps, AFTER_SUCCESS if failures else 0)
+    if not failures and not arrays["success"][-1]:
+        return None
+    return Episode(**arrays, task=instruction(task), columns={"wam/env_task": task, "wam/seed": seed})
+
+
+def record(env: MetaWorldEnv, obs: Observation, act: Callable[[int, Observation], tuple[np.ndarray, np.ndarray]],
+           steps: int, after: int) -> dict[str, np.ndarray | dict]:
+    """Step `env` from `obs` for at most `steps` steps, `act(t, obs)` giving (the action to execute, the action to
+    record), and stop `after` steps past the first success. Every step records the frames, the robot state and the
+    environment state it acted on: the arrays of an `Episode` (images, state, action, success, environment_state)."""
+    images, states, actions, successes, environment = {c: [] for c in obs.images}, [], [], [], []
+    solved_at = None
+    for t in range(steps):
+        executed, recorded = act(t, obs)
+        for c, frames in images.items():
+            frames.append(obs.images[c])
         states.append(obs.state)
         environment.append(env.environment_state())
-        actions.append(np.clip(executed if failures else action, -1, 1))
+        actions.append(recorded)
         obs, success = env.step(executed)
         successes.append(success)
         if success and solved_at is None:
             solved_at = t
-        if solved_at is not None and (not failures or t - solved_at >= AFTER_SUCCESS):
+        if solved_at is not None and t - solved_at >= after:
             break
-    if not failures and not successes[-1]:
-        return None
-    return Episode(images={c: np.stack(frames) for c, frames in images.items()},
-                   state=np.stack(states), action=np.stack(actions), task=instruction(task),
-                   success=np.asarray(successes), columns={"wam/env_task": task, "wam/seed": seed},
-                   environment_state=np.stack(environment))
+    return {"images": {c: np.stack(frames) for c, frames in images.items()}, "state": np.stack(states),
+            "action": np.stack(actions), "success": np.asarray(successes), "environment_state": np.stack(environment)}
 
 
-_RUNNERS: dict[tuple, object] = {}
+_RUNNERS: dict[tuple, Policy] = {}
 MakePolicy = Callable[[str, tuple[str, ...], tuple[str, ...], int], Policy]
 """(the policy as named on the command line, the collected tasks, the cameras, the image size) -> a closed-loop
 Policy (one action per step; `wam collect` passes wam.judge.policies.collector). The data layer records what a
@@ -199,25 +212,13 @@ def policy_episode(make_policy: MakePolicy, text: str, tasks: tuple[str, ...], t
     env = _ENVS.get(key) or _ENVS.setdefault(key, make_env(f"metaworld:{task}", cameras, image_size))
     obs = env.reset(seed)
     runner.reset(seed)
-    images, states, actions, successes, environment = {c: [] for c in cameras}, [], [], [], []
-    solved_at = None
-    for t in range(max_steps):
-        for c in cameras:
-            images[c].append(obs.images[c])
-        states.append(obs.state)
-        environment.append(env.environment_state())
+
+    def act(t: int, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
         executed = np.clip(np.asarray(runner.infer(obs).actions[0], np.float32), -1, 1)
-        actions.append(executed)
-        obs, success = env.step(executed)
-        successes.append(success)
-        if success and solved_at is None:
-            solved_at = t
-        if solved_at is not None and t - solved_at >= AFTER_SUCCESS:
-            break
-    return Episode(images={c: np.stack(frames) for c, frames in images.items()}, state=np.stack(states),
-                   action=np.stack(actions), task=instruction(task), success=np.asarray(successes),
-                   columns={"wam/env_task": task, "wam/seed": seed, "wam/source": text},
-                   environment_state=np.stack(environment))
+        return executed, executed
+
+    return Episode(**record(env, obs, act, max_steps, AFTER_SUCCESS), task=instruction(task),
+                   columns={"wam/env_task": task, "wam/seed": seed, "wam/source": text})
 
 
 def _job(args):

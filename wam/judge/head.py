@@ -225,11 +225,16 @@ class JudgeHead(nn.Module):
         `cfg.memory_dim`; None: at rest): the state's last change (robot units), then with `cfg.history` the past
         actions, as `roll` carries it; the first part alone (b, S [+ Z]) serves a head without history. With
         `cfg.bounded` the result is kept within the recorded range of states."""
-        D = self.cfg.full_dim
-        motion = None if memory is None else memory[:, :D] / self.delta_std
-        past = memory[:, D:] if memory is not None and self.cfg.history else None
-        nxt = state + self.change(self.norm(state), action, motion, past) * self.delta_std
+        nxt = state + self.change(self.norm(state), action, *self.split(memory)) * self.delta_std
         return torch.maximum(torch.minimum(nxt, self.state_high), self.state_low) if self.cfg.bounded else nxt
+
+    def split(self, memory: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`memory` (see `step`) as the state models read it: the last change in units of `delta_std`, and the past
+        actions (None without `cfg.history`); (None, None) at rest."""
+        if memory is None:
+            return None, None
+        D = self.cfg.full_dim
+        return memory[:, :D] / self.delta_std, memory[:, D:] if self.cfg.history else None
 
     def remember(self, memory: torch.Tensor | None, change: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The memory after a step that changed the state by `change` under `action` (see `step`)."""
@@ -589,9 +594,7 @@ def one_step_loss(head: JudgeHead, state: torch.Tensor, action: torch.Tensor, me
     it, `delta` the recorded change): mean squared error of the change in units of `delta_std`. With `cfg.gated`, an
     environment entry's change counts only where it moved (more than `STILL`), and whether it moved is learned
     apart (binary cross-entropy of its logit)."""
-    D = head.cfg.full_dim
-    past = memory[:, D:] if head.cfg.history else None
-    robot, environment, moves = head.parts(head.norm(state), action, memory[:, :D] / head.delta_std, past)
+    robot, environment, moves = head.parts(head.norm(state), action, *head.split(memory))
     predicted = robot if environment is None else torch.cat([robot, environment], -1)
     error = (predicted - delta / head.delta_std) ** 2
     if moves is None:
