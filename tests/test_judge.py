@@ -871,3 +871,59 @@ def test_judge_cli_errors_are_one_line(cli_error, judged, tmp_path):
                                              "--windows", "1"])
     assert "selects no episodes" in cli_error(
         ["judge", "check-world", "--world", world, "--data", str(judged["data"]), "--episodes", "3:3"])
+
+
+def test_calibrated_thresholds_are_read_exactly_from_episodes_judged_at_a_high_threshold(judged, tmp_path):
+    """An imagined episode judged at 0.99 runs on; re-deciding it at a lower threshold gives what judging at that
+    threshold gives. `wam judge calibrate` finds the threshold that separates real successes from failures, `wam judge
+    rescore` and `wam judge --calibration` apply it, and a threshold above the judged one is refused."""
+    from wam.judge.calibrate import calibrate, read_bench, read_calibration, rescore, solved
+    from wam.judge.judge import JudgeConfig, judge
+
+    bench = tmp_path / "bench"
+    specs = (str(judged["world"]), f"{judged['world']}#noise=0.5")
+    base = JudgeConfig(policies=specs[:1], world=judged["world"], head=judged["head_robot"], episodes=3, max_steps=16,
+                       execute=P.model.future_offsets[0], videos=0, threshold=0.99, out=tmp_path)
+    high = [judge(replace(base, policies=(s,), out=bench / "imagined" / f"{i:02d}"), progress=False)
+            for i, s in enumerate(specs)]
+    tasks = high[0]["tasks"]
+    episodes = {t: [e for h in high for e in h["policies"][0]["tasks"][t]["episodes_detail"]] for t in tasks}
+    # per task, a threshold between the 3rd and 4th highest peak probability of its 6 episodes: 3 pass it, 3 do not
+    peaks = {t: sorted(max(e["probability"]) for e in episodes[t]) for t in tasks}
+    assert all(p[3] - p[2] > 1e-6 for p in peaks.values())  # far wider than the rounding of batched products
+    cut = {t: (peaks[t][2] + peaks[t][3]) / 2 for t in tasks}
+    for i, h in enumerate(high):  # the real outcomes, made to be what the threshold `cut` separates
+        real = [{"task": t, "seed": e["seed"], "success": solved(e["probability"], cut[t])}
+                for t in tasks for e in h["policies"][0]["tasks"][t]["episodes_detail"]]
+        (bench / "real" / f"{i:02d}").mkdir(parents=True)
+        (bench / "real" / f"{i:02d}" / "results.json").write_text(json.dumps({"episodes": real}))
+    # judging at `cut` decides as re-deciding the 0.99 episodes at `cut` does, on the same probabilities
+    (tmp_path / "cut.json").write_text(json.dumps({"thresholds": cut}))
+    direct = judge(replace(base, policies=specs[:1], calibration=tmp_path / "cut.json", out=tmp_path / "direct"),
+                   progress=False)
+    assert direct["thresholds"] == cut
+    for t in tasks:
+        for d, h in zip(direct["policies"][0]["tasks"][t]["episodes_detail"], high[0]["policies"][0]["tasks"][t]["episodes_detail"]):
+            assert d["success"] == solved(h["probability"], cut[t])
+            assert np.allclose(d["probability"], h["probability"][:len(d["probability"])], atol=1e-5)
+    judged_episodes = read_bench(bench)
+    assert len(judged_episodes) == 2 * len(tasks) * 3
+    for t in tasks:  # all solved at 0.01, none at 0.98: only `cut` separates them
+        cal = calibrate([e for e in judged_episodes if e.task == t], (0.01, cut[t], 0.98))["tasks"][t]
+        assert cal["threshold"] == cut[t] and cal["calibrated"]["balanced_accuracy"] == 1.0
+        assert cal["balanced_accuracy"][str(0.01)] == cal["balanced_accuracy"][str(0.98)] == 0.5
+    (tmp_path / "cal.json").write_text(json.dumps({"thresholds": cut}))
+    scored = rescore(judged_episodes, read_calibration(tmp_path / "cal.json"))
+    assert scored["per_episode"]["balanced_accuracy"] == 1.0
+    assert [r["imagined"] for r in scored["policies"]] == [r["real"] for r in scored["policies"]]
+    with pytest.raises(ValueError, match="cannot be re-decided"):
+        rescore(judged_episodes, {tasks[0]: 0.995})
+    from wam.cli import main  # the commands: a file of thresholds from GRID, the statistics at them
+
+    main(["judge", "calibrate", "--bench", str(bench), "--out", str(tmp_path / "grid.json")])
+    assert sorted(json.loads((tmp_path / "grid.json").read_text())["thresholds"]) == sorted(tasks)
+    main(["judge", "rescore", "--bench", str(bench), "--calibration", str(tmp_path / "cal.json"), "--out",
+          str(tmp_path / "rescored.json")])
+    assert json.loads((tmp_path / "rescored.json").read_text())["per_episode"]["balanced_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="real successes and failures"):
+        calibrate([replace(e, real=True) for e in judged_episodes])

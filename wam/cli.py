@@ -14,6 +14,8 @@
 
     wam judge fit --data runs/judge/data --out runs/judge/head       a success head for a world model
     wam judge check-world --world runs/judge/world-model/last --data DIR   does the world model follow the actions?
+    wam judge calibrate --bench runs/bench/judge-calibration --out CAL.json   per-task decision thresholds
+    wam judge rescore --bench runs/bench/judge --calibration CAL.json  a bench's ranking at those thresholds
     wam judge runs/a/last runs/b/last#noise=0.5 --world runs/judge/world/last --head runs/judge/head
 
     wam bench recipes --out runs/bench/recipes
@@ -166,6 +168,14 @@ def cmd_judge(argv: list[str]) -> None:
         print(json.dumps(metrics, indent=2))
         print(f"head written to {cfg.out}")
         return
+    if argv[:1] == ["calibrate"]:
+        from wam.judge.calibrate import main_calibrate
+
+        return main_calibrate(argv[1:])
+    if argv[:1] == ["rescore"]:
+        from wam.judge.calibrate import main_rescore
+
+        return main_rescore(argv[1:])
     if argv[:1] == ["check-world"]:
         from wam.judge.sensitivity import CheckWorldConfig, main
 

@@ -37,6 +37,9 @@ class JudgeBenchConfig:
     episodes: int = 20
     seed: int = EVAL_SEED
     max_steps: int = 200
+    threshold: float = 0.5
+    """The judge's decision threshold (`wam judge --threshold`). A bench of calibration policies runs at 0.95 or
+    more, so that `wam judge calibrate` can read every threshold from its episodes (wam/judge/calibrate.py)."""
     workers: int = 2
     faults: Path | None = None
     """Validate the failure classifier (wam/judge/failure.py) on constructed failures of this checkpoint (one that
@@ -84,12 +87,13 @@ def imagined_success(cfg: JudgeBenchConfig, spec, tasks: tuple[str, ...], out: P
     from wam.judge.judge import JudgeConfig, judge
 
     key = {"policy": str(spec), "tasks": list(tasks), "episodes": cfg.episodes, "seed": cfg.seed,
-           "max_steps": cfg.max_steps, "world": str(cfg.world), "head": str(cfg.head)}
+           "max_steps": cfg.max_steps, "world": str(cfg.world), "head": str(cfg.head), "threshold": cfg.threshold}
     done = _cached(out / "judge.json", key)
     if done:
         return done
     summary = judge(JudgeConfig(policies=(str(spec),), world=cfg.world, head=cfg.head, tasks=",".join(tasks),
-                                episodes=cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps, videos=1, out=out))
+                                episodes=cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps, threshold=cfg.threshold, videos=1,
+                                out=out))
     summary["bench_key"] = key
     (out / "judge.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -48,6 +48,9 @@ class JudgeConfig:
     model's first future offset; one of the world model's future offsets)."""
     threshold: float = 0.5
     """An imagined episode is solved when the head's probability passes this."""
+    calibration: Path | None = None
+    """Per-task thresholds instead (`wam judge calibrate`, wam/judge/calibrate.py); a task it does not name keeps
+    `threshold`."""
     world_steps: int | None = None
     """Denoising steps of the world model's frames (default: its checkpoint's)."""
     videos: int = 2
@@ -82,6 +85,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from wam.envs.tasks import instruction, parse_tasks
+    from wam.judge.calibrate import read_calibration
     from wam.judge.dream import World
     from wam.judge.head import JudgeHead
     from wam.judge.policies import PolicySpec, contender
@@ -100,6 +104,8 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
         raise ValueError(f"judging seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1} overlap the world model's training "
                          f"seeds {lo}..{hi}; pick --seed above {hi}")
     seeds = list(range(cfg.seed, cfg.seed + cfg.episodes))
+    calibrated = read_calibration(cfg.calibration) if cfg.calibration else {}
+    thresholds = {t: calibrated.get(t, cfg.threshold) for t in tasks}
     m = world.cfg
     starts = {t: first_observations(t, tuple(m.cameras), m.image_size, seeds) for t in tasks}
     instructions = [instruction(t) for t in tasks]
@@ -115,7 +121,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
             for task, prompt in zip(tasks, instructions):
                 start = time.perf_counter()
                 dreams = imagine_task(world, head, judged, *starts[task], seeds, prompt, cfg.max_steps, execute,
-                                      cfg.threshold, cfg.videos)
+                                      thresholds[task], cfg.videos)
                 k = sum(d.success for d in dreams)
                 videos = []
                 for d in dreams:
@@ -127,7 +133,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
                                       "ci95": list(wilson(k, len(dreams))), "mean_steps": float(np.mean([d.steps for d in dreams])),
                                       "seconds": time.perf_counter() - start, "videos": videos,
                                       "episodes_detail": [{"seed": d.seed, "success": d.success, "steps": d.steps,
-                                                           "probability": [round(x, 4) for x in d.probability]} for d in dreams]}
+                                                           "probability": d.probability} for d in dreams]}
                 bar.update(1)
         finally:
             judged.close()
@@ -135,7 +141,7 @@ def judge(cfg: JudgeConfig, progress: bool = True) -> dict:
         results.append(row)
     bar.close()
     summary = {"world": str(cfg.world), "head": str(cfg.head), "tasks": list(tasks), "seeds": [seeds[0], seeds[-1]],
-               "max_steps": cfg.max_steps, "threshold": cfg.threshold, "world_steps": world.sampler.video_steps,
+               "max_steps": cfg.max_steps, "threshold": cfg.threshold, "thresholds": thresholds, "world_steps": world.sampler.video_steps,
                "policies": results}
     (out / "judge.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary)
