@@ -1,7 +1,7 @@
 """Imagined against real success of the same policies under several judge heads, one panel per head, from the
-judge.json files `wam bench judge` wrote: for docs/judge-heads.png.
+judge.json files `wam bench judge` wrote (or the JSON `wam judge rescore --out` wrote): for docs/judge-heads.png.
 
-    python scripts/plot_judge_heads.py OUT.png LABEL=BENCH_OUT [LABEL=BENCH_OUT ...]
+    python scripts/plot_judge_heads.py OUT.png LABEL=BENCH_OUT [LABEL=BENCH_OUT|LABEL=RESCORED.json ...]
 
 docs/judge-heads.png:
     python scripts/plot_judge_heads.py docs/judge-heads.png "arm state + frames=runs/bench/judge2-robot" \\
@@ -25,7 +25,8 @@ def main() -> None:
     out, panels = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), sharey=True)
     for ax, (label, folder) in zip(list(axes) if len(panels) > 1 else [axes], panels):
-        r = json.loads((Path(folder) / "judge.json").read_text())
+        path = Path(folder)
+        r = json.loads((path if path.suffix == ".json" else path / "judge.json").read_text())
         real = [p["real"] for p in r["policies"]]
         imagined = [p["imagined"] for p in r["policies"]]
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
