@@ -92,24 +92,24 @@ def calibrate(episodes: list[JudgedEpisode], grid: tuple[float, ...] = GRID) -> 
     """Per task, the threshold of `grid` (up to the one judged with) of the highest balanced accuracy."""
     tasks = sorted({e.task for e in episodes})
     result = {"grid": list(grid), "tasks": {}}
-    candidates = grid
     for task in tasks:
         mine = [e for e in episodes if e.task == task]
         if all(e.real for e in mine) or not any(e.real for e in mine):
             raise ValueError(f"{task}: the calibration policies {'all succeed' if mine[0].real else 'all fail'} in "
                              f"all {len(mine)} episodes; a threshold needs real successes and failures to separate")
-        grid = [t for t in candidates if t <= min(e.threshold for e in mine)]
-        if not grid:
+        usable = [t for t in grid if t <= min(e.threshold for e in mine)]
+        if not usable:
             raise ValueError(f"{task}: judged with threshold {min(e.threshold for e in mine)}, below every threshold "
                              f"of the grid")
-        scores = [balanced_accuracy(mine, t) for t in grid]
-        best = max(range(len(grid)), key=lambda i: (np.nan_to_num(scores[i], nan=-1.0), -abs(grid[i] - DEFAULT)))
-        at = lambda t: {"balanced_accuracy": balanced_accuracy(mine, t),  # noqa: E731
-                        "imagined": float(np.mean([solved(e.probability, t) for e in mine]))}
-        result["tasks"][task] = {"threshold": grid[best], "episodes": len(mine),
-                                 "real": float(np.mean([e.real for e in mine])), "calibrated": at(grid[best]),
-                                 "default": at(DEFAULT) if DEFAULT <= grid[-1] else None,
-                                 "balanced_accuracy": dict(zip(map(str, grid), scores))}
+        scores = [balanced_accuracy(mine, t) for t in usable]
+        best = max(range(len(usable)), key=lambda i: (scores[i], -abs(usable[i] - DEFAULT)))
+        imagined = lambda t: float(np.mean([solved(e.probability, t) for e in mine]))  # noqa: E731
+        result["tasks"][task] = {
+            "threshold": usable[best], "episodes": len(mine), "real": float(np.mean([e.real for e in mine])),
+            "calibrated": {"balanced_accuracy": scores[best], "imagined": imagined(usable[best])},
+            "default": ({"balanced_accuracy": balanced_accuracy(mine, DEFAULT), "imagined": imagined(DEFAULT)}
+                        if DEFAULT <= usable[-1] else None),
+            "balanced_accuracy": dict(zip(map(str, usable), scores))}
     result["thresholds"] = {t: result["tasks"][t]["threshold"] for t in tasks}
     result["policies"] = sorted({e.policy for e in episodes})
     return result
