@@ -9,6 +9,8 @@ head is also run on the real states themselves (every `execute` steps, no steppi
 head is; where only the stepped states are, the state model is. Several heads are checked on the same real episodes.
 
     python scripts/judge_replay_check.py runs/judge3/policies/ao-300/last --head runs/judge3/head [HEAD ...] [--episodes 10]
+    python scripts/judge_replay_check.py "runs/judge3/policies/ao-1700/last#instruction=other" --head ...   (weakened as
+                       `wam judge` names it: #noise=STD, #instruction=other; run as `wam eval --swap-instructions` runs it)
         [--trace 2]    also print the first 2 real failures of each task step by step: the real hand and first object
                        beside the ones the first head stepped
 """
@@ -19,9 +21,11 @@ import numpy as np
 import torch
 
 from wam.envs import make_env
+from wam.envs.tasks import swapped_instructions
 from wam.judge.head import JudgeHead
+from wam.judge.policies import OTHER, PolicySpec
 from wam.policy import WAMPolicy
-from wam.runtime import closed_loop
+from wam.runtime import Weakened, closed_loop
 from wam.safety import ActionGuard, Guarded
 from wam.text import embed
 
@@ -31,6 +35,8 @@ def main():
     p.add_argument("checkpoint")
     p.add_argument("--head", required=True, nargs="+")
     p.add_argument("--tasks", default="button-press-topdown-v3,drawer-close-v3,reach-v3")
+    p.add_argument("--judged-tasks", default="button-press-topdown-v3,drawer-close-v3,reach-v3",
+                   help="the tasks whose instructions #instruction=other swaps among (as `wam judge --tasks`)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=100000, help="the first held-out seed (wam eval's and the judge's)")
     p.add_argument("--max-steps", type=int, default=200)
@@ -41,9 +47,11 @@ def main():
         if head.cfg.frames or not head.cfg.environment_dim:
             raise SystemExit(f"{h} reads frames or no environment state; this check needs a head that reads the "
                              f"environment state and no frames (wam judge fit's default on wam collect data)")
-    wam = WAMPolicy.from_checkpoint(args.checkpoint)
+    spec = PolicySpec.parse(args.checkpoint)
+    wam = WAMPolicy.from_checkpoint(spec.path)
     execute = wam.sampler.execute
-    runner = closed_loop(Guarded(wam, ActionGuard.from_normalizer(wam.norm)), execute)
+    prompts = swapped_instructions(tuple(args.judged_tasks.split(","))) if spec.instruction == OTHER else {}
+    runner = closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)), execute)
     meta = runner.metadata
     rows = {h: [] for h in heads}
     for task in args.tasks.split(","):

@@ -45,6 +45,29 @@ def test_rank_statistics_against_their_closed_forms():
     assert episode_agreement([(True, True)])["failures_imagined_failed"] is None
 
 
+def test_ranking_stats_assemble_the_bench_statistics_from_policies_and_episodes():
+    from wam.judge.rank import ranking_stats
+
+    # two tasks, three policies; per task 2 episodes: cells are the episodes' means, a policy's rate the cells' mean
+    pairs = {"a": [(1, 1), (1, 0), (0, 0), (0, 0), (1, 1), (1, 1)], "b": [(0, 1), (0, 0), (1, 1), (0, 0), (1, 1), (1, 0)]}
+    rows = []
+    for i in range(3):
+        tasks = {t: {"real": np.mean([r for r, _ in pairs[t][2 * i:2 * i + 2]]),
+                     "imagined": np.mean([m for _, m in pairs[t][2 * i:2 * i + 2]])} for t in pairs}
+        rows.append({"policy": str(i), "real": np.mean([c["real"] for c in tasks.values()]),
+                     "imagined": np.mean([c["imagined"] for c in tasks.values()]), "tasks": tasks})
+    stats = ranking_stats(rows, pairs)
+    real, imagined = [0.5, 0.25, 1.0], [0.5, 0.25, 0.75]
+    assert [r["real"] for r in rows] == real and [r["imagined"] for r in rows] == imagined
+    assert stats["spearman"] == pytest.approx(1.0) and stats["mmrv"] == 0.0
+    assert stats["mean_abs_error"] == pytest.approx(0.25 / 3)
+    assert stats["cells"]["policies"] == 6 and stats["per_task"]["b"]["mean_imagined"] == pytest.approx(0.5)
+    # episodes: a 4 successes (3 imagined solved), 2 failures (both failed); b 3 successes (2), 3 failures (2)
+    assert stats["per_episode"]["per_task"]["a"]["balanced_accuracy"] == pytest.approx((3 / 4 + 1) / 2)
+    assert stats["per_episode"]["all"]["episodes"] == 12
+    assert stats["per_episode"]["all"]["balanced_accuracy"] == pytest.approx((5 / 7 + 4 / 5) / 2)
+
+
 # ----------------------------------------------------------------------------------------- the success head
 def test_solved_labels_mark_the_frames_within_the_horizon_of_success():
     from wam.judge.head import solved_labels
@@ -914,7 +937,7 @@ def test_calibrated_thresholds_are_read_exactly_from_episodes_judged_at_a_high_t
         assert cal["balanced_accuracy"][str(0.01)] == cal["balanced_accuracy"][str(0.98)] == 0.5
     (tmp_path / "cal.json").write_text(json.dumps({"thresholds": cut}))
     scored = rescore(judged_episodes, read_calibration(tmp_path / "cal.json"))
-    assert scored["per_episode"]["balanced_accuracy"] == 1.0
+    assert scored["per_episode"]["all"]["balanced_accuracy"] == 1.0
     assert [r["imagined"] for r in scored["policies"]] == [r["real"] for r in scored["policies"]]
     with pytest.raises(ValueError, match="cannot be re-decided"):
         rescore(judged_episodes, {tasks[0]: 0.995})
@@ -924,6 +947,6 @@ def test_calibrated_thresholds_are_read_exactly_from_episodes_judged_at_a_high_t
     assert sorted(json.loads((tmp_path / "grid.json").read_text())["thresholds"]) == sorted(tasks)
     main(["judge", "rescore", "--bench", str(bench), "--calibration", str(tmp_path / "cal.json"), "--out",
           str(tmp_path / "rescored.json")])
-    assert json.loads((tmp_path / "rescored.json").read_text())["per_episode"]["balanced_accuracy"] == 1.0
+    assert json.loads((tmp_path / "rescored.json").read_text())["per_episode"]["all"]["balanced_accuracy"] == 1.0
     with pytest.raises(ValueError, match="real successes and failures"):
         calibrate([replace(e, real=True) for e in judged_episodes])

@@ -103,7 +103,7 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
     from wam.checkpoint import read_config
     from wam.envs.tasks import parse_tasks
     from wam.judge.policies import PolicySpec
-    from wam.judge.rank import agreement, episode_agreement
+    from wam.judge.rank import ranking_stats
 
     if len(cfg.policies) < 2:
         raise ValueError(f"ranking needs two policies or more (--policies A B ...), got {len(cfg.policies)}")
@@ -127,21 +127,9 @@ def bench_judge(cfg: JudgeBenchConfig) -> dict:
         by_seed = {(e["task"], e["seed"]): e["success"] for e in real["episodes"]}
         for t in tasks:
             pairs[t] += [(by_seed[(t, e["seed"])], e["success"]) for e in imagined["tasks"][t]["episodes_detail"]]
-    real = [r["real"] for r in rows]
-    imag = [r["imagined"] for r in rows]
-    cells_real = [r["tasks"][t]["real"] for r in rows for t in tasks]
-    cells_imag = [r["tasks"][t]["imagined"] for r in rows for t in tasks]
-    stats = agreement(real, imag)
     result = {"world": str(cfg.world), "head": str(cfg.head), "tasks": list(tasks), "episodes": cfg.episodes,
               "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "max_steps": cfg.max_steps, "policies": rows,
-              **{k: stats[k] for k in ("spearman", "pearson", "mmrv", "pairwise_accuracy")},
-              "mean_real": stats["mean_real"], "mean_imagined": stats["mean_imagined"],
-              "mean_abs_error": float(np.mean(np.abs(np.array(imag) - np.array(real)))),
-              "cells": agreement(cells_real, cells_imag),
-              "per_task": {t: agreement([r["tasks"][t]["real"] for r in rows], [r["tasks"][t]["imagined"] for r in rows])
-                           for t in tasks},
-              "per_episode": {"all": episode_agreement([p for t in tasks for p in pairs[t]]),
-                              "per_task": {t: episode_agreement(pairs[t]) for t in tasks}}}
+              **ranking_stats(rows, pairs)}
     if cfg.fault_episodes:
         result["failures"] = constructed_failures(cfg, tasks, out / "failures")
         result["failure_accuracy"] = result["failures"]["accuracy"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from wam.judge.rank import agreement, episode_agreement
+from wam.judge.rank import episode_agreement, ranking_stats
 
 GRID = tuple(round(x, 2) for x in np.arange(0.05, 0.96, 0.05))
 DEFAULT = 0.5
@@ -140,14 +140,8 @@ def rescore(episodes: list[JudgedEpisode], thresholds: dict[str, float]) -> dict
                     for t, c in cells.items()}
         rows.append({"policy": p, "real": float(np.mean([v["real"] for v in per_task.values()])),
                      "imagined": float(np.mean([v["imagined"] for v in per_task.values()])), "tasks": per_task})
-    real, imag = [r["real"] for r in rows], [r["imagined"] for r in rows]
-    stats = agreement(real, imag)
-    return {"thresholds": {t: thresholds.get(t, DEFAULT) for t in tasks}, "policies": rows,
-            **{k: stats[k] for k in ("spearman", "pearson", "mmrv", "pairwise_accuracy", "mean_real", "mean_imagined")},
-            "mean_abs_error": float(np.mean(np.abs(np.array(imag) - np.array(real)))),
-            "cells": agreement([r["tasks"][t]["real"] for r in rows for t in tasks],
-                               [r["tasks"][t]["imagined"] for r in rows for t in tasks]),
-            "per_episode": episode_agreement([(e.real, s) for e, s in decided])}
+    pairs = {t: [(e.real, s) for e, s in decided if e.task == t] for t in tasks}
+    return {"thresholds": {t: thresholds.get(t, DEFAULT) for t in tasks}, "policies": rows, **ranking_stats(rows, pairs)}
 
 
 @dataclass(frozen=True)
@@ -190,7 +184,7 @@ def main_rescore(argv: list[str]) -> None:
               **rescore(read_bench(cfg.bench), read_calibration(cfg.calibration) if cfg.calibration else {})}
     for r in result["policies"]:
         print(f"{r['policy'][-60:]:<60} real {r['real']:.2f}  imagined {r['imagined']:.2f}")
-    e = result["per_episode"]
+    e = result["per_episode"]["all"]
     print(f"Spearman {result['spearman']:.3f}  Pearson {result['pearson']:.3f}  MMRV {result['mmrv']:.3f}  pairwise "
           f"{result['pairwise_accuracy']:.3f}  mean imagined {result['mean_imagined']:.2f} (real {result['mean_real']:.2f})"
           f"  MAE {result['mean_abs_error']:.2f}  cells Spearman {result['cells']['spearman']:.3f}  per-episode "

@@ -9,6 +9,8 @@
     episode_agreement(pairs)  per episode, (real success, imagined success) of the same policy, task and seed: how often
                               they agree, the share of real successes imagined solved and of real failures imagined
                               failed, and their mean (balanced accuracy; 0.5 is chance)
+    ranking_stats(rows, pairs)  all of them for a judged bench (`wam bench judge`, `wam judge rescore`): over the
+                              policies, over the (policy, task) cells, per task, and per episode
 """
 
 from __future__ import annotations
@@ -88,3 +90,20 @@ def episode_agreement(pairs) -> dict:
             "real_successes": int(real.sum()), "successes_imagined_solved": tpr,
             "real_failures": int((~real).sum()), "failures_imagined_failed": tnr,
             "balanced_accuracy": None if tpr is None or tnr is None else (tpr + tnr) / 2}
+
+
+def ranking_stats(rows: list[dict], pairs: dict[str, list]) -> dict:
+    """rows: per policy {"real", "imagined", "tasks": {task: {"real", "imagined"}}}; pairs: per task, (real, imagined)
+    success of each episode. The statistics over the policies, the mean absolute error of their rates, the same over
+    the (policy, task) cells and per task, and the per-episode agreement over all tasks and per task."""
+    tasks = list(pairs)
+    real, imag = [r["real"] for r in rows], [r["imagined"] for r in rows]
+    stats = agreement(real, imag)
+    return {**{k: stats[k] for k in ("spearman", "pearson", "mmrv", "pairwise_accuracy", "mean_real", "mean_imagined")},
+            "mean_abs_error": float(np.mean(np.abs(np.array(imag) - np.array(real)))),
+            "cells": agreement([r["tasks"][t]["real"] for r in rows for t in tasks],
+                               [r["tasks"][t]["imagined"] for r in rows for t in tasks]),
+            "per_task": {t: agreement([r["tasks"][t]["real"] for r in rows], [r["tasks"][t]["imagined"] for r in rows])
+                         for t in tasks},
+            "per_episode": {"all": episode_agreement([p for t in tasks for p in pairs[t]]),
+                            "per_task": {t: episode_agreement(pairs[t]) for t in tasks}}}
