@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from wam.bench.common import publish
 from wam.evaluate import EVAL_SEED
 
