@@ -7,6 +7,9 @@ If the head, given the real actions, agrees with the real outcome, the judge's e
 policy does on imagined frames; if it calls the real failures solved, it lies in the state model or the head. The
 head is also run on the real states themselves (every `execute` steps, no stepping): where that is wrong too, the
 head is; where only the stepped states are, the state model is. Several heads are checked on the same real episodes.
+With --forced, the state model is also stepped with one of its two parts held to the real states at every step: the
+arm's (the environment's state model alone steps the objects and the goal) and the environment's (the arm's alone):
+the part whose forcing brings the head back to the real outcome is the one that is wrong.
 
     python scripts/judge_replay_check.py runs/judge3/policies/ao-300/last --head runs/judge3/head [HEAD ...] [--episodes 10]
     python scripts/judge_replay_check.py "runs/judge3/policies/ao-1700/last#instruction=other" --head ...   (weakened as
@@ -41,6 +44,8 @@ def main():
     p.add_argument("--seed", type=int, default=100000, help="the first held-out seed (wam eval's and the judge's)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--trace", type=int, default=0, help="real failures per task printed step by step (first head)")
+    p.add_argument("--forced", action="store_true",
+                   help="also step with the arm's, then the environment's, state held to the real one (module docstring)")
     args = p.parse_args()
     heads = {h: JudgeHead.load(h) for h in args.head}
     for h, head in heads.items():
@@ -75,9 +80,13 @@ def main():
                 states = head.roll(real_states[:1], torch.as_tensor(np.stack(actions), dtype=torch.float32)[None])[0][0]
                 fired = [bool((head.solved(None, x, words.expand(len(x), -1)) > 0.5).any())
                          for x in (states[execute - 1::execute], real_states[1:][execute - 1::execute])]
+                if args.forced:
+                    fired += [bool((head.solved(None, x, words.expand(len(x), -1)) > 0.5).any())
+                              for x in (forced_roll(head, real_states, actions, part)[execute - 1::execute]
+                                        for part in ("arm", "environment"))]
                 hand, thing = (float(np.linalg.norm(states[-1, i:i + 3].numpy() - real_states[-1, i:i + 3].numpy()))
                                for i in (0, head.cfg.state_dim))
-                rows[h].append((task, seed, success, len(actions), *fired, hand, thing))
+                rows[h].append((task, seed, success, len(actions), *fired[:2], hand, thing, *fired[2:]))
                 if h == args.head[0] and not success and traced < args.trace:
                     o = head.cfg.state_dim
                     print(f"{task} seed {seed} (real failure), head {h}: real | stepped, metres")
@@ -92,11 +101,27 @@ def main():
             sel = [r for r in rows[h] if task is None or r[0] == task]
             real = np.array([r[2] for r in sel])
             replay, on_real = np.array([r[4] for r in sel]), np.array([r[5] for r in sel])
+            forced = (f"  arm forced {np.mean([r[8] for r in sel]):.2f}  environment forced {np.mean([r[9] for r in sel]):.2f}"
+                      if args.forced else "")
             print(f"  {task or 'all':26s} episodes {len(sel):3d}  real success {real.mean():.2f}  head on the real actions "
                   f"{replay.mean():.2f}  real failures called solved {replay[~real].mean() if (~real).any() else float('nan'):.2f} "
                   f"({int((~real).sum())})  head on the real states agrees {(on_real == real).mean():.2f}  drift at the "
                   f"end: hand {100 * np.mean([r[6] for r in sel]):.1f} cm, first object {100 * np.mean([r[7] for r in sel]):.1f} cm"
-                  f"  steps real {np.mean([r[3] for r in sel]):.0f}")
+                  f"  steps real {np.mean([r[3] for r in sel]):.0f}{forced}")
+
+
+@torch.no_grad()
+def forced_roll(head: JudgeHead, real_states: torch.Tensor, actions: list, part: str) -> torch.Tensor:
+    """(T, D) the states stepped through `actions` from the real first state, `part` ("arm": the robot state;
+    "environment": the rest) set to the real state after every step: the other part's state model steps alone."""
+    S, state, memory, out = head.cfg.state_dim, real_states[:1], None, []
+    cols = slice(0, S) if part == "arm" else slice(S, None)
+    for t, a in enumerate(torch.as_tensor(np.stack(actions), dtype=torch.float32)):
+        nxt = head.step(state, a[None], memory)
+        nxt[:, cols] = real_states[t + 1:t + 2, cols]
+        memory, state = head.remember(memory, nxt - state, a[None]), nxt
+        out.append(state[0])
+    return torch.stack(out)
 
 
 if __name__ == "__main__":
