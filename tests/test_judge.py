@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from wam.config import preset
-from wam.judge.rank import agreement, episode_agreement, mmrv, pairwise_accuracy, pearson, ranks, spearman
+from wam.judge.rank import agreement, episode_agreement, mmrv, pairwise_accuracy, pearson, ranks, spearman, violations
 from wam.testing import concrete
 
 P = concrete(preset("tiny"))
@@ -28,6 +28,7 @@ def test_rank_statistics_against_their_closed_forms():
     # one swap, of the two best: each of them is violated by the real gap 0.4, the others by nothing
     imagined = [0.1, 0.4, 0.9, 0.5]
     assert mmrv(real, imagined) == pytest.approx((0 + 0 + 0.4 + 0.4) / 4)
+    assert violations(real, imagined) == [(0.0, None), (0.0, None), (pytest.approx(0.4), 3), (pytest.approx(0.4), 2)]
     assert pairwise_accuracy(real, imagined) == pytest.approx(5 / 6)
     # Spearman = 1 - 6 sum d^2 / (n (n^2 - 1)) without ties: d = (0, 0, 1, -1)
     assert spearman(real, imagined) == pytest.approx(1 - 6 * 2 / (4 * 15))

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from wam.judge.rank import episode_agreement, ranking_stats
+from wam.judge.rank import episode_agreement, ranking_stats, violations
 
 GRID = tuple(round(x, 2) for x in np.arange(0.05, 0.96, 0.05))
 DEFAULT = 0.5
@@ -182,8 +182,11 @@ def main_rescore(argv: list[str]) -> None:
                    description="A judge bench's ranking statistics with the calibrated per-task thresholds.")
     result = {"bench": str(cfg.bench), "calibration": cfg.calibration and str(cfg.calibration),
               **rescore(read_bench(cfg.bench), read_calibration(cfg.calibration) if cfg.calibration else {})}
-    for r in result["policies"]:
-        print(f"{r['policy'][-60:]:<60} real {r['real']:.2f}  imagined {r['imagined']:.2f}")
+    rows = result["policies"]
+    worst = violations([r["real"] for r in rows], [r["imagined"] for r in rows])
+    for r, (gap, j) in zip(rows, worst):
+        print(f"{r['policy'][-60:]:<60} real {r['real']:.2f}  imagined {r['imagined']:.2f}"
+              + (f"  worst rank violation {gap:.3f} (with {rows[j]['policy'][-40:]})" if j is not None else ""))
     e = result["per_episode"]["all"]
     print(f"Spearman {result['spearman']:.3f}  Pearson {result['pearson']:.3f}  MMRV {result['mmrv']:.3f}  pairwise "
           f"{result['pairwise_accuracy']:.3f}  mean imagined {result['mean_imagined']:.2f} (real {result['mean_real']:.2f})"

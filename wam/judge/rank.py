@@ -4,6 +4,7 @@
     spearman(x, y)            Pearson of the ranks (ties get their mean rank)
     mmrv(real, imagined)      mean maximum rank violation (SIMPLER, Li et al. 2024): for each policy, the largest real
                               success gap to a policy the imagined rates order the other way; mean over policies
+    violations(real, imag)    those largest gaps per policy, with the policy of each: which pairs make the MMRV
     pairwise_accuracy(r, i)   of the pairs whose real rates differ, the fraction the imagined rates order the same way
                               (a tie in the imagined rates counts half)
     episode_agreement(pairs)  per episode, (real success, imagined success) of the same policy, task and seed: how often
@@ -49,15 +50,22 @@ def spearman(x, y) -> float:
     return pearson(ranks(x), ranks(y))
 
 
-def mmrv(real, imagined) -> float:
+def violations(real, imagined) -> list[tuple[float, int | None]]:
+    """Per policy, its largest rank violation: the real success gap to a policy the imagined rates order the other way,
+    and that policy's index (0.0 and None where none is): what MMRV averages, and which pairs make it."""
     real, imagined = _check(real, imagined)
-    n = len(real)
-    worst = np.zeros(n)
-    for i in range(n):
-        for j in range(n):
-            if (imagined[i] < imagined[j]) != (real[i] < real[j]):
-                worst[i] = max(worst[i], abs(real[i] - real[j]))
-    return float(worst.mean())
+    worst: list[tuple[float, int | None]] = []
+    for i in range(len(real)):
+        gap, partner = 0.0, None
+        for j in range(len(real)):
+            if (imagined[i] < imagined[j]) != (real[i] < real[j]) and abs(real[i] - real[j]) > gap:
+                gap, partner = float(abs(real[i] - real[j])), j
+        worst.append((gap, partner))
+    return worst
+
+
+def mmrv(real, imagined) -> float:
+    return float(np.mean([gap for gap, _ in violations(real, imagined)]))
 
 
 def pairwise_accuracy(real, imagined) -> float:
