@@ -15,6 +15,8 @@ the part whose forcing brings the head back to the real outcome is the one that 
     python scripts/judge_replay_check.py "runs/judge3/policies/ao-1700/last#instruction=other" --head ...   (weakened as
                        `wam judge` names it: #noise=STD, #instruction=other; run as `wam eval --swap-instructions` runs it)
         [--trace 2]    also print the first 2 real failures of each task step by step: the real hand and first object
+        [--trace-solved]  ... the first real successes instead (with --forced, also the first object as the
+                       environment's state model steps it with the arm held to the real one)
                        beside the ones the first head stepped
 """
 
@@ -44,6 +46,7 @@ def main():
     p.add_argument("--seed", type=int, default=100000, help="the first held-out seed (wam eval's and the judge's)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--trace", type=int, default=0, help="real failures per task printed step by step (first head)")
+    p.add_argument("--trace-solved", action="store_true", help="--trace real successes instead of real failures")
     p.add_argument("--forced", action="store_true",
                    help="also step with the arm's, then the environment's, state held to the real one (module docstring)")
     args = p.parse_args()
@@ -75,7 +78,7 @@ def main():
                     break
             real_states = torch.as_tensor(np.stack(real_states), dtype=torch.float32)
             words = torch.as_tensor(embed([obs.prompt]))[:1].float()
-            traced = sum(not r[2] for r in rows[args.head[0]] if r[0] == task)
+            traced = sum(r[2] == args.trace_solved for r in rows[args.head[0]] if r[0] == task)
             for h, head in heads.items():
                 states = head.roll(real_states[:1], torch.as_tensor(np.stack(actions), dtype=torch.float32)[None])[0][0]
                 fired = [bool((head.solved(None, x, words.expand(len(x), -1)) > 0.5).any())
@@ -87,13 +90,17 @@ def main():
                 hand, thing = (float(np.linalg.norm(states[-1, i:i + 3].numpy() - real_states[-1, i:i + 3].numpy()))
                                for i in (0, head.cfg.state_dim))
                 rows[h].append((task, seed, success, len(actions), *fired[:2], hand, thing, *fired[2:]))
-                if h == args.head[0] and not success and traced < args.trace:
+                if h == args.head[0] and success == args.trace_solved and traced < args.trace:
                     o = head.cfg.state_dim
-                    print(f"{task} seed {seed} (real failure), head {h}: real | stepped, metres")
-                    for t in (0, 20, 40, 60, 80, 100, 140, len(actions) - 1):
+                    held = forced_roll(head, real_states, actions, "arm") if args.forced else None
+                    print(f"{task} seed {seed} (real {'success' if success else 'failure'}), head {h}: real | stepped"
+                          f"{' | stepped with the arm held real' if held is not None else ''}, metres")
+                    every = range(0, len(actions), 10) if args.trace_solved else (0, 20, 40, 60, 80, 100, 140)
+                    for t in sorted({t for t in every if t < len(actions)} | {len(actions) - 1}):
                         r_, s_ = real_states[t + 1].numpy(), states[t].numpy()
-                        print(f"  step {t + 1:3d}  hand {np.round(r_[:3], 3)} | {np.round(s_[:3], 3)}   first object "
-                              f"{np.round(r_[o:o + 3], 3)} | {np.round(s_[o:o + 3], 3)}")
+                        print(f"  step {t + 1:3d}  action {np.round(actions[t][:3], 2)}  hand {np.round(r_[:3], 3)} | "
+                              f"{np.round(s_[:3], 3)}   first object {np.round(r_[o:o + 3], 3)} | {np.round(s_[o:o + 3], 3)}"
+                              + (f" | {np.round(held[t, o:o + 3].numpy(), 3)}" if held is not None else ""))
         env.close()
     for h in heads:
         print(f"{args.checkpoint}, head {h}: real episodes, and the head stepping their real actions")
