@@ -330,7 +330,8 @@ class FitConfig:
     1 (default): one step ahead only. A judge steps the state model for up to 200 steps, and its drift calls long
     real failures solved (docs/judge.md). With --motion, 16 cut the stepped hand's drift over 100 held-out steps from
     6.6 to 4.5 cm, but under an under-trained policy's real actions every real failure was still called solved, so
-    it is not the default."""
+    it is not the default. Added to the five levers below (--history 8 --bounded --offsets --gated --relative, data
+    with policy rollouts), 13 policies were ranked with Spearman 0.952 against 0.935 and MMRV 0.082 either way."""
     offsets: bool = False
     """The success head also reads the offset and distance between every two 3-d positions of the state, found from
     the dataset's entry names P_x, P_y, P_z (on `wam collect` data with the environment state: the hand, two objects
