@@ -26,12 +26,9 @@ import numpy as np
 import torch
 
 from wam.envs import make_env
-from wam.envs.tasks import swapped_instructions
 from wam.judge.head import JudgeHead
-from wam.judge.policies import OTHER, PolicySpec
+from wam.judge.policies import PolicySpec, weakened_runner
 from wam.policy import WAMPolicy
-from wam.runtime import Weakened, closed_loop
-from wam.safety import ActionGuard, Guarded
 from wam.text import embed
 
 
@@ -58,8 +55,7 @@ def main():
     spec = PolicySpec.parse(args.checkpoint)
     wam = WAMPolicy.from_checkpoint(spec.path)
     execute = wam.sampler.execute
-    prompts = swapped_instructions(tuple(args.judged_tasks.split(","))) if spec.instruction == OTHER else {}
-    runner = closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)), execute)
+    runner = weakened_runner(spec, wam, tuple(args.judged_tasks.split(",")))
     meta = runner.metadata
     rows = {h: [] for h in heads}
     for task in args.tasks.split(","):

@@ -112,10 +112,7 @@ def collector(text: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image
     """The checkpoint `text` names (PATH, PATH#noise=STD, PATH#instruction=other), run as `wam eval` runs it (the
     serving guard, chunks of its sampler's `execute` actions): what `wam collect --policies` records rollouts of
     (wam.data.collect.MakePolicy)."""
-    from wam.envs.tasks import swapped_instructions
     from wam.policy import WAMPolicy
-    from wam.runtime import closed_loop
-    from wam.safety import ActionGuard, Guarded
 
     spec = PolicySpec.parse(text)
     if spec.kind != "checkpoint":
@@ -125,6 +122,16 @@ def collector(text: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image
     if not set(meta.cameras) <= set(cameras) or tuple(meta.image_size) != (image_size, image_size):
         raise ValueError(f"--policies {text} reads cameras {list(meta.cameras)} at {meta.image_size} px; the data "
                          f"records {list(cameras)} at {image_size} px")
+    return weakened_runner(spec, wam, tasks)
+
+
+def weakened_runner(spec: PolicySpec, wam, tasks: tuple[str, ...]):
+    """Our checkpoint `wam`, weakened as `spec` says (its instruction swapped among `tasks`' for instruction=other),
+    run as `wam eval` runs it: the serving guard, chunks of its sampler's `execute` actions."""
+    from wam.envs.tasks import swapped_instructions
+    from wam.runtime import closed_loop
+    from wam.safety import ActionGuard, Guarded
+
     prompts = swapped_instructions(tasks) if spec.instruction == OTHER else {}
     return closed_loop(Guarded(Weakened(wam, spec.noise, prompts), ActionGuard.from_normalizer(wam.norm)),
                        wam.sampler.execute)
