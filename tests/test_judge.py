@@ -463,6 +463,33 @@ def test_relative_and_gated_state_models(judged, tmp_path):
         FitConfig(data=judged["data"], out=tmp_path / "x", relative=True)
 
 
+def test_coupled_environment_model_reads_the_arms_predicted_change(judged, tmp_path):
+    """--coupled: the environment's state model also reads the arm's change as the robot's state model predicts it at
+    this step: changing the robot's model changes the objects' step (not without --coupled), and the fit refuses data
+    without the environment state."""
+    from wam.data.reader import read_dataset
+    from wam.judge.head import FitConfig, JudgeHead, fit_head, judge_state
+
+    rec = read_dataset(judged["data"])
+    state = torch.from_numpy(judge_state(rec, True)[:5])
+    push = torch.full((5, 4), 0.5)
+    for coupled in (True, False):
+        fit_head(FitConfig(data=judged["data"], out=tmp_path / str(coupled), size=P.model.future_size, steps=2,
+                           batch_size=8, coupled=coupled), progress=False)
+        head = JudgeHead.load(tmp_path / str(coupled))
+        assert head.cfg.coupled == coupled
+        assert head.environment.net[0].in_features == head.cfg.full_dim + 4 + 4 * coupled
+        with torch.no_grad():
+            before = head.step(state, push)
+            head.dynamics.net[-1].bias += 1.0  # the arm's predicted change moves
+            after = head.step(state, push)
+        assert not torch.allclose(before[:, :4], after[:, :4])
+        assert torch.allclose(before[:, 4:], after[:, 4:]) != coupled
+    with pytest.raises(ValueError, match="--coupled"):
+        fit_head(FitConfig(data=judged["data"], out=tmp_path / "x", size=P.model.future_size, steps=2, batch_size=8,
+                           coupled=True, environment=False), progress=False)
+
+
 def test_the_judged_policy_never_sees_the_environment_state_the_head_reads(judged):
     """The initial environment state reaches the head (a goal moved changes its verdicts), never the policy (its
     actions unchanged); a head that reads it refuses to judge without it."""
