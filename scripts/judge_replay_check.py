@@ -15,6 +15,8 @@ the part whose forcing brings the head back to the real outcome is the one that 
     python scripts/judge_replay_check.py "runs/judge3/policies/ao-1700/last#instruction=other" --head ...   (weakened as
                        `wam judge` names it: #noise=STD, #instruction=other; run as `wam eval --swap-instructions` runs it)
         [--trace 2]    also print the first 2 real failures of each task step by step: the real hand and first object
+        [--one-step]   ... and each step the first object moved: its real change, the head's one step ahead
+        [--gate 0.2]   a gated head's objects move where their probability of moving exceeds 0.2 (the head's: 0.5)
         [--trace-solved]  ... the first real successes instead (with --forced, also the first object as the
                        environment's state model steps it with the arm held to the real one)
                        beside the ones the first head stepped
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from wam.envs import make_env
-from wam.judge.head import JudgeHead
+from wam.judge.head import STILL, JudgeHead
 from wam.judge.policies import PolicySpec, weakened_runner
 from wam.policy import WAMPolicy
 from wam.text import embed
@@ -44,10 +46,18 @@ def main():
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--trace", type=int, default=0, help="real failures per task printed step by step (first head)")
     p.add_argument("--trace-solved", action="store_true", help="--trace real successes instead of real failures")
+    p.add_argument("--one-step", action="store_true",
+                   help="with --trace: also print every step the first object really moved, its change one step ahead "
+                        "from the real state (first head) and, with a gated head, the probability that it moves")
+    p.add_argument("--gate", type=float, default=None,
+                   help="a gated head's entries move where their probability of moving exceeds this (the head's: 0.5)")
     p.add_argument("--forced", action="store_true",
                    help="also step with the arm's, then the environment's, state held to the real one (module docstring)")
     args = p.parse_args()
     heads = {h: JudgeHead.load(h) for h in args.head}
+    if args.gate is not None:
+        for head in heads.values():
+            regate(head, args.gate)
     for h, head in heads.items():
         if head.cfg.frames or not head.cfg.environment_dim:
             raise SystemExit(f"{h} reads frames or no environment state; this check needs a head that reads the "
@@ -97,6 +107,8 @@ def main():
                         print(f"  step {t + 1:3d}  action {np.round(actions[t][:3], 2)}  hand {np.round(r_[:3], 3)} | "
                               f"{np.round(s_[:3], 3)}   first object {np.round(r_[o:o + 3], 3)} | {np.round(s_[o:o + 3], 3)}"
                               + (f" | {np.round(held[t, o:o + 3].numpy(), 3)}" if held is not None else ""))
+                    if args.one_step:
+                        one_step(head, real_states, actions)
         env.close()
     for h in heads:
         print(f"{args.checkpoint}, head {h}: real episodes, and the head stepping their real actions")
@@ -111,6 +123,37 @@ def main():
                   f"({int((~real).sum())})  head on the real states agrees {(on_real == real).mean():.2f}  drift at the "
                   f"end: hand {100 * np.mean([r[6] for r in sel]):.1f} cm, first object {100 * np.mean([r[7] for r in sel]):.1f} cm"
                   f"  steps real {np.mean([r[3] for r in sel]):.0f}{forced}")
+
+
+def regate(head: JudgeHead, p: float) -> None:
+    """Make this head's gated environment entries move where their probability of moving exceeds `p` (its own
+    `change`: 0.5), the rest of the step unchanged."""
+    if not head.cfg.gated:
+        raise SystemExit("--gate needs heads fitted with --gated")
+    cut = float(np.log(p / (1 - p)))
+
+    def change(state, action, motion=None, past=None):
+        robot, environment, moves = head.parts(state, action, motion, past)
+        return torch.cat([robot, environment * (moves > cut)], -1)
+    head.change = change
+
+
+@torch.no_grad()
+def one_step(head: JudgeHead, real_states: torch.Tensor, actions: list) -> None:
+    """Print each step at which the first object really moved (more than the head's STILL): its real change, the
+    change the head predicts one step ahead from the real state and memory, and (gated) the probability it moves."""
+    o, memory = head.cfg.state_dim, None
+    print("    one step ahead from the real state, where the first object moved (cm; real | predicted; p: it moves)")
+    for t, a in enumerate(torch.as_tensor(np.stack(actions), dtype=torch.float32)):
+        x, a = real_states[t:t + 1], a[None]
+        nxt = head.step(x, a, memory)
+        moves = head.parts(head.norm(x), a, *head.split(memory))[2]
+        memory = head.remember(memory, real_states[t + 1:t + 2] - x, a)
+        real = (real_states[t + 1] - x[0])[o:o + 3]
+        if (real.abs() > STILL).any():
+            p = "" if moves is None else "  p " + " ".join(f"{v:.2f}" for v in torch.sigmoid(moves[0, :3]).tolist())
+            print(f"    step {t + 1:3d}  hand - object {np.round(100 * (x[0, :3] - x[0, o:o + 3]).numpy(), 1)}  change "
+                  f"{np.round(100 * real.numpy(), 2)} | {np.round(100 * (nxt[0] - x[0])[o:o + 3].numpy(), 2)}{p}")
 
 
 @torch.no_grad()
