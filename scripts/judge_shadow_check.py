@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from wam.evaluate import EVAL_SEED
+
 
 SLACK = 8  # steps: two chunks of 4, the head's horizon and one more
 
@@ -92,8 +94,7 @@ def real_episodes(bench: Path, spec) -> dict[tuple[str, int], bool]:
     """(task, seed) -> real success, from the bench's real side (the results.json of `wam eval` for this policy)."""
     for f in sorted((bench / "real").glob("*/results.json")):
         r = json.loads(f.read_text())
-        if (Path(r["checkpoint"]) == Path(spec.source) and float(r.get("action_noise") or 0) == spec.noise
-                and bool(r.get("swap_instructions")) == (spec.instruction is not None)):
+        if r.get("bench_key", {}).get("policy") == str(spec):  # as wam.bench.judge.real_success keys its cache
             return {(e["task"], int(e["seed"])): bool(e["success"]) for e in r["episodes"]}
     raise FileNotFoundError(f"no real evaluation of {spec} under {bench}/real")
 
@@ -117,7 +118,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--tasks", default=None)
     ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=100000)
+    ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--max-steps", type=int, default=200)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--true-arm", action="store_true",
