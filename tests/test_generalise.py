@@ -116,6 +116,13 @@ def test_a_lever_is_a_recipe_with_one_change_and_keeps_the_baselines_protocol():
     n = configured(plan.preset, "action-only@noenv")  # the default's environment-state target off
     assert p.train.environment_state_weight is None and n.train.environment_state_weight == 0.0
     assert dataclasses.replace(n.train, environment_state_weight=None) == configured(plan.preset, "action-only").train
+    # pose: the video labelled through the arm's pose; a recipe without frames is then given the video too
+    o = configured(plan.preset, "action-only@pose")
+    assert o.train.pose_labels and dataclasses.replace(o.train, pose_labels=False) == configured(plan.preset, BASELINE).train
+    assert [(e.name, e.condition) for e in entries("unseen", plan, (BASELINE, "action-only@pose", "hybrid-foresight@pose"))] \
+        == [(BASELINE, "mt10"), ("action-only@pose", "mt10+unseen-video"), ("hybrid-foresight@pose", "mt10+unseen-video")]
+    assert {e.condition for e in entries("few", plan, (), ("action-only@pose",))} == {
+        f"few{k}{v}" for k in plan.demos for v in ("", "+same-video", "+other-video")}
     for bad in ("bogus", "seed", "seedx"):
         with pytest.raises(ValueError, match=f"unknown lever '{bad}'"):
             GeneraliseBenchConfig(recipes=f"plan-then-act@{bad}")
@@ -231,10 +238,11 @@ def test_an_untrained_residual_world_model_is_the_copy_baseline(pool, tmp_path):
     assert old["psnr"] < f["copy_psnr"] - 3  # a zero output is a grey frame, far from the copy
 
 
-def test_a_self_label_cell_reports_its_labels_against_the_actions_it_never_read(pool, tmp_path):
+@pytest.mark.parametrize("name", ["self-label", "action-only@pose"])
+def test_a_labelling_cell_reports_its_labels_against_the_actions_it_never_read(pool, tmp_path, name):
     plan = plan_of(QUICK)
     cond = conditions(plan)["mt10+unseen-video"]
-    record = train_cell(tmp_path, cond, "self-label", plan, pool)
+    record = train_cell(tmp_path, cond, name, plan, pool)
     labels = record["labels"]
     from wam.data.reader import read_episode_table
 

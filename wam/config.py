@@ -303,6 +303,13 @@ class TrainConfig:
     """A recipe that labels its action-free video (self-label): the fraction of the steps after which its own inverse
     dynamics labels the action-free episodes, which then train the policy too (label.py). None: never (the recipe's
     video then trains the frames only)."""
+    pose_labels: bool = False
+    """Before the first step, label every action-free episode through the arm's pose estimated from the frames
+    (pose_label.py): a pose estimator and a state-space inverse dynamics, fitted on the labelled episodes, give each of
+    its frames a robot state and an action, and it then trains as a demonstration, for any recipe. Saved to
+    OUT/labels/pose.npz and read back on resume."""
+    pose_label_steps: int = 1500
+    """The pose estimator's training steps (batch 128) with --train.pose-labels; its state IDM trains twice as many."""
     video_share: float | None = None
     """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
     or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes
@@ -321,6 +328,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.pose_label_steps < 1:
+            raise ValueError(f"pose_label_steps must be >= 1, got {self.pose_label_steps}")
         if self.label_at is not None and not 0 < self.label_at < 1:
             raise ValueError(f"label_at must be in (0, 1) or None, got {self.label_at}")
         if self.video_share is not None and not 0 < self.video_share < 1:
@@ -500,7 +509,8 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(image_size=32, context_frames=2, future_frames=1, future_stride=4, future_size=16,
                           action_horizon=4, width=32, depth=2, heads=2, stem_channels=(8, 16, 16), keypoints=4,
                           future_patch=8),
-        train=TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, ckpt_every=2, augment_shift=1),
+        train=TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, ckpt_every=2, augment_shift=1,
+                          pose_label_steps=4),
         collect_episodes=2,
         sampler=SamplerConfig(steps=2, execute=2),
     ),

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wam import checkpoint, finetune, flow, fsdp, label
+from wam import checkpoint, finetune, flow, fsdp, label, pose_label
 from wam.backbones import build
 from wam.config import DataConfig, ModelConfig, SamplerConfig, TrainConfig, to_dict
 from wam.data.frames import FrameStore, open_frames
@@ -346,6 +346,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         rows = [r for r in rows if r["step"] <= start]
         metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         spent = max((r.get("train_s", 0.0) for r in rows), default=0.0)
+    if cfg.pose_labels:  # before the recipe's own labelling: it then finds nothing left to label
+        pose_file = out / "labels" / "pose.npz"
+        if found is not None and pose_file.exists():
+            poses = pose_label.load(pose_file)
+        else:
+            poses = pose_label.fit_and_label(windows, steps=cfg.pose_label_steps, seed=cfg.seed,
+                                             progress=progress and rank == 0)
+            if rank == 0:
+                pose_label.save(pose_file, poses)
+        n = pose_label.apply(windows, poses)
+        if rank == 0:
+            print(f"labelled {n} frames of {len(poses.actions)} action-free episodes through the arm's estimated pose "
+                  f"({pose_file})", flush=True)
     label_step = labelling_step(cfg, model_cfg, windows)
     if label_step is not None and sharded:
         raise ValueError(f"recipe {model_cfg.recipe} labels its video mid-training, which --train.parallel fsdp does not "

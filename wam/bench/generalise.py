@@ -71,6 +71,7 @@ LEVERS = {
     "balanced": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_share=0.5)),
     "videofirst": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, video_first=0.3)),
     "noenv": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, environment_state_weight=0.0)),
+    "pose": lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, pose_labels=True)),
 }
 """Changes to a recipe's preset: a bench recipe `RECIPE@LEVER[@LEVER...]` is the recipe with each lever applied
 (imagenet: context images encoded by EfficientNet-Lite0 from its ImageNet weights, models/efficientnet.py; nolabel:
@@ -78,7 +79,9 @@ a recipe that labels its action-free video (self-label) never does, so its video
 motion keypoints per camera on the future frames, transformer.MotionKeypoints; balanced: half of each batch from the
 action-free episodes and half from the demonstrations, whatever their numbers, --train.video-share 0.5; videofirst:
 the first 30% of the steps train the frames only, --train.video-first 0.3; noenv: without the default
-environment-state target, --train.environment-state-weight 0, as every cell before 2026-12-06 trained). `seedN`
+environment-state target, --train.environment-state-weight 0, as every cell before 2026-12-06 trained; pose: the
+action-free video labelled before training through the arm's pose estimated from its frames, pose_label.py,
+--train.pose-labels, which lets even a recipe without frames learn from the video). `seedN`
 (lever_of) trains with seed N."""
 
 
@@ -120,6 +123,12 @@ def predicts_video(name: str) -> bool:
     return recipe(base_recipe(name)).predicts_video
 
 
+def learns_from_video(name: str) -> bool:
+    """Whether a bench recipe is given the split's action-free video: it predicts frames, or it has the video
+    labelled through the arm's pose (the `pose` lever; an action-only recipe with it is no longer the baseline)."""
+    return predicts_video(name) or "pose" in name.split("@")[1:]
+
+
 @dataclass(frozen=True)
 class GeneraliseBenchConfig:
     out: Path = Path("runs/bench/generalise")
@@ -129,7 +138,9 @@ class GeneraliseBenchConfig:
     """Recipes compared on the unseen, shift and in-distribution splits (the action-only baseline is included unless
     --no-baseline). RECIPE@LEVER[@LEVER...] is the recipe with LEVERS applied (imagenet: the EfficientNet-Lite0 image
     encoder; motion: motion keypoint tokens; nolabel: self-label without its labels; balanced: half of each batch
-    from the action-free video; videofirst: frames only for the first 30% of the steps; seedN: training seed N)."""
+    from the action-free video; videofirst: frames only for the first 30% of the steps; noenv: without the
+    environment-state target; pose: the video labelled through the arm's estimated pose before training; seedN:
+    training seed N)."""
     few_recipes: str = "plan-then-act,self-label@motion"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
@@ -322,20 +333,21 @@ class Entry:
 
 def entries(split: str, plan: Plan, recipes: tuple[str, ...], few_recipes: tuple[str, ...] = ()) -> list[Entry]:
     """The split's entries. A recipe that predicts no frames (the action-only baseline, with or without a lever)
-    cannot use action-free video: it trains on the labelled episodes alone."""
+    cannot use action-free video: it trains on the labelled episodes alone, unless the `pose` lever labels the video
+    for it (learns_from_video)."""
     if split == "in-distribution":
         return [Entry(split, r, r, "mt10", plan.mt10) for r in recipes]
     if split == "unseen":
-        return [Entry(split, r, r, "mt10+unseen-video" if predicts_video(r) else "mt10", plan.unseen) for r in recipes]
+        return [Entry(split, r, r, "mt10+unseen-video" if learns_from_video(r) else "mt10", plan.unseen) for r in recipes]
     if split == "unseen-avdc":
-        return [Entry(split, r, r, "avdc-train+avdc-video" if predicts_video(r) else "avdc-train", plan.avdc) for r in recipes]
+        return [Entry(split, r, r, "avdc-train+avdc-video" if learns_from_video(r) else "avdc-train", plan.avdc) for r in recipes]
     if split == "shift":
         return [Entry(split, r, r, "mt10", plan.shift_tasks, shift=s, variant=s) for r in recipes for s in (None, *SHIFTS)]
     if split == "few":
         out = []
         for k in plan.demos:
             for r in few_recipes:
-                for v in VIDEO_CONDITIONS if predicts_video(r) else ("none",):
+                for v in VIDEO_CONDITIONS if learns_from_video(r) else ("none",):
                     cond = f"few{k}" if v == "none" else f"few{k}+{v}"
                     out.append(Entry(split, r if v == "none" else f"{r}+{v}", r, cond, plan.few, variant=f"{k} demos"))
         return out
@@ -390,18 +402,22 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
                     key=lambda f: int(f.stem.removeprefix("step-")))  # not a save's leftover step-N.tmp.npz
     if labels:  # a recipe that labelled its video: how close the labels came to the actions the pool hides from it
         record["labels"] = labels_against_truth(labels[-1], pool, data)
+    pose = cell / "train" / "labels" / "pose.npz"
+    if pose.exists():  # the `pose` lever's labels, scored the same way
+        record["labels"] = labels_against_truth(pose, pool, data)
     record_file.write_text(json.dumps(record, indent=2))
     return record
 
 
 def labels_against_truth(path: Path, pool: Pool, data: DataConfig) -> dict:
-    """The labels a cell's inverse dynamics gave its action-free episodes, against the actions the pool recorded for
-    them (which the cell never read), overall and per held-out task (label.label_error; a task's R^2 against the
+    """The labels a cell's inverse dynamics (or its pose labeller: OUT/labels/pose.npz) gave its action-free episodes,
+    against the actions the pool recorded for them (which the cell never read), overall and per held-out task (label.label_error; a task's R^2 against the
     variance over all labelled frames, since within one task a dimension may not vary)."""
+    from wam import pose_label
     from wam.data.reader import read_dataset
     from wam.label import label_error, load_labels
 
-    labels = load_labels(path)
+    labels = pose_label.load(path).actions if path.name == "pose.npz" else load_labels(path)
     truth = read_dataset(pool.root, dataclasses.replace(data, video_only_episodes=None))  # the same frames, with actions
     if not labels:
         return {"all": label_error(labels, truth.action), "tasks": {}}
@@ -708,7 +724,8 @@ def plot(result: dict, path: Path) -> None:
         recipes = result[split]
         names = list(recipes)
         ax.barh(range(len(names)), [recipes[n]["mean_success"] for n in names],
-                color=["C7" if base_recipe(recipes[n]["recipe"]) == BASELINE else "C0" for n in names])
+                color=["C7" if base_recipe(recipes[n]["recipe"]) == BASELINE and not learns_from_video(recipes[n]["recipe"])
+                       else "C0" for n in names])
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)

@@ -1,0 +1,113 @@
+"""--train.pose-labels (pose_label.py): action-free video labelled through the arm's pose estimated from its frames.
+The labels cover exactly the action-free episodes; on data whose frames show the state, they recover the state and
+the actions; training labels before its first step, for any recipe, and a resumed run reads the same labels back."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from wam import pose_label
+from wam.config import DataConfig, preset, with_recipe
+from wam.data.frames import open_frames
+from wam.data.reader import read_dataset, split, usable_stats
+from wam.data.transforms import Normalizer
+from wam.data.windows import Windows
+from wam.testing import concrete, synthetic_dataset
+from wam.train import train
+
+VIDEO = DataConfig(video_only_episodes="1,3")
+
+
+def _windows(root, recipe_name="action-only", data=VIDEO):
+    p = concrete(with_recipe(preset("tiny"), recipe_name))
+    rec, _ = split(read_dataset(root, data))
+    m = replace(p.model, cameras=()).for_data(rec.camera_names, rec.state.shape[1], rec.action.shape[1]).resolved()
+    rec, store = open_frames(rec, m.image_size, progress=False)
+    norm = Normalizer.from_stats(usable_stats(rec, data))
+    return Windows(rec, store, m, norm, torch.zeros(len(rec.instructions), m.text_dim))
+
+
+def test_state_features_are_positions_relative_to_the_frame_clamped_to_its_episode():
+    states = torch.tensor([[0.0, 0, 0, 5], [1, 0, 0, 6], [3, 0, 0, 7], [10, 0, 0, 8], [20, 0, 0, 9]])
+    ep_from, ep_to = np.array([0, 0, 0, 3, 3]), np.array([3, 3, 3, 5, 5])
+    f = pose_label.state_features(states, ep_from, ep_to).view(5, len(pose_label.OFFSETS), 4)
+    k = {w: i for i, w in enumerate(pose_label.OFFSETS)}
+    assert f[1, k[1], 0] == 2 and f[1, k[-1], 0] == -1 and f[1, k[0], 0] == 0  # relative x
+    assert f[2, k[5], 0] == 0 and f[0, k[-2], 0] == 0  # clamped to the first episode's ends
+    assert f[3, k[-1], 0] == 0 and f[3, k[1], 0] == 10  # the second episode never reads the first
+    assert f[1, k[1], 3] == 7  # the gripper as it is
+
+
+def test_pose_labels_recover_the_state_and_actions_the_frames_show(tmp_path):
+    # the synthetic square: state[:2] is its position in the frame, action[:2] its velocity (wam.testing)
+    root = synthetic_dataset(tmp_path / "square", episodes=16, length=30, cameras={"front": (32, 32), "side": (32, 32)},
+                             tasks=2, fps=10)
+    data = DataConfig(video_only_episodes="1,6,11")
+    windows = _windows(root, data=data)
+    free = ~windows.labelled.numpy()
+    truth_a, truth_s = windows.actions.clone(), windows.state.clone()
+    rec = read_dataset(root, DataConfig())  # the hidden truth of the action-free episodes
+    labels = pose_label.fit_and_label(windows, steps=300, size=16, width=16, idm_steps=600, progress=False)
+    covered = np.zeros(windows.n, bool)
+    for lo, a in labels.actions.items():
+        covered[lo:lo + len(a)] = True
+        assert a.shape == (len(labels.states[lo]), windows.actions.shape[1]) and np.isfinite(a).all()
+        assert (a >= windows.norm.action_min.numpy() - 1e-6).all() and (a <= windows.norm.action_max.numpy() + 1e-6).all()
+    assert (covered == free).all() and len(labels.actions) == 3
+    assert (truth_a[free] == 0).all()  # the reader hid them
+    got_s = np.concatenate([labels.states[lo] for lo in sorted(labels.states)])[:, :2]
+    got_a = np.concatenate([labels.actions[lo] for lo in sorted(labels.actions)])[:, :2]
+    want_s, want_a = rec.state[free][:, :2], rec.action[free][:, :2]
+    r2 = lambda got, want: 1 - ((got - want) ** 2).mean(0) / want.var(0)  # noqa: E731
+    assert (r2(got_s, want_s) > 0.8).all(), r2(got_s, want_s)
+    assert (r2(got_a, want_a) > 0.3).all(), r2(got_a, want_a)
+    # applied: the episodes train as demonstrations with the estimated state, known
+    n = pose_label.apply(windows, labels)
+    batch = windows.get(np.flatnonzero(free)[:4])
+    assert n == free.sum() and windows.labelled.all() and batch.has_actions.all()
+    assert (batch.context.state_known == 1).all()
+    assert torch.allclose(windows.state[free][:, :2], torch.from_numpy(got_s))
+    assert torch.equal(windows.state[~free], truth_s[~free])  # the demonstrations keep their own
+
+
+def test_pose_labels_refuse_data_without_a_labelled_episode(tiny_dataset):
+    windows = _windows(tiny_dataset, data=DataConfig(video_only_episodes="0,1,2,3"))
+    with pytest.raises(ValueError, match="every episode is action-free"):
+        pose_label.fit_and_label(windows, steps=1, idm_steps=1, progress=False)
+    assert pose_label.fit_and_label(_windows(tiny_dataset, data=DataConfig()), steps=1, progress=False).actions == {}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _losses(out):
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+@pytest.mark.parametrize("name", ["action-only", "self-label"])
+def test_training_labels_before_its_first_step_and_a_resumed_run_reads_the_labels_back(tiny_dataset, tmp_path, name):
+    p = concrete(with_recipe(preset("tiny"), name))
+    cfg = replace(p.train, data=tiny_dataset, steps=4, ckpt_every=2, log_every=1, pose_labels=True)
+    full = tmp_path / "full"
+    train(replace(cfg, out=full), p.model, p.sampler, data=VIDEO, progress=False)
+    # the recipe's own labelling (self-label's, mid-training) finds every episode labelled already
+    assert sorted(f.name for f in (full / "labels").iterdir()) == ["pose.npz"]
+    labels = pose_label.load(full / "labels/pose.npz")
+    assert len(labels.actions) == len(labels.states) == 2
+
+    def interrupt(step, ckpt):
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(replace(cfg, out=tmp_path / "cut", eval_every=2), p.model, p.sampler, data=VIDEO, progress=False,
+              eval_hook=interrupt)
+    train(replace(cfg, out=tmp_path / "cut"), p.model, p.sampler, data=VIDEO, progress=False)
+    a, b = _losses(full), _losses(tmp_path / "cut")
+    assert set(a) == set(b) == set(range(1, 5))
+    assert all(a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-7) for s in a)
+    back = pose_label.load(tmp_path / "cut/labels/pose.npz")
+    assert all(np.array_equal(back.actions[k], labels.actions[k]) for k in labels.actions)
