@@ -37,7 +37,7 @@ from wam.bench.generalise import MT10, UNSEEN
 from wam.config import DataConfig
 from wam.data.frames import open_frames
 from wam.data.reader import read_dataset
-from wam.pose_label import OFFSETS, pose_net
+from wam.pose_label import pose_net, state_features
 CM = torch.tensor([100.0, 100.0, 100.0, 1.0])  # hand position in cm, the gripper as recorded
 
 
@@ -140,15 +140,9 @@ def main():
           {k: [round(v, 2) for v in mae[k]] for k in ("train", "unseen")}, flush=True)
 
     def windows(est, eps):
-        feats, off = [], 0
-        for e in eps:
-            n = rec.episode_to[e] - rec.episode_from[e]
-            s = est[off:off + n]
-            off += n
-            j = torch.arange(n)
-            cols = [s[(j + w).clamp(0, n - 1)] for w in OFFSETS]
-            feats.append(torch.cat([torch.cat([c[:, :3] - s[:, :3], c[:, 3:]], 1) for c in cols], 1))
-        return torch.cat(feats)
+        lengths = np.array([rec.episode_to[e] - rec.episode_from[e] for e in eps])
+        ep_to = np.repeat(np.cumsum(lengths), lengths)
+        return state_features(est, ep_to - np.repeat(lengths, lengths), ep_to)
 
     def fit(f, y, steps=3000):
         m = nn.Sequential(nn.Linear(f.shape[1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 4))
