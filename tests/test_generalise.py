@@ -254,6 +254,23 @@ def test_a_labelling_cell_reports_its_labels_against_the_actions_it_never_read(p
     assert np.isfinite(labels["all"]["mse"]) and labels["all"]["mse"] > 0 and labels["all"]["r2"] < 1
 
 
+def test_a_pose_cell_with_no_video_to_label_scores_no_labels_and_the_table_shows_none(pool, tmp_path):
+    """On MT10 (`in-distribution`) a `pose` recipe has no action-free video: its record says 0 labelled frames, and
+    the results (an entry written before such labels were left out) print no label row rather than crash."""
+    plan = plan_of(QUICK)
+    record = train_cell(tmp_path, conditions(plan)["mt10"], "action-only@pose", plan, pool)
+    assert record["labels"]["all"]["frames"] == 0 and record["labels"]["all"]["r2"] is None
+    scored = {"frames": 10, "mse": 0.5, "r2": 0.25, "r2_per_dim": [0.25]}
+    result = {"command": "wam bench generalise", "steps": 10, "few_steps": 5, "episodes_per_task": 2, "max_steps": 5,
+              "in-distribution": {"action-only@pose": {"mean_success": 0.5, "tasks": {"a": 0.5}, "train_s": 60.0,
+                                                       "labels": record["labels"]["all"]}},
+              "unseen": {"action-only@pose": {"mean_success": 0.5, "tasks": {"a": 0.5}, "train_s": 60.0,
+                                              "labels": scored}}}
+    md = markdown(result)
+    assert md.count("| action-only@pose | 10 | 0.25 | 0.500 |") == 1 and md.count("Labels the recipe") == 1
+    assert "Labels the recipe" not in markdown({k: v for k, v in result.items() if k != "unseen"})
+
+
 def test_a_shift_entry_averages_only_shifted_variants_and_waits_for_the_first():
     def variant(rate, shift):
         return {"mean_success": rate, "median_ms": 1.0, "shift": shift,

@@ -553,7 +553,7 @@ def bench_generalise(cfg: GeneraliseBenchConfig) -> dict:
                                      "variants": {}})
             rows[e.name]["variants"][e.variant or "-"] = {"mean_success": row["mean_success"], "median_ms": row["median_ms"],
                                                           "tasks": row["tasks"], "shift": e.shift}
-            if record.get("labels"):
+            if record.get("labels", {}).get("all", {}).get("frames"):  # not a cell with no video to label (MT10)
                 rows[e.name].setdefault("labels", {})[e.variant or "-"] = record["labels"]["all"]
             if split in ("unseen", "unseen-avdc", "in-distribution") and "world_model" not in rows[e.name]:
                 wm = world_model_cell(record, cond, pools[cond.pool])
@@ -699,15 +699,15 @@ def markdown(result: dict) -> str:
                       "| recipe | seeds | per seed | mean over seeds | spread |", "| --- | --- | --- | --- | --- |"]
             lines += [f"| {n} | {', '.join(map(str, g['seeds']))} | {' / '.join(f'{m:.2f}' for m in g['per_seed'])} | "
                       f"**{g['mean_success']:.2f}** | {g['spread']:.2f} |" for n, g in seeded.items()]
-        labelled = {n: r["labels"] for n, r in recipes.items() if r.get("labels")}
+        labelled = [(n, variant, l) for n, r in recipes.items() if r.get("labels")
+                    for variant, l in (r["labels"].items() if "frames" not in r["labels"] else [("", r["labels"])])
+                    if l["frames"]]  # not an entry written before empty labels (no video to label) were left out
         if labelled:
             lines += ["", "Labels the recipe's inverse dynamics gave its action-free video, against the true actions the "
                       "bench hid from it (R^2 over the action dimensions that vary: 0 is guessing their mean, 1 exact):", "",
                       "| entry | labelled frames | R^2 | MSE |", "| --- | --- | --- | --- |"]
-            for n, lab in labelled.items():
-                for variant, l in (lab.items() if "frames" not in lab else [("", lab)]):
-                    lines.append(f"| {n}{' (' + variant + ')' if variant else ''} | {l['frames']} | "
-                                 f"{l['r2']:.2f} | {l['mse']:.3f} |")
+            lines += [f"| {n}{' (' + variant + ')' if variant else ''} | {l['frames']} | {l['r2']:.2f} | {l['mse']:.3f} |"
+                      for n, variant, l in labelled]
         lines.append("")
     return "\n".join(lines)
 
