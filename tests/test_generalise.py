@@ -254,6 +254,26 @@ def test_a_labelling_cell_reports_its_labels_against_the_actions_it_never_read(p
     assert np.isfinite(labels["all"]["mse"]) and labels["all"]["mse"] > 0 and labels["all"]["r2"] < 1
 
 
+def test_an_oracle_cell_trains_on_the_video_with_the_actions_every_other_cell_is_denied(pool, tmp_path):
+    """`@oracle`: the same preset, given the split's video with its recorded actions (the ceiling of any labeller)."""
+    plan = plan_of(QUICK)
+    assert configured(plan.preset, "action-only@oracle") == configured(plan.preset, BASELINE)
+    assert [(e.name, e.condition) for e in entries("unseen", plan, (BASELINE, "action-only@oracle"))] \
+        == [(BASELINE, "mt10"), ("action-only@oracle", "mt10+unseen-video")]
+    assert {e.condition for e in entries("few", plan, (), ("action-only@oracle",))} == {
+        f"few{k}{v}" for k in plan.demos for v in ("", "+same-video", "+other-video")}
+    cond = conditions(plan)["mt10+unseen-video"]
+    every, video = cond.episodes(pool)
+    seen = {}
+    for name in ("action-only@oracle", "action-only@pose"):
+        record = train_cell(tmp_path, cond, name, plan, pool)
+        seen[name] = json.loads((tmp_path / "cells" / cond.name / name / "train" / "last" / "config.json").read_text())["data"]
+        assert record["settings"]["data"]["episodes"] == ",".join(map(str, every))
+    assert seen["action-only@oracle"]["episodes"] == seen["action-only@pose"]["episodes"] == len(every)
+    assert seen["action-only@oracle"]["action_free_episodes"] == 0 < len(video) == seen["action-only@pose"]["action_free_episodes"]
+    assert "labels" not in train_cell(tmp_path, cond, "action-only@oracle", plan, pool)  # nothing was labelled
+
+
 def test_a_pose_cell_with_no_video_to_label_scores_no_labels_and_the_table_shows_none(pool, tmp_path):
     """On MT10 (`in-distribution`) a `pose` recipe has no action-free video: its record says 0 labelled frames, and
     the results (an entry written before such labels were left out) print no label row rather than crash."""

@@ -82,7 +82,10 @@ the first 30% of the steps train the frames only, --train.video-first 0.3; noenv
 environment-state target, --train.environment-state-weight 0, as every cell before 2026-12-06 trained; pose: the
 action-free video labelled before training through the arm's pose estimated from its frames, pose_label.py,
 --train.pose-labels, which lets even a recipe without frames learn from the video). `seedN`
-(lever_of) trains with seed N."""
+(lever_of) trains with seed N; ORACLE changes the data rather than the preset."""
+ORACLE = "oracle"
+"""The lever that trains on the split's action-free video *with* the actions the pool recorded for it (which every
+other cell is denied): the ceiling any labeller of that video can reach with the same steps (train_cell)."""
 
 
 def base_recipe(name: str) -> str:
@@ -107,10 +110,13 @@ def lever_of(name: str, lever: str):
     second run of the same cell, to see how much of a difference is the seed's)."""
     if lever in LEVERS:
         return LEVERS[lever]
+    if lever == ORACLE:  # the same preset; train_cell gives it the video's true actions
+        return lambda p: p
     seed = seed_lever(lever)
     if seed is not None:
         return lambda p: dataclasses.replace(p, train=dataclasses.replace(p.train, seed=seed))
-    raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}, seedN (N a number)")
+    raise ValueError(f"{name}: unknown lever {lever!r}; valid levers are: {', '.join(LEVERS)}, {ORACLE}, "
+                     f"seedN (N a number)")
 
 
 def seed_lever(lever: str) -> int | None:
@@ -125,8 +131,9 @@ def predicts_video(name: str) -> bool:
 
 def learns_from_video(name: str) -> bool:
     """Whether a bench recipe is given the split's action-free video: it predicts frames, or it has the video
-    labelled through the arm's pose (the `pose` lever; an action-only recipe with it is no longer the baseline)."""
-    return predicts_video(name) or "pose" in name.split("@")[1:]
+    labelled through the arm's pose (the `pose` lever) or with its true actions (ORACLE); an action-only recipe with
+    either is no longer the baseline."""
+    return predicts_video(name) or bool({"pose", ORACLE} & set(name.split("@")[1:]))
 
 
 @dataclass(frozen=True)
@@ -139,8 +146,8 @@ class GeneraliseBenchConfig:
     --no-baseline). RECIPE@LEVER[@LEVER...] is the recipe with LEVERS applied (imagenet: the EfficientNet-Lite0 image
     encoder; motion: motion keypoint tokens; nolabel: self-label without its labels; balanced: half of each batch
     from the action-free video; videofirst: frames only for the first 30% of the steps; noenv: without the
-    environment-state target; pose: the video labelled through the arm's estimated pose before training; seedN:
-    training seed N)."""
+    environment-state target; pose: the video labelled through the arm's estimated pose before training; oracle:
+    the video with its true actions, the ceiling of any labeller; seedN: training seed N)."""
     few_recipes: str = "plan-then-act,self-label@motion"
     """WAM recipes of the `few` split, each trained without video, with same-task video and with other-task video
     (beside the action-only baseline)."""
@@ -384,6 +391,8 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     cell = out / "cells" / cond.name / name
     p = configured(plan.preset, name)
     data = cond.data_config(pool)
+    if ORACLE in name.split("@")[1:]:  # the video read with its recorded actions: labelled as well as it can be
+        data = dataclasses.replace(data, video_only_episodes=None)
     train_cfg = dataclasses.replace(p.train, data=pool.root, out=cell / "train", steps=cond.steps,
                                     ckpt_every=plan.ckpt_every)
     record_file = cell / "cell.json"
