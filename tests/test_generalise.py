@@ -274,6 +274,28 @@ def test_an_oracle_cell_trains_on_the_video_with_the_actions_every_other_cell_is
     assert "labels" not in train_cell(tmp_path, cond, "action-only@oracle", plan, pool)  # nothing was labelled
 
 
+def test_a_cell_whose_labeller_changed_trains_again_from_scratch_rather_than_resume_onto_old_labels(pool, tmp_path):
+    """A finished `pose` cell met again with other labelling settings (the defaults changed, say) cannot resume onto
+    the labels it made before: it refits them and trains again, and is then read from its record (a condition with
+    video included: its ranges come back from JSON as lists, and once never matched, so every rerun resumed)."""
+    from wam import pose_label
+
+    plan = plan_of(QUICK)
+    cond = conditions(plan)["mt10+unseen-video"]
+    first = train_cell(tmp_path, cond, "action-only@pose", plan, pool)
+    train = tmp_path / "cells" / cond.name / "action-only@pose" / "train"
+    before = pose_label.load(train / "labels" / "pose.npz")
+    other = dataclasses.replace(plan, preset=dataclasses.replace(
+        plan.preset, train=dataclasses.replace(plan.preset.train, pose_label_smooth=plan.preset.train.pose_label_smooth + 3)))
+    again = train_cell(tmp_path, cond, "action-only@pose", other, pool)
+    after = pose_label.load(train / "labels" / "pose.npz")
+    assert again["settings"] != first["settings"] and set(after.actions) == set(before.actions)
+    assert any(not np.allclose(after.actions[k], before.actions[k]) for k in before.actions)  # refitted
+    saved = json.loads((train / "last" / "config.json").read_text())
+    assert saved["train"]["pose_label_smooth"] == plan.preset.train.pose_label_smooth + 3 and saved["step"] == cond.steps
+    assert train_cell(tmp_path, cond, "action-only@pose", other, pool) == again  # cached now
+
+
 def test_a_pose_cell_with_no_video_to_label_scores_no_labels_and_the_table_shows_none(pool, tmp_path):
     """On MT10 (`in-distribution`) a `pose` recipe has no action-free video: its record says 0 labelled frames, and
     the results (an entry written before such labels were left out) print no label row rather than crash."""

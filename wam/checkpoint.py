@@ -125,16 +125,25 @@ def check_same_data(saved: dict, data: dict) -> None:
 
 def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
     """Refuse to resume onto other data or another seed, batch size or environment-state weight (a model with or
-    without its head): the run would not be the same run."""
+    without its head), or with pose labels made another way (the saved OUT/labels/pose.npz would be read back as
+    they are): the run would not be the same run."""
     problems = []
     if saved["data"]["frames"] != frames or saved["data"]["episodes"] != episodes:
         problems.append(f"data: {saved['data']['episodes']} episodes / {saved['data']['frames']} frames saved, "
                         f"{episodes} / {frames} now")
-    for key in ("seed", "batch_size", "environment_state_weight"):
-        was = saved["train"].get(key, 0.0)  # the weight is resolved before this; 0 in checkpoints from before it existed
+    keys = ["seed", "batch_size", "environment_state_weight"]
+    if saved["train"].get("pose_labels") or getattr(train_cfg, "pose_labels", False):  # labels made another way
+        keys += ["pose_labels", "pose_label_steps", "pose_label_smooth", "pose_label_match_jitter"]
+    for key in keys:
+        was = saved["train"].get(key, BEFORE.get(key, 0.0))  # what checkpoints from before the key existed trained with
         if was != getattr(train_cfg, key):
             problems.append(f"{key}: {was} saved, {getattr(train_cfg, key)} now")
     _refuse(problems)
+
+
+BEFORE = {"environment_state_weight": 0.0, "pose_labels": False, "pose_label_smooth": 0.0,
+          "pose_label_match_jitter": False}
+"""Training settings that a checkpoint written before they existed trained with (check_resumable)."""
 
 
 def load_normalizer(path: Path):

@@ -310,6 +310,13 @@ class TrainConfig:
     OUT/labels/pose.npz and read back on resume."""
     pose_label_steps: int = 1500
     """The pose estimator's training steps (batch 128) with --train.pose-labels; its state IDM trains twice as many."""
+    pose_label_smooth: float = 2.0
+    """With --train.pose-labels: the estimated states smoothed over time by a Gaussian of this many frames before the
+    state IDM reads them; 0: not smoothed (every pose label before 2026-12-08)."""
+    pose_label_match_jitter: bool = True
+    """With --train.pose-labels: the state IDM learns from the labelled episodes' estimates noised up to the video's
+    frame-to-frame jitter (pose_label.fit_and_label); false: from the estimates as they are, nearly exact on the
+    estimator's own training frames (every pose label before 2026-12-08)."""
     video_share: float | None = None
     """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
     or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes
@@ -330,6 +337,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.pose_label_steps < 1:
             raise ValueError(f"pose_label_steps must be >= 1, got {self.pose_label_steps}")
+        if self.pose_label_smooth < 0:
+            raise ValueError(f"pose_label_smooth must be >= 0, got {self.pose_label_smooth}")
         if self.label_at is not None and not 0 < self.label_at < 1:
             raise ValueError(f"label_at must be in (0, 1) or None, got {self.label_at}")
         if self.video_share is not None and not 0 < self.video_share < 1:

@@ -351,7 +351,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         if found is not None and pose_file.exists():
             poses = pose_label.load(pose_file)
         else:
-            poses = pose_label.fit_and_label(windows, steps=cfg.pose_label_steps, seed=cfg.seed,
+            poses = pose_label.fit_and_label(windows, steps=cfg.pose_label_steps, smooth=cfg.pose_label_smooth,
+                                             match_jitter=cfg.pose_label_match_jitter, seed=cfg.seed,
                                              progress=progress and rank == 0)
             if rank == 0:
                 pose_label.save(pose_file, poses)

@@ -398,10 +398,15 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     record_file = cell / "cell.json"
     settings = {"recipe": name, "condition": dataclasses.asdict(cond), "train": to_dict(train_cfg), "data": to_dict(data),
                 "model": to_dict(p.model)}
+    settings = json.loads(json.dumps(settings))  # as cell.json gives them back (a condition's video ranges: lists)
     if record_file.exists():
         record = json.loads(record_file.read_text())
         if record["settings"] == settings:
             return record
+        if (why := _stale(cell / "train", train_cfg)) is not None:  # trained another way: trained again, from scratch
+            print(f"\n[train] {cond.name} / {name}: its checkpoint was trained with other settings ({why}): "
+                  f"training it again", flush=True)
+            train_cfg = dataclasses.replace(train_cfg, resume=False)
     print(f"\n[train] {cond.name} / {name}: {cond.steps} steps", flush=True)
     ckpt = train(train_cfg, p.model, p.sampler, data=data)
     rows = [json.loads(r) for r in (cell / "train" / "metrics.jsonl").read_text().splitlines() if r.strip()]
@@ -416,6 +421,22 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
         record["labels"] = labels_against_truth(pose, pool, data)
     record_file.write_text(json.dumps(record, indent=2))
     return record
+
+
+def _stale(out: Path, cfg) -> str | None:
+    """Why the checkpoint in OUT cannot be resumed with training settings `cfg` (checkpoint.check_resumable, on the data
+    it trained on), or None."""
+    from wam import checkpoint
+
+    found = checkpoint.latest(out / "last")
+    if found is None:
+        return None
+    saved = checkpoint.read_config(found)
+    try:
+        checkpoint.check_resumable(saved, cfg, frames=saved["data"]["frames"], episodes=saved["data"]["episodes"])
+    except ValueError as e:
+        return str(e).partition("(")[2].rpartition(")")[0]
+    return None
 
 
 def labels_against_truth(path: Path, pool: Pool, data: DataConfig) -> dict:
