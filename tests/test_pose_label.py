@@ -77,7 +77,7 @@ def test_pose_labels_recover_the_state_and_actions_the_frames_show(tmp_path):
     assert (r2(got_s, want_s) > 0.8).all(), r2(got_s, want_s)
     assert (r2(got_a, want_a) > 0.3).all(), r2(got_a, want_a)
     # the estimator gives its training frames back nearly exact and the video's with noise: an IDM fitted on the former
-    # (match_jitter off, smooth 0: the labels before 2026-12-08; same seed, so the same estimator) labels worse
+    # (match_jitter off, smooth 0: the labeller's first version; same seed, so the same estimator) labels worse
     before = pose_label.fit_and_label(_windows(root, data=data), steps=300, size=16, width=16, idm_steps=600,
                                       match_jitter=False, smooth=0.0, progress=False)
     got_before = np.concatenate([before.actions[lo] for lo in sorted(before.actions)])[:, :2]

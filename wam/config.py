@@ -312,11 +312,12 @@ class TrainConfig:
     """The pose estimator's training steps (batch 128) with --train.pose-labels; its state IDM trains twice as many."""
     pose_label_smooth: float = 2.0
     """With --train.pose-labels: the estimated states smoothed over time by a Gaussian of this many frames before the
-    state IDM reads them; 0: not smoothed (every pose label before 2026-12-08)."""
+    state IDM reads them; 0: not smoothed (the labeller's first version, behind the pose results measured before
+    docs/generalise.md's "A state IDM fitted at the video's noise")."""
     pose_label_match_jitter: bool = True
     """With --train.pose-labels: the state IDM learns from the labelled episodes' estimates noised up to the video's
     frame-to-frame jitter (pose_label.fit_and_label); false: from the estimates as they are, nearly exact on the
-    estimator's own training frames (every pose label before 2026-12-08)."""
+    estimator's own training frames (the labeller's first version)."""
     video_share: float | None = None
     """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
     or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes

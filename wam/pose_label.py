@@ -7,8 +7,9 @@ of every action-free episode a robot state and an action:
 
     pose estimator   every camera's frame, resized to `size` px -> the robot state (a convolution net whose last
                      map is read by a spatial soft-argmax, the keypoint layer of Levine et al. 2016)
-    state IDM        the estimated states at OFFSETS around frame t, positions relative to t's -> the action at t;
-                     fitted on the *estimated* states of the labelled episodes, so it learns the estimator's noise
+    state IDM        the estimated states at OFFSETS around frame t (smoothed over time), positions relative to
+                     t's -> the action at t; fitted on the labelled episodes' estimates noised up to the video's
+                     jitter, since the estimator gives its own training frames back nearly exact
 
 The action-free episodes then train as demonstrations, with their estimated states (`apply`). Unlike label.py the
 labels do not depend on the WAM: they are made once, before its first step, for any recipe.
@@ -123,11 +124,12 @@ def fit_and_label(windows: Windows, *, steps: int = 1500, size: int = 48, width:
     `windows` (at most `max_frames`, evenly spaced), and label every action-free episode. Needs a robot state.
 
     The estimator gives its own training frames back nearly exact, the video's with noise; an IDM fitted on the former
-    trusts every wiggle of the latter (on `few`, docs/generalise.md, it scored the video's actions at R^2 0.48).
+    trusts every wiggle of the latter (on `few`, docs/generalise.md, it labelled the video's actions at R^2 0.48;
+    fitted at the video's jitter on smoothed estimates 0.62).
     match_jitter: the IDM is fitted on `copies` copies of the labelled episodes' estimates, each with fresh white noise
     that brings their jitter (jitter) up to the video's, entry by entry. smooth: every estimate is smoothed over time
-    by a Gaussian of this many frames before the IDM reads it (smooth_states; 0: not). Both off: every label before
-    2026-12-08. idm_steps: the state IDM's training steps (batch 512), twice `steps` unless given."""
+    by a Gaussian of this many frames before the IDM reads it (smooth_states; 0: not). Both off: the labeller's first
+    version (docs/generalise.md). idm_steps: the state IDM's training steps (batch 512), twice `steps` unless given."""
     from tqdm import tqdm
 
     if windows.state.shape[1] == 0:
