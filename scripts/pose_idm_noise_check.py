@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from wam import pose_label
 from wam.config import DataConfig
@@ -72,20 +70,8 @@ def main():
             copies = [demo_s + scale * jitter * torch.randn(demo_s.shape, generator=g) for _ in range(args.copies)]
             fit = torch.cat([pose_label.state_features(pose_label.smooth_states(s, dfrom, dto, sigma), dfrom, dto)
                              for s in copies])
-            fit_a = demo_a.repeat(len(copies), 1)
             test = pose_label.state_features(pose_label.smooth_states(video_s, vfrom, vto, sigma), vfrom, vto)
-            m, s = fit.mean(0), fit.std(0).clamp_min(1e-6)
-            idm = nn.Sequential(nn.Linear(fit.shape[1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
-                                nn.Linear(256, fit_a.shape[1]))
-            opt = torch.optim.AdamW(idm.parameters(), 1e-3)
-            for _ in range(args.steps):
-                i = torch.randint(len(fit), (512,), generator=g)
-                loss = F.mse_loss(idm((fit[i] - m) / s), fit_a[i])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                got = idm((test - m) / s)
+            got = pose_label.fit_state_idm(fit, demo_a.repeat(len(copies), 1), steps=args.steps, g=g)(test)
             r2 = 1 - ((got - video_a) ** 2).mean(0) / video_a.var(0)
             row = {"noise_scale": scale, "smooth": sigma, "r2_per_dim": r2.tolist(), "r2": float(r2.mean())}
             result["rows"].append(row)

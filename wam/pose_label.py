@@ -117,6 +117,30 @@ def jitter(states: torch.Tensor, ep_from: np.ndarray, ep_to: np.ndarray, rows: n
     return (states - smooth_states(states, ep_from, ep_to, JITTER_SIGMA))[torch.from_numpy(rows)].std(0)
 
 
+def fit_state_idm(feats: torch.Tensor, actions: torch.Tensor, *, steps: int, g: torch.Generator,
+                  progress: bool = False):
+    """The state IDM (an MLP on standardised state_features) fitted to `actions` for `steps` steps of batch 512;
+    returns features (n, f) -> actions (n, a), without gradients."""
+    from tqdm import tqdm
+
+    fm, fs = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    idm = nn.Sequential(nn.Linear(feats.shape[1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+                        nn.Linear(256, actions.shape[1]))
+    opt = torch.optim.AdamW(idm.parameters(), 1e-3)
+    for _ in tqdm(range(steps), desc="state IDM", unit="step", disable=not progress):
+        i = torch.randint(len(feats), (512,), generator=g)
+        loss = F.mse_loss(idm((feats[i] - fm) / fs), actions[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def predict(f: torch.Tensor) -> torch.Tensor:
+        return idm((f - fm) / fs)
+
+    return predict
+
+
 def fit_and_label(windows: Windows, *, steps: int = 1500, size: int = 48, width: int = 64, batch_size: int = 128,
                   idm_steps: int | None = None, smooth: float = 2.0, match_jitter: bool = True, copies: int = 8,
                   max_frames: int = 60_000, seed: int = 0, progress: bool = True) -> PoseLabels:
@@ -184,20 +208,9 @@ def fit_and_label(windows: Windows, *, steps: int = 1500, size: int = 48, width:
         noisy = [estimated]
     feats = torch.cat([state_features(smooth_states(e, ep_from, ep_to, smooth), ep_from, ep_to)[fit_rows] for e in noisy])
     estimated = smooth_states(estimated, ep_from, ep_to, smooth)
-    fm, fs = feats.mean(0), feats.std(0).clamp_min(1e-6)
-    fit_actions = windows.actions.float()[fit_rows].repeat(len(noisy), 1)
-    free_feats = state_features(estimated, ep_from, ep_to)[torch.from_numpy(free)]
-    idm = nn.Sequential(nn.Linear(feats.shape[1], 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
-                        nn.Linear(256, fit_actions.shape[1]))
-    opt = torch.optim.AdamW(idm.parameters(), 1e-3)
-    for _ in tqdm(range(2 * steps if idm_steps is None else idm_steps), desc="state IDM", unit="step", disable=not progress):
-        i = torch.randint(len(feats), (512,), generator=g)
-        loss = F.mse_loss(idm((feats[i] - fm) / fs), fit_actions[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        got = idm((free_feats - fm) / fs)
+    idm = fit_state_idm(feats, windows.actions.float()[fit_rows].repeat(len(noisy), 1),
+                        steps=2 * steps if idm_steps is None else idm_steps, g=g, progress=progress)
+    got = idm(state_features(estimated, ep_from, ep_to)[torch.from_numpy(free)])
     got = torch.clamp(got, windows.norm.action_min, windows.norm.action_max)
     out_a, out_s = {}, {}
     starts = sorted({int(windows.ep_from[t]) for t in free})
