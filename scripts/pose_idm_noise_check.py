@@ -58,11 +58,14 @@ def main():
     demo_s, demo_a, dfrom, dto = stack(demos, lambda lo: truth.state[lo:starts[lo]], truth)
     jitter = pose_label.jitter(video_s, vfrom, vto, np.ones(len(video_s), bool))
     err = (video_s - torch.from_numpy(np.concatenate([truth.state[lo:starts[lo]] for lo in sorted(labels.states)]))).abs()
+    motion = np.concatenate([np.abs(np.diff(truth.state[lo:starts[lo], :3], axis=0)) for lo in sorted(labels.states)])
     result = {"command": "python scripts/pose_idm_noise_check.py " + str(args.cell), "video_frames": len(video_s),
               "demonstration_frames": len(demo_s), "video_jitter_cm": (jitter[:3] * 100).tolist(),
-              "video_state_mae_cm": (err.mean(0)[:3] * 100).tolist(), "rows": []}
+              "video_state_mae_cm": (err.mean(0)[:3] * 100).tolist(),
+              "video_motion_per_step_cm": (motion.mean(0) * 100).tolist(), "rows": []}
     print(f"{len(demo_s)} demonstration frames, {len(video_s)} video frames; the video estimates' error (cm) "
-          f"{np.round(result['video_state_mae_cm'], 2)}, their jitter (cm) {np.round(result['video_jitter_cm'], 2)}")
+          f"{np.round(result['video_state_mae_cm'], 2)}, their jitter (cm) {np.round(result['video_jitter_cm'], 2)}, "
+          f"the hand's true motion per step (cm) {np.round(result['video_motion_per_step_cm'], 2)}")
     g = torch.Generator().manual_seed(0)
     for scale in map(float, args.scales.split(",")):
         for sigma in map(float, args.sigmas.split(",")):
