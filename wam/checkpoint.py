@@ -127,18 +127,24 @@ def check_resumable(saved: dict, train_cfg, frames: int, episodes: int) -> None:
     """Refuse to resume onto other data or another seed, batch size or environment-state weight (a model with or
     without its head), or with pose labels made another way (the saved OUT/labels/pose.npz would be read back as
     they are): the run would not be the same run."""
+    _refuse(resume_problems(saved, train_cfg, frames, episodes))
+
+
+def resume_problems(saved: dict, train_cfg, frames: int, episodes: int) -> list[str]:
+    """What keeps a run with `train_cfg` on `frames` / `episodes` from resuming the checkpoint whose config is `saved`
+    (check_resumable); empty when nothing does."""
     problems = []
     if saved["data"]["frames"] != frames or saved["data"]["episodes"] != episodes:
         problems.append(f"data: {saved['data']['episodes']} episodes / {saved['data']['frames']} frames saved, "
                         f"{episodes} / {frames} now")
     keys = ["seed", "batch_size", "environment_state_weight"]
-    if saved["train"].get("pose_labels") or getattr(train_cfg, "pose_labels", False):  # labels made another way
+    if saved["train"].get("pose_labels") or train_cfg.pose_labels:  # labels made another way
         keys += ["pose_labels", "pose_label_steps", "pose_label_smooth", "pose_label_match_jitter"]
     for key in keys:
         was = saved["train"].get(key, BEFORE.get(key, 0.0))  # what checkpoints from before the key existed trained with
         if was != getattr(train_cfg, key):
             problems.append(f"{key}: {was} saved, {getattr(train_cfg, key)} now")
-    _refuse(problems)
+    return problems
 
 
 BEFORE = {"environment_state_weight": 0.0, "pose_labels": False, "pose_label_smooth": 0.0,

@@ -424,7 +424,7 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
 
 
 def _stale(out: Path, cfg) -> str | None:
-    """Why the checkpoint in OUT cannot be resumed with training settings `cfg` (checkpoint.check_resumable, on the data
+    """Why the checkpoint in OUT cannot be resumed with training settings `cfg` (checkpoint.resume_problems, on the data
     it trained on), or None."""
     from wam import checkpoint
 
@@ -432,11 +432,8 @@ def _stale(out: Path, cfg) -> str | None:
     if found is None:
         return None
     saved = checkpoint.read_config(found)
-    try:
-        checkpoint.check_resumable(saved, cfg, frames=saved["data"]["frames"], episodes=saved["data"]["episodes"])
-    except ValueError as e:
-        return str(e).partition("(")[2].rpartition(")")[0]
-    return None
+    problems = checkpoint.resume_problems(saved, cfg, frames=saved["data"]["frames"], episodes=saved["data"]["episodes"])
+    return "; ".join(problems) or None
 
 
 def labels_against_truth(path: Path, pool: Pool, data: DataConfig) -> dict:
