@@ -274,6 +274,23 @@ def test_an_oracle_cell_trains_on_the_video_with_the_actions_every_other_cell_is
     assert "labels" not in train_cell(tmp_path, cond, "action-only@oracle", plan, pool)  # nothing was labelled
 
 
+def test_a_video_lever_on_a_condition_without_video_trains_the_cell_without_it_once():
+    """`pose` and `oracle` only change how the video is read: `action-only@pose` on `few5` (or on MT10) is the
+    baseline's cell, not a second run of it; on a condition with video the lever stays, and other levers always do."""
+    plan = plan_of(QUICK)
+    few = entries("few", plan, (), (BASELINE, "action-only@pose@seed1", "hybrid-foresight@oracle"))
+    trained = {(e.name, e.condition): e.recipe for e in few}
+    k = plan.demos[0]
+    assert trained[(BASELINE, f"few{k}")] == trained[("action-only@pose@seed1", f"few{k}")].replace("@seed1", "")
+    assert trained[("action-only@pose@seed1", f"few{k}")] == "action-only@seed1"
+    assert trained[("action-only@pose@seed1+same-video", f"few{k}+same-video")] == "action-only@pose@seed1"
+    assert trained[("hybrid-foresight@oracle", f"few{k}")] == "hybrid-foresight"
+    assert trained[("hybrid-foresight@oracle+other-video", f"few{k}+other-video")] == "hybrid-foresight@oracle"
+    assert [e.recipe for e in entries("in-distribution", plan, ("action-only@pose", "plan-then-act@videofirst"))] \
+        == [BASELINE, "plan-then-act@videofirst"]
+    assert [e.recipe for e in entries("unseen", plan, ("action-only@pose",))] == ["action-only@pose"]
+
+
 def test_a_cell_whose_labeller_changed_trains_again_from_scratch_rather_than_resume_onto_old_labels(pool, tmp_path):
     """A finished `pose` cell met again with other labelling settings (the defaults changed, say) cannot resume onto
     the labels it made before: it refits them and trains again, and is then read from its record (a condition with

@@ -3,6 +3,7 @@ The labels cover exactly the action-free episodes; on data whose frames show the
 the actions, better with the state IDM fitted at the video's jitter on smoothed states; training labels before its
 first step, for any recipe, and a resumed run reads the same labels back."""
 
+import functools
 import json
 from dataclasses import replace
 
@@ -129,3 +130,48 @@ def test_training_labels_before_its_first_step_and_a_resumed_run_reads_the_label
     assert all(a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-7) for s in a)
     back = pose_label.load(tmp_path / "cut/labels/pose.npz")
     assert all(np.array_equal(back.actions[k], labels.actions[k]) for k in labels.actions)
+
+
+def test_runs_on_the_same_data_share_their_labels_and_any_change_of_data_or_settings_fits_again(tiny_dataset, tmp_path,
+                                                                                                 monkeypatch):
+    """--train.pose-label-cache: a second run (another recipe) on the same data with the same labelling settings reads
+    the first run's labels instead of fitting the labeller again; another smoothing, another seed or another labelled
+    action gives another key."""
+    p = concrete(with_recipe(preset("tiny"), "action-only"))
+    cache = tmp_path / "shared"
+    cfg = replace(p.train, data=tiny_dataset, steps=2, ckpt_every=2, log_every=1, pose_labels=True,
+                  pose_label_cache=str(cache))
+    train(replace(cfg, out=tmp_path / "first"), p.model, p.sampler, data=VIDEO, progress=False)
+    assert len(list(cache.glob("*.npz"))) == 1
+    first = pose_label.load(tmp_path / "first/labels/pose.npz")
+
+    fitted = []
+    fit = pose_label.fit_and_label
+
+    @functools.wraps(fit)  # labelling_key reads its signature
+    def counted(*a, **k):
+        fitted.append(k)
+        return fit(*a, **k)
+
+    monkeypatch.setattr(pose_label, "fit_and_label", counted)
+    q = concrete(with_recipe(preset("tiny"), "self-label"))  # another recipe, the same data
+    train(replace(q.train, **{k: getattr(cfg, k) for k in ("data", "steps", "ckpt_every", "pose_labels",
+                                                           "pose_label_cache")}, out=tmp_path / "second"),
+          q.model, q.sampler, data=VIDEO, progress=False)
+    assert fitted == []
+    second = pose_label.load(tmp_path / "second/labels/pose.npz")
+    assert all(np.array_equal(second.actions[k], first.actions[k]) for k in first.actions)
+
+    train(replace(cfg, out=tmp_path / "smoother", pose_label_smooth=cfg.pose_label_smooth + 1), p.model, p.sampler,
+          data=VIDEO, progress=False)
+    assert len(fitted) == 1 and len(list(cache.glob("*.npz"))) == 2
+
+    w = _windows(tiny_dataset)
+    key = pose_label.labelling_key(w, steps=4, seed=0)
+    assert key == pose_label.labelling_key(_windows(tiny_dataset), steps=4, seed=0)
+    assert key != pose_label.labelling_key(w, steps=4, seed=1) != pose_label.labelling_key(w, steps=5, seed=0)
+    assert key == pose_label.labelling_key(w, steps=4, seed=0, smooth=2.0)  # a default named or not: the same run
+    w.actions[int(np.flatnonzero(w.labelled.numpy())[0])] += 0.5
+    assert pose_label.labelling_key(w, steps=4, seed=0) != key
+    with pytest.raises(TypeError, match="no setting"):
+        pose_label.labelling_key(w, stpes=4)

@@ -318,6 +318,11 @@ class TrainConfig:
     """With --train.pose-labels: the state IDM learns from the labelled episodes' estimates noised up to the video's
     frame-to-frame jitter (pose_label.fit_and_label); false: from the estimates as they are, nearly exact on the
     estimator's own training frames (the labeller's first version)."""
+    pose_label_cache: str | None = None
+    """With --train.pose-labels: a folder that runs share. The labels are kept there under a key of the data they were
+    made from (the frames, states, actions and which episodes are action-free) and of the labeller's settings and seed
+    (pose_label.labelling_key); a run whose key is there reads them instead of fitting the labeller again (the same
+    labels: the labeller is deterministic). None: every run fits its own."""
     video_share: float | None = None
     """The fraction of each batch drawn from the frames of action-free episodes (whether the model has labelled them
     or not), the rest from the demonstrations; None: in proportion to their frames. With many action-free episodes

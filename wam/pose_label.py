@@ -235,6 +235,33 @@ def apply(windows: Windows, labels: PoseLabels) -> int:
     return n
 
 
+def labelling_key(windows: Windows, **settings) -> str:
+    """The first 16 hex digits of a sha256 naming what fit_and_label(windows, **settings) returns: the frames (the
+    cache files they are read from, their size and resize; FrameStore.fingerprint), the states, the actions of the
+    labelled episodes, which episodes are action-free, and every setting of fit_and_label with its defaults filled in
+    (so a changed default changes the key). Two runs with the same key get the same labels."""
+    import hashlib
+    import inspect
+    import json
+
+    params = inspect.signature(fit_and_label).parameters
+    unknown = set(settings) - set(params) - {"progress"}
+    if unknown:
+        raise TypeError(f"fit_and_label has no setting(s) {sorted(unknown)}")
+    full = {k: settings.get(k, p.default) for k, p in params.items() if k not in ("windows", "progress")}
+    labelled = windows.labelled.numpy()
+    h = hashlib.sha256(json.dumps({"version": KEY_VERSION, "settings": full}, sort_keys=True).encode())
+    h.update(f"{windows.frames.fingerprint()}:{windows.frames.size}:{windows.frames.resize}:{windows.n}".encode())
+    for a in (windows.ep_from, windows.ep_to, labelled, windows.state.numpy(), windows.actions.numpy()[labelled]):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+KEY_VERSION = 1
+"""Part of every labelling_key: raise it when fit_and_label computes something else from the same inputs and
+settings."""
+
+
 def save(path: Path, labels: PoseLabels) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

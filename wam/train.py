@@ -348,14 +348,23 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, sampler: SamplerConfig = Sam
         spent = max((r.get("train_s", 0.0) for r in rows), default=0.0)
     if cfg.pose_labels:  # before the recipe's own labelling: it then finds nothing left to label
         pose_file = out / "labels" / "pose.npz"
+        labelling = {"steps": cfg.pose_label_steps, "smooth": cfg.pose_label_smooth,
+                     "match_jitter": cfg.pose_label_match_jitter, "seed": cfg.seed}
+        shared = (Path(cfg.pose_label_cache) / f"{pose_label.labelling_key(windows, **labelling)}.npz"
+                  if cfg.pose_label_cache else None)
         if found is not None and pose_file.exists():
             poses = pose_label.load(pose_file)
+        elif shared is not None and shared.exists():
+            poses = pose_label.load(shared)
+            if rank == 0:
+                print(f"pose labels read from {shared} (made by an earlier run from the same data and settings)")
+                pose_label.save(pose_file, poses)
         else:
-            poses = pose_label.fit_and_label(windows, steps=cfg.pose_label_steps, smooth=cfg.pose_label_smooth,
-                                             match_jitter=cfg.pose_label_match_jitter, seed=cfg.seed,
-                                             progress=progress and rank == 0)
+            poses = pose_label.fit_and_label(windows, **labelling, progress=progress and rank == 0)
             if rank == 0:
                 pose_label.save(pose_file, poses)
+                if shared is not None:
+                    pose_label.save(shared, poses)
         n = pose_label.apply(windows, poses)
         if rank == 0:
             print(f"labelled {n} frames of {len(poses.actions)} action-free episodes through the arm's estimated pose "

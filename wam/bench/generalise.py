@@ -341,24 +341,43 @@ class Entry:
 def entries(split: str, plan: Plan, recipes: tuple[str, ...], few_recipes: tuple[str, ...] = ()) -> list[Entry]:
     """The split's entries. A recipe that predicts no frames (the action-only baseline, with or without a lever)
     cannot use action-free video: it trains on the labelled episodes alone, unless the `pose` lever labels the video
-    for it (learns_from_video)."""
+    for it (learns_from_video). An entry on a condition without video trains the cell trained_as names."""
+    conds = conditions(plan)
+
+    def entry(name: str, recipe_name: str, cond: str, tasks: tuple[str, ...], **kw) -> Entry:
+        return Entry(split, name, trained_as(recipe_name, conds[cond]), cond, tasks, **kw)
+
     if split == "in-distribution":
-        return [Entry(split, r, r, "mt10", plan.mt10) for r in recipes]
+        return [entry(r, r, "mt10", plan.mt10) for r in recipes]
     if split == "unseen":
-        return [Entry(split, r, r, "mt10+unseen-video" if learns_from_video(r) else "mt10", plan.unseen) for r in recipes]
+        return [entry(r, r, "mt10+unseen-video" if learns_from_video(r) else "mt10", plan.unseen) for r in recipes]
     if split == "unseen-avdc":
-        return [Entry(split, r, r, "avdc-train+avdc-video" if learns_from_video(r) else "avdc-train", plan.avdc) for r in recipes]
+        return [entry(r, r, "avdc-train+avdc-video" if learns_from_video(r) else "avdc-train", plan.avdc) for r in recipes]
     if split == "shift":
-        return [Entry(split, r, r, "mt10", plan.shift_tasks, shift=s, variant=s) for r in recipes for s in (None, *SHIFTS)]
+        return [entry(r, r, "mt10", plan.shift_tasks, shift=s, variant=s) for r in recipes for s in (None, *SHIFTS)]
     if split == "few":
         out = []
         for k in plan.demos:
             for r in few_recipes:
                 for v in VIDEO_CONDITIONS if learns_from_video(r) else ("none",):
                     cond = f"few{k}" if v == "none" else f"few{k}+{v}"
-                    out.append(Entry(split, r if v == "none" else f"{r}+{v}", r, cond, plan.few, variant=f"{k} demos"))
+                    out.append(entry(r if v == "none" else f"{r}+{v}", r, cond, plan.few, variant=f"{k} demos"))
         return out
     raise ValueError(f"unknown split {split!r}; valid splits are: {', '.join(SPLITS)}")
+
+
+VIDEO_LEVERS = ("pose", ORACLE)
+"""Levers that change only how the action-free video is read: on a condition without video they change nothing."""
+
+
+def trained_as(name: str, cond: Condition) -> str:
+    """The cell a bench recipe trains on a condition: on one without action-free video, the recipe without its
+    VIDEO_LEVERS (the same training, step for step), so `action-only@pose` on `few5` is the baseline's cell, trained
+    and evaluated once."""
+    if cond.video:
+        return name
+    recipe_name, *levers = name.split("@")
+    return "@".join([recipe_name, *(lever for lever in levers if lever not in VIDEO_LEVERS)])
 
 
 # ====================================================================================== running cells
@@ -394,7 +413,8 @@ def train_cell(out: Path, cond: Condition, name: str, plan: Plan, pool: Pool) ->
     if ORACLE in name.split("@")[1:]:  # the video read with its recorded actions: labelled as well as it can be
         data = dataclasses.replace(data, video_only_episodes=None)
     train_cfg = dataclasses.replace(p.train, data=pool.root, out=cell / "train", steps=cond.steps,
-                                    ckpt_every=plan.ckpt_every)
+                                    ckpt_every=plan.ckpt_every,  # cells on the same data share their pose labels
+                                    pose_label_cache=str(out / "pose-labels") if p.train.pose_labels else None)
     record_file = cell / "cell.json"
     settings = {"recipe": name, "condition": dataclasses.asdict(cond), "train": to_dict(train_cfg), "data": to_dict(data),
                 "model": to_dict(p.model)}
